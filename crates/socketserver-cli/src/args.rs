@@ -1,0 +1,254 @@
+//! Command-line flags → validated [`Options`]. Parsing only: nothing here binds or prints.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum, error::ErrorKind};
+use socketserver::{Address, Mode};
+
+/// What `socketserver` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    /// Echo every byte back (stream), or each datagram to its sender.
+    Echo,
+    /// Python's MyTCPHandler: one line back, stripped and upper-cased.
+    Upper,
+    /// Python's ThreadedTCPRequestHandler: `<worker name>: <data>`.
+    Threadname,
+    /// Static files over HTTP/1.1 (not available yet).
+    Http,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Sync,
+    Threading,
+    Pool,
+    Fork,
+    Async,
+}
+
+/// Serve the demo handlers of Python's socketserver documentation over TCP, UDP and Unix
+/// sockets, in any concurrency mode.
+#[derive(Debug, Parser)]
+#[command(name = "socketserver", version, about, max_term_width = 100)]
+struct Cli {
+    /// The service to run
+    #[arg(value_enum)]
+    service: Service,
+
+    /// Where to listen: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH (repeatable;
+    /// default tcp://127.0.0.1:9999, or tcp://127.0.0.1:8000 for http)
+    #[arg(long = "listen", value_name = "URL")]
+    listen: Vec<String>,
+
+    /// How requests run
+    #[arg(long, value_enum, default_value = "threading")]
+    mode: ModeArg,
+
+    /// Worker threads for --mode pool (default: 4 per core)
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+
+    /// Most child processes at once for --mode fork
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    max_children: usize,
+
+    /// Most connections served at once, across all listeners (default: no limit)
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Close a connection that sends nothing (or reads nothing we send) for SECS (default: none)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+
+    /// How long a graceful stop waits for in-flight work
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
+    shutdown_timeout: Duration,
+
+    /// Listen backlog for stream listeners (the kernel caps it at net.core.somaxconn)
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    backlog: u32,
+
+    /// Set SO_REUSEPORT so several servers can share a TCP or UDP port
+    #[arg(long)]
+    reuse_port: bool,
+
+    /// Log only errors
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Validated options.
+#[derive(Debug)]
+pub struct Options {
+    pub service: Service,
+    pub listen: Vec<Address>,
+    pub mode: Mode,
+    pub max_connections: Option<usize>,
+    pub timeout: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub backlog: u32,
+    pub reuse_port: bool,
+    pub quiet: bool,
+}
+
+/// How parsing ended when it did not produce options.
+#[derive(Debug)]
+pub enum Stop {
+    /// `--help` or `--version`: print this on stdout and exit 0.
+    Print(String),
+    /// A bad command line: print `socketserver: <message>` and exit 2.
+    Usage(String),
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{text:?} must be a non-negative number of seconds"))
+}
+
+/// Parses `args` (without the program name handling: clap takes it from the first item).
+pub fn parse<I, T>(args: I) -> Result<Options, Stop>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|err| match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Stop::Print(err.to_string()),
+        _ => Stop::Usage(one_line(&err.to_string())),
+    })?;
+    validate(cli).map_err(Stop::Usage)
+}
+
+/// clap's message in one line: its first line without the `error: ` prefix, plus the
+/// possible values when it lists them.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if let Some(values) = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"))
+    {
+        message.push_str(&format!(" {values}"));
+    }
+    message.push_str(" (see socketserver --help)");
+    message
+}
+
+fn validate(cli: Cli) -> Result<Options, String> {
+    if cli.service == Service::Http {
+        return Err("the http service is not available in this version yet; \
+                    use echo, upper or threadname"
+            .into());
+    }
+    let mode = match cli.mode {
+        ModeArg::Sync => Mode::Sync,
+        ModeArg::Threading => Mode::Threading,
+        ModeArg::Pool => match cli.workers {
+            Some(workers) => Mode::Pool { workers },
+            None => Mode::pool(),
+        },
+        ModeArg::Fork => Mode::Fork {
+            max_children: cli.max_children,
+        },
+        ModeArg::Async => {
+            return Err(
+                "--mode async is not available in this version yet (the event-driven mode \
+                        comes later); use threading, pool, fork or sync"
+                    .into(),
+            );
+        }
+    };
+    if cli.workers == Some(0) {
+        return Err("--workers 0: a pool needs at least 1 worker".into());
+    }
+    if cli.workers.is_some() && cli.mode != ModeArg::Pool {
+        return Err(format!(
+            "--workers applies to --mode pool, not --mode {mode}"
+        ));
+    }
+    if cli.max_children == 0 {
+        return Err("--max-children 0: fork mode needs at least 1 child".into());
+    }
+    if cli.max_connections == Some(0) {
+        return Err("--max-connections 0 would never serve anyone; use at least 1".into());
+    }
+    if cli.backlog == 0 {
+        return Err("--backlog 0: use at least 1".into());
+    }
+    let mut listen = Vec::new();
+    for url in &cli.listen {
+        listen.push(url.parse::<Address>().map_err(|e| e.to_string())?);
+    }
+    if listen.is_empty() {
+        listen.push(Address::Tcp {
+            host: "127.0.0.1".into(),
+            port: 9999,
+        });
+    }
+    Ok(Options {
+        service: cli.service,
+        listen,
+        mode,
+        max_connections: cli.max_connections,
+        timeout: cli.timeout.filter(|t| !t.is_zero()),
+        shutdown_timeout: cli.shutdown_timeout,
+        backlog: cli.backlog,
+        reuse_port: cli.reuse_port,
+        quiet: cli.quiet,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(args: &[&str]) -> String {
+        match parse(std::iter::once("socketserver").chain(args.iter().copied())) {
+            Err(Stop::Usage(message)) => message,
+            other => panic!("expected a usage error for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(usage(&["bogus"]).contains("'bogus'"));
+        assert!(usage(&["echo", "--mode", "turbo"]).contains("'turbo'"));
+        assert!(usage(&["echo", "--mode", "turbo"]).contains("possible values"));
+        assert!(usage(&["echo", "--listen", "tcp://x"]).contains("tcp://x"));
+        assert!(usage(&["echo", "--timeout", "-1"]).contains("-1"));
+        assert!(usage(&["echo", "--mode", "async"]).contains("async"));
+        assert!(usage(&["echo", "--workers", "3"]).contains("--workers"));
+        assert!(usage(&["echo", "--mode", "pool", "--workers", "0"]).contains("--workers 0"));
+        assert!(!usage(&["echo", "--frobnicate"]).contains('\n'));
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let opts = parse(["socketserver", "echo"]).unwrap();
+        assert_eq!(
+            opts.listen,
+            vec!["tcp://127.0.0.1:9999".parse::<Address>().unwrap()]
+        );
+        assert_eq!(opts.mode, Mode::Threading);
+        assert_eq!(opts.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(opts.timeout, None);
+        let pool = parse(["socketserver", "echo", "--mode", "pool", "--workers", "3"]).unwrap();
+        assert_eq!(pool.mode, Mode::Pool { workers: 3 });
+        let fork = parse([
+            "socketserver",
+            "echo",
+            "--mode",
+            "fork",
+            "--max-children",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(fork.mode, Mode::Fork { max_children: 2 });
+    }
+}

@@ -1,0 +1,183 @@
+//! Concurrency modes: Python's mix-ins, picked at run time.
+//!
+//! Each mode implements the crate-private [`Dispatch`] trait, the one seam Python's
+//! `ThreadingMixIn`/`ForkingMixIn` override (`process_request`, plus `server_close` to join or
+//! reap). One file per mode; none of them parses a byte.
+//!
+//! Worker names (what [`worker_name`] and the `threadname` service show) are part of the API:
+//!
+//! | Mode | Name |
+//! |---|---|
+//! | `Sync` | the serving thread's own name (`main` when serving from `main`) |
+//! | `Threading` | `socketserver-conn-{n}`, `n` counting connections from 0 |
+//! | `Pool` | `socketserver-worker-{n}`, `n` from 0 to `workers - 1` |
+//! | `Fork` | `pid-{pid}` of the child process |
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::{Error, Request};
+
+#[cfg(unix)]
+mod fork;
+mod pool;
+mod sync;
+mod threading;
+
+#[cfg(unix)]
+pub(crate) use self::fork::Fork;
+pub(crate) use self::pool::Pool;
+pub(crate) use self::sync::Sync;
+pub(crate) use self::threading::Threading;
+
+/// How requests run. Python's `ThreadingMixIn`, `ForkingMixIn` and friends, as one value chosen
+/// at run time. Every mode serves the same [`Handler`](crate::Handler) unchanged.
+///
+/// | Mode | Python | Use it when |
+/// |---|---|---|
+/// | `Sync` | `TCPServer` | requests are tiny and clients trusted: one slow client makes the server deaf to all others |
+/// | `Threading` (default) | `ThreadingMixIn` | the general case: a thread per connection, shared state in the handler |
+/// | `Pool` | (none) | you want a hard bound on threads: N workers, further connections wait in the kernel's queue |
+/// | `Fork` | `ForkingMixIn` | requests must be isolated (a crash or leak dies with the child); state is *not* shared |
+/// | `Async` | (none) | many idle connections; comes with the event-driven mode (not yet available) |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// One request at a time, on the serving thread (Python's plain `TCPServer`).
+    Sync,
+    /// A new named thread per connection or datagram (Python's `ThreadingMixIn`).
+    #[default]
+    Threading,
+    /// A fixed set of `workers` named threads fed through a queue of `workers` entries; when
+    /// all are busy and the queue is full, the server stops accepting and new connections wait
+    /// in the kernel's listen queue (backpressure, no memory growth).
+    Pool {
+        /// Number of worker threads (at least 1).
+        workers: usize,
+    },
+    /// A child process per connection or datagram (Python's `ForkingMixIn`), at most
+    /// `max_children` at once: at the limit the server stops accepting until one exits.
+    /// Children are reaped as soon as they exit, so no zombie accumulates. Unix only.
+    ///
+    /// The child runs only the handler and then exits with `_exit`; the handler must not rely
+    /// on threads of the parent (they do not exist in the child).
+    Fork {
+        /// Most children alive at once (Python's `max_children`, default 40).
+        max_children: usize,
+    },
+    /// Event-driven serving without a thread per connection. Not available yet: binding a
+    /// server in this mode fails with [`Error::Unsupported`].
+    Async,
+}
+
+impl Mode {
+    /// `Pool` with the default worker count: 4 per core.
+    pub fn pool() -> Mode {
+        Mode::Pool {
+            workers: default_workers(),
+        }
+    }
+
+    /// `Fork` with Python's default `max_children` of 40.
+    pub fn fork() -> Mode {
+        Mode::Fork { max_children: 40 }
+    }
+}
+
+/// 4 workers per core, as the command line's `--workers` default.
+pub(crate) fn default_workers() -> usize {
+    4 * std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+
+    /// Parses `sync`, `threading`, `pool`, `fork` or `async` (with default sizes).
+    fn from_str(s: &str) -> Result<Mode, Error> {
+        match s {
+            "sync" => Ok(Mode::Sync),
+            "threading" => Ok(Mode::Threading),
+            "pool" => Ok(Mode::pool()),
+            "fork" => Ok(Mode::fork()),
+            "async" => Ok(Mode::Async),
+            _ => Err(Error::Unsupported {
+                what: format!("unknown mode {s:?}: expected sync, threading, pool, fork or async"),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Sync => "sync",
+            Mode::Threading => "threading",
+            Mode::Pool { .. } => "pool",
+            Mode::Fork { .. } => "fork",
+            Mode::Async => "async",
+        })
+    }
+}
+
+static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn mark_forked_child() {
+    FORKED_CHILD.store(true, Ordering::SeqCst);
+}
+
+/// The name of the worker running the current request: the thread's name in `Sync`,
+/// `Threading` and `Pool` modes (see the table in this module), `pid-{pid}` in a forked child.
+/// Threads without a name show as `unnamed`.
+pub fn worker_name() -> String {
+    if FORKED_CHILD.load(Ordering::SeqCst) {
+        format!("pid-{}", std::process::id())
+    } else {
+        std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string()
+    }
+}
+
+/// Python's `process_request` + `server_close` seam.
+pub(crate) trait Dispatch: Send {
+    /// Most requests this mode holds at once (`None`: no limit of its own).
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+
+    /// Registers the mode's own event sources with the serving loop.
+    fn register(&mut self, _registry: &mio::Registry) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Runs (or hands off) one request.
+    fn dispatch(&mut self, request: Request);
+
+    /// Housekeeping after every wake-up of the loop: join finished threads, reap children.
+    fn tick(&mut self) {}
+
+    /// Releases the mode's workers after the drain. `all_done` is false when work is still
+    /// running after the forced close: then what cannot be joined is left behind (and logged).
+    fn close(&mut self, all_done: bool);
+}
+
+/// Joins the threads that have finished (all of them when `all_done`) and reports the rest.
+pub(crate) fn join_threads(threads: &mut Vec<std::thread::JoinHandle<()>>, all_done: bool) {
+    let mut stuck = 0;
+    for handle in threads.drain(..) {
+        if all_done || handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            stuck += 1;
+        }
+    }
+    if stuck > 0 {
+        log::warn!(
+            "{stuck} handler thread(s) still running after the shutdown deadline were left behind"
+        );
+    }
+}

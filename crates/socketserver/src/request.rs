@@ -1,0 +1,482 @@
+//! The request a handler receives: Python's `self.request`, `rfile` and `wfile` in one value.
+
+use std::fmt;
+use std::io::{self, BufRead, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+
+use crate::shutdown::Slot;
+use crate::{Address, ShutdownHandle};
+
+/// Read buffer size. Reads at least this large bypass the buffer.
+const READ_BUF: usize = 8 * 1024;
+/// Write buffer size. Writes at least this large go straight to the socket.
+const WRITE_BUF: usize = 8 * 1024;
+
+/// One request: a connection (TCP, Unix stream) or one datagram (UDP, Unix datagram).
+///
+/// It is [`BufRead`] + [`Write`], so the same handler code serves every transport:
+///
+/// - **Stream**: reads come from the connection through an 8 KiB buffer (`read_line`,
+///   `read_exact`, `read_until` all work). Writes are buffered too, and the buffer is flushed
+///   before any read that has to wait for the peer, at the end of the request, and by
+///   [`flush`](Write::flush): so a request/response handler never deadlocks waiting for input
+///   while its answer sits in a buffer (the reason Python's `StreamRequestHandler` leaves
+///   `wfile` unbuffered), yet a handler writing many small pieces sends few packets. When the
+///   request ends the write side is shut down, so the peer reads end of file.
+/// - **Datagram**: reads come from the datagram's bytes ([`packet`](Request::packet)); writes
+///   collect the reply, sent to the sender in one datagram when the request ends
+///   (Python's `DatagramRequestHandler`). A reply is sent if anything was written or
+///   `flush` was called, so an empty reply is possible.
+///
+/// "Finish" work (flush, shut down, send the reply) runs when the request is dropped, so it
+/// runs even when the handler returns an error or panics.
+pub struct Request {
+    io: Io,
+    peer: Address,
+    local: Arc<Address>,
+    shutdown: ShutdownHandle,
+    timeout: Option<Duration>,
+    slot: Option<Slot>,
+    finished: bool,
+}
+
+enum Io {
+    Stream {
+        socket: Option<Arc<Socket>>,
+        rbuf: Vec<u8>,
+        rpos: usize,
+        wbuf: Vec<u8>,
+    },
+    Datagram {
+        data: Vec<u8>,
+        pos: usize,
+        reply: Vec<u8>,
+        reply_wanted: bool,
+        socket: Arc<Socket>,
+        to: SockAddr,
+    },
+}
+
+impl Request {
+    pub(crate) fn stream(
+        socket: Arc<Socket>,
+        peer: Address,
+        local: Arc<Address>,
+        shutdown: ShutdownHandle,
+        timeout: Option<Duration>,
+        slot: Slot,
+    ) -> Request {
+        Request {
+            io: Io::Stream {
+                socket: Some(socket),
+                rbuf: Vec::new(),
+                rpos: 0,
+                wbuf: Vec::new(),
+            },
+            peer,
+            local,
+            shutdown,
+            timeout,
+            slot: Some(slot),
+            finished: false,
+        }
+    }
+
+    pub(crate) fn datagram(
+        data: Vec<u8>,
+        socket: Arc<Socket>,
+        to: SockAddr,
+        peer: Address,
+        local: Arc<Address>,
+        shutdown: ShutdownHandle,
+        slot: Slot,
+    ) -> Request {
+        Request {
+            io: Io::Datagram {
+                data,
+                pos: 0,
+                reply: Vec::new(),
+                reply_wanted: false,
+                socket,
+                to,
+            },
+            peer,
+            local,
+            shutdown,
+            timeout: None,
+            slot: Some(slot),
+            finished: false,
+        }
+    }
+
+    /// The client's address. Unix clients that did not bind a path show an empty path.
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The address of the listener this request came in on (useful with several listeners).
+    pub fn local(&self) -> &Address {
+        &self.local
+    }
+
+    /// A handle that stops the server; safe to use from inside the handler.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// True for a datagram request (UDP, Unix datagram).
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.io, Io::Datagram { .. })
+    }
+
+    /// The whole datagram, for datagram requests (`None` for streams). Reading through
+    /// `Read`/`BufRead` yields the same bytes.
+    pub fn packet(&self) -> Option<&[u8]> {
+        match &self.io {
+            Io::Datagram { data, .. } => Some(data),
+            Io::Stream { .. } => None,
+        }
+    }
+
+    /// Sets the connection's timeout for reads and writes: a peer that sends nothing (or reads
+    /// nothing while we write) for this long makes the operation fail with
+    /// [`io::ErrorKind::TimedOut`]. `None` waits forever. Starts as the server's `timeout`.
+    /// Has no effect on datagram requests.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if let Io::Stream {
+            socket: Some(socket),
+            ..
+        } = &self.io
+        {
+            socket.set_read_timeout(timeout)?;
+            socket.set_write_timeout(timeout)?;
+        }
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on for a TCP connection. The server turns it off
+    /// by default (see `ServerBuilder::nodelay`). No effect on other transports.
+    pub fn set_nodelay(&mut self, nodelay: bool) -> io::Result<()> {
+        match &self.io {
+            Io::Stream {
+                socket: Some(socket),
+                ..
+            } if matches!(self.peer, Address::Tcp { .. }) => socket.set_tcp_nodelay(nodelay),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn take_slot(&mut self) -> Option<Slot> {
+        self.slot.take()
+    }
+
+    pub(crate) fn put_slot(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+    }
+
+    /// The raw fd the request replies on (the datagram socket), kept open in a forked child.
+    pub(crate) fn reply_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match &self.io {
+            Io::Datagram { socket, .. } => Some(socket.as_raw_fd()),
+            Io::Stream { .. } => None,
+        }
+    }
+
+    /// In a forking parent: forget the request without finishing it (the child finishes it;
+    /// a `shutdown(2)` here would cut the child's connection too). Closes our copy of the fd.
+    pub(crate) fn release_to_child(mut self) {
+        self.finished = true;
+        if let Io::Stream { socket, .. } = &mut self.io {
+            socket.take();
+        }
+    }
+
+    fn timed_out(&self, reading: bool) -> io::Error {
+        let secs = self.timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
+        let what = if reading {
+            "sent nothing"
+        } else {
+            "read nothing"
+        };
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timed out: the peer {what} for {secs}s"),
+        )
+    }
+
+    /// Python's `finish()`: flush the reply, then end the request. Runs once; `Drop` calls it
+    /// if the server did not.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let result = match &mut self.io {
+            Io::Stream { socket, wbuf, .. } => {
+                let Some(sock) = socket.as_ref() else {
+                    return Ok(());
+                };
+                let flushed = write_all(sock, wbuf);
+                wbuf.clear();
+                // Shut the write side down so the peer reads EOF even while another process
+                // (a forked child's parent, say) still holds the fd.
+                let _ = sock.shutdown(Shutdown::Write);
+                flushed
+            }
+            Io::Datagram {
+                reply,
+                reply_wanted,
+                socket,
+                to,
+                ..
+            } => {
+                if *reply_wanted || !reply.is_empty() {
+                    send_reply(socket, reply, to)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        result.map_err(|e| {
+            if is_timeout(&e) {
+                self.timed_out(false)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn flush_writes(&mut self) -> io::Result<()> {
+        let result = match &mut self.io {
+            Io::Stream {
+                socket: Some(sock),
+                wbuf,
+                ..
+            } if !wbuf.is_empty() => {
+                let r = write_all(sock, wbuf);
+                wbuf.clear();
+                r
+            }
+            _ => Ok(()),
+        };
+        result.map_err(|e| {
+            if is_timeout(&e) {
+                self.timed_out(false)
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    // SO_RCVTIMEO/SO_SNDTIMEO expiry shows up as EAGAIN on a blocking socket.
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the request is finished")
+}
+
+fn write_all(mut sock: &Socket, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match sock.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn send_reply(socket: &Socket, reply: &[u8], to: &SockAddr) -> io::Result<()> {
+    if to.as_socket().is_none() && to.as_pathname().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "cannot reply to an unnamed Unix datagram socket: the client must bind a path",
+        ));
+    }
+    loop {
+        // MSG_DONTWAIT: a peer whose receive queue is full loses this reply (datagram
+        // semantics) instead of stalling the server.
+        match socket.send_to_with_flags(reply, to, nix::libc::MSG_DONTWAIT) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "reply dropped: the peer's receive queue is full",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Read for Request {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Io::Stream {
+            socket: Some(sock),
+            rbuf,
+            rpos,
+            ..
+        } = &mut self.io
+            && *rpos >= rbuf.len()
+            && buf.len() >= READ_BUF
+        {
+            // Large reads bypass the buffer, but pending output goes first.
+            let sock = Arc::clone(sock);
+            self.flush_writes()?;
+            return loop {
+                match (&*sock).read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if is_timeout(&e) => break Err(self.timed_out(true)),
+                    other => break other,
+                }
+            };
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Request {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let needs_read = match &self.io {
+            Io::Stream {
+                socket, rbuf, rpos, ..
+            } => {
+                if socket.is_none() {
+                    return Err(closed());
+                }
+                *rpos >= rbuf.len()
+            }
+            Io::Datagram { .. } => false,
+        };
+        if needs_read {
+            self.flush_writes()?;
+            let result = match &mut self.io {
+                Io::Stream {
+                    socket: Some(sock),
+                    rbuf,
+                    rpos,
+                    ..
+                } => {
+                    rbuf.resize(READ_BUF, 0);
+                    *rpos = 0;
+                    let r = loop {
+                        match (&**sock).read(rbuf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            other => break other,
+                        }
+                    };
+                    rbuf.truncate(*r.as_ref().unwrap_or(&0));
+                    r
+                }
+                _ => Ok(0),
+            };
+            if let Err(e) = result {
+                return Err(if is_timeout(&e) {
+                    self.timed_out(true)
+                } else {
+                    e
+                });
+            }
+        }
+        match &self.io {
+            Io::Stream { rbuf, rpos, .. } => Ok(&rbuf[*rpos..]),
+            Io::Datagram { data, pos, .. } => Ok(&data[*pos..]),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        match &mut self.io {
+            Io::Stream { rbuf, rpos, .. } => *rpos = (*rpos + amt).min(rbuf.len()),
+            Io::Datagram { data, pos, .. } => *pos = (*pos + amt).min(data.len()),
+        }
+    }
+}
+
+impl Write for Request {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.io {
+            Io::Stream { socket: None, .. } => Err(closed()),
+            Io::Stream {
+                socket: Some(_),
+                wbuf,
+                ..
+            } if wbuf.len() + buf.len() <= WRITE_BUF => {
+                wbuf.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            Io::Stream {
+                socket: Some(sock), ..
+            } => {
+                let sock = Arc::clone(sock);
+                self.flush_writes()?;
+                if buf.len() >= WRITE_BUF {
+                    write_all(&sock, buf).map_err(|e| {
+                        if is_timeout(&e) {
+                            self.timed_out(false)
+                        } else {
+                            e
+                        }
+                    })?;
+                } else if let Io::Stream { wbuf, .. } = &mut self.io {
+                    wbuf.extend_from_slice(buf);
+                }
+                Ok(buf.len())
+            }
+            Io::Datagram { reply, .. } => {
+                reply.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Io::Datagram { reply_wanted, .. } = &mut self.io {
+            *reply_wanted = true;
+        }
+        self.flush_writes()
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        let _ = self.finish();
+        // Off the table first, then close, then free the slot: a forced close never sees a
+        // closed socket, and `max_connections` counts the fd until it is really closed.
+        let mut slot = self.slot.take();
+        if let Some(slot) = slot.as_mut() {
+            slot.unlist();
+        }
+        if let Io::Stream { socket, .. } = &mut self.io {
+            socket.take();
+        }
+        drop(slot);
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("datagram", &self.is_datagram())
+            .finish()
+    }
+}

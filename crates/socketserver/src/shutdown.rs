@@ -1,0 +1,227 @@
+//! Shutdown and in-flight accounting.
+//!
+//! One `Shared` value per server holds the run state, the waker of the serving loop and the
+//! table of work in flight. Every accepted connection (or received datagram) holds a [`Slot`]
+//! until it is finished: the count bounds `max_connections` and the mode's capacity, and the
+//! table lets a forced close reach every connection (shut its socket down) or child (kill it),
+//! so "close what remains" is real and not a hope.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use socket2::Socket;
+
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const CLOSING: u8 = 2;
+
+/// What a forced close does to one piece of in-flight work.
+pub(crate) enum Entry {
+    /// A connection: shut its socket down so a handler blocked on it returns at once.
+    Socket(Arc<Socket>),
+    /// A forked child: kill it.
+    Process(i32),
+    /// Nothing to interrupt (a datagram being handled).
+    Nothing,
+}
+
+pub(crate) struct Shared {
+    state: AtomicU8,
+    waker: mio::Waker,
+    /// Set while the loop waits for a slot to free up or for the drain: then every finished
+    /// request wakes it.
+    want_wake: AtomicBool,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+    table: Mutex<HashMap<u64, Entry>>,
+}
+
+impl Shared {
+    pub(crate) fn new(waker: mio::Waker) -> Shared {
+        Shared {
+            state: AtomicU8::new(RUNNING),
+            waker,
+            want_wake: AtomicBool::new(false),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.state.load(SeqCst) == RUNNING
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.load(SeqCst) == CLOSING
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.count.load(SeqCst)
+    }
+
+    pub(crate) fn set_want_wake(&self, want: bool) {
+        self.want_wake.store(want, SeqCst);
+    }
+
+    pub(crate) fn wake(&self) {
+        // A failed wake means the eventfd counter is saturated: the loop is already due to wake.
+        let _ = self.waker.wake();
+    }
+
+    /// Interrupts everything still in flight: shuts sockets down and kills children.
+    pub(crate) fn force_close(&self) {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in table.values() {
+            match entry {
+                Entry::Socket(socket) => {
+                    let _ = socket.shutdown(Shutdown::Both);
+                }
+                Entry::Process(pid) => crate::sys::kill(*pid),
+                Entry::Nothing => {}
+            }
+        }
+    }
+}
+
+/// One unit of in-flight work (RAII, like tiny-http's `Registration`): counted from creation to
+/// drop, and listed in the table until then so a forced close can reach it.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+    listed: bool,
+}
+
+impl Slot {
+    pub(crate) fn new(shared: &Arc<Shared>, entry: Entry) -> Slot {
+        let id = shared.next_id.fetch_add(1, SeqCst);
+        shared.count.fetch_add(1, SeqCst);
+        let listed = !matches!(entry, Entry::Nothing);
+        if listed {
+            shared
+                .table
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, entry);
+        }
+        Slot {
+            shared: Arc::clone(shared),
+            id,
+            listed,
+        }
+    }
+
+    /// Replaces what a forced close does (a forked connection becomes its child process).
+    pub(crate) fn relist(&mut self, entry: Entry) {
+        let mut table = self
+            .shared
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        table.insert(self.id, entry);
+        self.listed = true;
+    }
+
+    /// Takes the work off the table before its socket is closed, so a forced close never
+    /// touches a socket after it is gone.
+    pub(crate) fn unlist(&mut self) {
+        if self.listed {
+            self.listed = false;
+            self.shared
+                .table
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.id);
+        }
+    }
+
+    /// Leaves the slot without releasing it: used in a forked child, whose copy of the table
+    /// belongs to the parent and whose locks may be held by threads that do not exist there.
+    pub(crate) fn abandon(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.unlist();
+        self.shared.count.fetch_sub(1, SeqCst);
+        if self.shared.want_wake.load(SeqCst) {
+            self.shared.wake();
+        }
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot").field("id", &self.id).finish()
+    }
+}
+
+/// Stops a server from any thread, including from inside a handler.
+///
+/// Cloneable and cheap. Unlike Python's `shutdown()`, it never blocks, so calling it from the
+/// serving thread or a handler cannot deadlock: the serving loop is woken at once (no poll
+/// interval) and does the rest.
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::{Request, Server};
+/// use std::io::{self, Write};
+///
+/// let server = Server::builder("tcp://127.0.0.1:0".parse()?).bind(|req: &mut Request| {
+///     req.write_all(b"bye\n")?;
+///     req.shutdown_handle().shutdown(); // a handler may stop its own server
+///     Ok(())
+/// })?;
+/// let addr = server.local_addr().socket_addr().unwrap();
+/// let serving = std::thread::spawn(move || server.serve_forever());
+/// let mut reply = String::new();
+/// io::Read::read_to_string(&mut std::net::TcpStream::connect(addr)?, &mut reply)?;
+/// assert_eq!(reply, "bye\n");
+/// serving.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Graceful stop: the server stops accepting at once, closes its listeners, lets in-flight
+    /// requests finish within the shutdown timeout, then closes what remains.
+    /// `serve_forever` returns `Ok(())` afterwards. Calling it again does nothing.
+    pub fn shutdown(&self) {
+        let _ = self
+            .shared
+            .state
+            .compare_exchange(RUNNING, DRAINING, SeqCst, SeqCst);
+        self.shared.wake();
+    }
+
+    /// Immediate stop: like [`shutdown`](Self::shutdown) with no time to drain. Every
+    /// in-flight connection is shut down (its handler sees end of file or an error) and every
+    /// forked child is killed.
+    pub fn close(&self) {
+        self.shared.state.store(CLOSING, SeqCst);
+        self.shared.wake();
+        self.shared.force_close();
+    }
+
+    /// True once [`shutdown`](Self::shutdown) or [`close`](Self::close) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        !self.shared.is_running()
+    }
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
+}

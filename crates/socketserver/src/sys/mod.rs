@@ -1,0 +1,17 @@
+//! Platform code: the only module allowed `unsafe`.
+//!
+//! Every backend provides the same small set of functions; the rest of the crate calls them
+//! through `crate::sys::*` and never touches `libc`/`nix` directly.
+//!
+//! Required items (unix):
+//! - `recv_from_dontwait(socket, buf)`: one datagram without blocking, reporting its real length
+//!   so truncation is detected instead of silently cutting the packet.
+//! - `fork()`: fork the process; the child side is only safe for the reasons given at the call.
+//! - `child_prepare(close_fds, block_signals)`: what a forked child does before it runs a handler.
+//! - `exit_child(code)`: leave a forked child without running the parent's destructors.
+//! - `reap(pid)`, `kill(pid)`: waitpid(WNOHANG) and SIGKILL for the fork mode.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::*;

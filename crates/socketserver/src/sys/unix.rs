@@ -1,0 +1,102 @@
+//! Unix implementation of the platform layer (see `sys/mod.rs` for the list of items).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use socket2::{SockAddr, Socket};
+
+/// Receives one datagram without blocking (`MSG_DONTWAIT`), even on a blocking socket.
+///
+/// Returns the datagram's real length with `MSG_TRUNC` semantics: a value larger than
+/// `buf.len()` means the datagram did not fit and its tail was discarded by the kernel.
+pub(crate) fn recv_from_dontwait(socket: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: `MaybeUninit<u8>` has the same layout as `u8`, and `recvfrom` only ever writes
+    // initialised bytes into the buffer; it never reads from it or de-initialises it. The slice
+    // is therefore still a valid, fully initialised `&mut [u8]` when this borrow ends.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    socket.recv_from_with_flags(uninit, nix::libc::MSG_DONTWAIT | nix::libc::MSG_TRUNC)
+}
+
+/// The result of [`fork`].
+pub(crate) enum Fork {
+    /// In the parent; the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// Forks the process.
+///
+/// The caller must make sure the child does nothing that can deadlock on a lock another thread
+/// held at the moment of the fork: in this crate the forking thread is the serving loop, the
+/// only other threads in fork mode are the signal watcher (which blocks in `read` and takes no
+/// lock the child touches), and the child only runs the handler and then [`exit_child`].
+pub(crate) fn fork() -> io::Result<Fork> {
+    // SAFETY: see the function's doc comment: the child runs only the request handler (which
+    // the documentation of `Mode::Fork` tells users must be fork-safe, as in Python's
+    // ForkingMixIn) and leaves through `_exit`, never returning into the parent's stack frames
+    // beyond the dispatch function, never touching the server's locks.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Fork::Parent(child.as_raw())),
+        Ok(nix::unistd::ForkResult::Child) => Ok(Fork::Child),
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
+/// Prepares a freshly forked child: closes the server's listening sockets (so a stopped parent's
+/// listener is really closed and new connections are refused, not queued on a copy) and blocks
+/// the signals the parent handles, so a Ctrl-C sent to the whole process group neither kills an
+/// in-flight request nor reaches the parent's signal pipe through the inherited handler.
+pub(crate) fn child_prepare(close_fds: &[RawFd], block: &[i32]) {
+    for &fd in close_fds {
+        let _ = nix::unistd::close(fd);
+    }
+    let mut set = SigSet::empty();
+    for &sig in block {
+        if let Ok(sig) = Signal::try_from(sig) {
+            set.add(sig);
+        }
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+/// Leaves a forked child at once, without running destructors or `atexit` handlers that belong
+/// to the parent (Python's `os._exit` in ForkingMixIn).
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: `_exit` takes no pointers and never returns; it is the documented way for a
+    // forked child to end without running the parent's `atexit` handlers or flushing its
+    // stdio buffers twice.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// Reaps `pid` if it has exited. Returns `true` when the child is gone (reaped now, or already
+/// reaped by someone else).
+pub(crate) fn reap(pid: i32) -> bool {
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(nix::errno::Errno::EINTR) => false,
+        // ECHILD: not our child any more (reaped elsewhere); nothing left to wait for.
+        Err(_) => true,
+    }
+}
+
+/// Waits for `pid` to exit and reaps it.
+pub(crate) fn reap_blocking(pid: i32) {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub(crate) fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+}

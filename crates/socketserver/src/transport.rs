@@ -1,0 +1,324 @@
+//! Transports: creating, binding and adopting the four kinds of sockets.
+//!
+//! Python's `TCPServer`, `UDPServer`, `UnixStreamServer` and `UnixDatagramServer` differ only in
+//! `address_family` and `socket_type`; here they differ only in a [`Kind`]. Every socket is a
+//! `socket2::Socket`, so one code path sets options, accepts and receives for all four, and this
+//! module never sees a handler.
+
+use std::fs;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::{Address, Error, Result};
+
+/// The four transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tcp,
+    Udp,
+    Unix,
+    UnixDatagram,
+}
+
+impl Kind {
+    pub(crate) fn is_stream(self) -> bool {
+        matches!(self, Kind::Tcp | Kind::Unix)
+    }
+}
+
+/// Socket options applied when binding. Defaults are documented on the builder setters.
+#[derive(Clone, Debug)]
+pub(crate) struct SocketOptions {
+    pub(crate) backlog: i32,
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+}
+
+/// A bound socket ready to serve: made by the server builder from an [`Address`], or adopted
+/// from a socket bound elsewhere (systemd socket activation, a supervisor, a test) with
+/// [`Listener::from_fd`].
+///
+/// Dropping a `Listener` closes the socket and, for a Unix socket file this library created,
+/// removes the file if it is still the one it created.
+#[derive(Debug)]
+pub struct Listener {
+    pub(crate) socket: Arc<Socket>,
+    pub(crate) kind: Kind,
+    pub(crate) local: Address,
+    /// The socket file this listener created and removes on drop (not for adopted sockets).
+    _file: Option<SocketFile>,
+}
+
+impl Listener {
+    /// Adopts an already bound socket: a listening TCP or Unix stream socket, or a bound UDP or
+    /// Unix datagram socket. The transport is read from the socket itself. A stream socket that
+    /// is bound but not yet listening is put into listening state with a backlog of 1024.
+    ///
+    /// The socket file of an adopted Unix socket is left in place: whoever bound it owns it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{Address, Listener};
+    ///
+    /// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let port = std_listener.local_addr()?.port();
+    /// let listener = Listener::from_fd(std_listener)?;
+    /// assert_eq!(listener.local_addr(), &Address::Tcp { host: "127.0.0.1".into(), port });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: impl Into<OwnedFd>) -> Result<Listener> {
+        let socket = Socket::from(fd.into());
+        let bad = |reason: &str| Error::Unsupported {
+            what: format!("cannot serve on the inherited socket: {reason}"),
+        };
+        let domain = socket
+            .domain()
+            .map_err(|e| bad(&crate::error::describe(&e)))?;
+        let ty = socket
+            .r#type()
+            .map_err(|e| bad(&crate::error::describe(&e)))?;
+        let kind = match (domain, ty) {
+            (Domain::IPV4 | Domain::IPV6, Type::STREAM) => Kind::Tcp,
+            (Domain::IPV4 | Domain::IPV6, Type::DGRAM) => Kind::Udp,
+            (Domain::UNIX, Type::STREAM) => Kind::Unix,
+            (Domain::UNIX, Type::DGRAM) => Kind::UnixDatagram,
+            _ => {
+                return Err(bad(
+                    "it is neither a TCP, UDP nor Unix stream/datagram socket",
+                ));
+            }
+        };
+        let local = socket.local_addr().map_err(Error::Io)?;
+        let local = address_of(&local, kind);
+        if kind.is_stream() && !socket.is_listener().unwrap_or(false) {
+            socket
+                .listen(DEFAULT_BACKLOG)
+                .map_err(|source| Error::Bind {
+                    addr: local.to_string(),
+                    source,
+                })?;
+        }
+        prepare(&socket, kind).map_err(Error::Io)?;
+        Ok(Listener {
+            socket: Arc::new(socket),
+            kind,
+            local,
+            _file: None,
+        })
+    }
+
+    /// The address the socket is bound to, with the real port.
+    pub fn local_addr(&self) -> &Address {
+        &self.local
+    }
+
+    /// Creates and binds a socket for `addr`, resolving host names (the first resolved address
+    /// that binds wins, as Python's `getaddrinfo` loop does).
+    pub(crate) fn bind(addr: &Address, opts: &SocketOptions) -> Result<Listener> {
+        let bind_err = |source: io::Error| Error::Bind {
+            addr: addr.to_string(),
+            source,
+        };
+        match addr {
+            Address::Tcp { host, port } | Address::Udp { host, port } => {
+                let kind = if matches!(addr, Address::Tcp { .. }) {
+                    Kind::Tcp
+                } else {
+                    Kind::Udp
+                };
+                let candidates = (host.as_str(), *port).to_socket_addrs().map_err(|e| {
+                    bind_err(io::Error::new(
+                        e.kind(),
+                        format!("cannot resolve host {host}: {}", crate::error::describe(&e)),
+                    ))
+                })?;
+                let mut last = io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("host {host} has no addresses"),
+                );
+                for candidate in candidates {
+                    match bind_inet(candidate, kind, opts) {
+                        Ok(socket) => {
+                            let local = socket.local_addr().map_err(bind_err)?;
+                            return Ok(Listener {
+                                local: address_of(&local, kind),
+                                socket: Arc::new(socket),
+                                kind,
+                                _file: None,
+                            });
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(bind_err(last))
+            }
+            Address::Unix(path) | Address::UnixDatagram(path) => {
+                let kind = if matches!(addr, Address::Unix(_)) {
+                    Kind::Unix
+                } else {
+                    Kind::UnixDatagram
+                };
+                let (socket, file) = bind_unix(path, kind, opts).map_err(bind_err)?;
+                Ok(Listener {
+                    socket: Arc::new(socket),
+                    kind,
+                    local: addr.clone(),
+                    _file: Some(file),
+                })
+            }
+        }
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// The backlog used for adopted stream sockets that are not listening yet.
+pub(crate) const DEFAULT_BACKLOG: i32 = 1024;
+
+fn bind_inet(addr: std::net::SocketAddr, kind: Kind, opts: &SocketOptions) -> io::Result<Socket> {
+    let ty = if kind == Kind::Tcp {
+        Type::STREAM
+    } else {
+        Type::DGRAM
+    };
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    socket.set_reuse_address(opts.reuse_address)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    if kind == Kind::Tcp {
+        socket.listen(opts.backlog)?;
+    }
+    prepare(&socket, kind)?;
+    Ok(socket)
+}
+
+/// Listening stream sockets are non-blocking (the loop accepts until `WouldBlock`); datagram
+/// sockets stay blocking so handlers can reply with plain `send_to`, and the loop receives with
+/// `MSG_DONTWAIT` instead.
+fn prepare(socket: &Socket, kind: Kind) -> io::Result<()> {
+    socket.set_nonblocking(kind.is_stream())
+}
+
+fn bind_unix(path: &Path, kind: Kind, opts: &SocketOptions) -> io::Result<(Socket, SocketFile)> {
+    clear_stale_socket(path, kind)?;
+    let ty = if kind == Kind::Unix {
+        Type::STREAM
+    } else {
+        Type::DGRAM
+    };
+    let socket = Socket::new(Domain::UNIX, ty, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    // From here on the file is ours: remove it again if anything below fails.
+    let file = SocketFile::new(path.to_path_buf())?;
+    if kind == Kind::Unix {
+        socket.listen(opts.backlog)?;
+    }
+    prepare(&socket, kind)?;
+    Ok((socket, file))
+}
+
+/// Makes room for a new socket at `path`: nothing there is fine; a socket file nobody listens on
+/// (left by a crashed server) is removed; a live socket is "in use"; anything else is never
+/// touched.
+fn clear_stale_socket(path: &Path, kind: Kind) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        ));
+    }
+    let probe = if kind == Kind::Unix {
+        std::os::unix::net::UnixStream::connect(path).map(drop)
+    } else {
+        std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(path))
+    };
+    match probe {
+        Ok(()) => Err(in_use()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
+        // Someone is bound there with the other socket type: alive, so in use.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPROTOTYPE) => Err(in_use()),
+        Err(e) => Err(e),
+    }
+}
+
+fn in_use() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "address in use: another server is listening on it",
+    )
+}
+
+/// A socket file this process created. Removed on drop, but only if the path still names the
+/// same file (another server may have replaced it since).
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn new(path: PathBuf) -> io::Result<SocketFile> {
+        let meta = fs::symlink_metadata(&path)?;
+        Ok(SocketFile {
+            path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = fs::symlink_metadata(&self.path)
+            && meta.dev() == self.dev
+            && meta.ino() == self.ino
+        {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The [`Address`] of a socket address, for the given transport.
+pub(crate) fn address_of(addr: &SockAddr, kind: Kind) -> Address {
+    match kind {
+        Kind::Tcp | Kind::Udp => match addr.as_socket() {
+            Some(sa) if kind == Kind::Tcp => Address::tcp(sa),
+            Some(sa) => Address::udp(sa),
+            None => Address::Tcp {
+                host: "unknown".into(),
+                port: 0,
+            },
+        },
+        Kind::Unix | Kind::UnixDatagram => {
+            let path = addr
+                .as_pathname()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if kind == Kind::Unix {
+                Address::Unix(path)
+            } else {
+                Address::UnixDatagram(path)
+            }
+        }
+    }
+}
