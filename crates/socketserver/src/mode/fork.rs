@@ -6,7 +6,7 @@
 //! accepting until a child is reaped.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -71,7 +71,8 @@ impl Fork {
             .collect();
         sys::child_prepare(&close, &self.block_in_child);
         run(&*self.handler, request);
-        let _ = io::stdout().flush();
+        // No stdout flush here: another thread of the parent may have held stdout's lock at
+        // the moment of the fork, and the child would wait for it forever.
         sys::exit_child(0)
     }
 }

@@ -60,8 +60,13 @@ pub enum Mode {
     /// `max_children` at once: at the limit the server stops accepting until one exits.
     /// Children are reaped as soon as they exit, so no zombie accumulates. Unix only.
     ///
-    /// The child runs only the handler and then exits with `_exit`; the handler must not rely
-    /// on threads of the parent (they do not exist in the child).
+    /// The child runs only the handler and then exits with `_exit` (no destructors, no
+    /// `atexit`, no stdio flush: `print!` without a newline must be flushed by the handler).
+    /// Only the forking thread exists in the child, so the handler must not wait on locks
+    /// other threads of the parent might hold. Like any forked process, the child inherits
+    /// the parent's open file descriptors (except the listeners, which it closes): a client
+    /// living in the same process must end its request with `shutdown(Write)`, not by
+    /// dropping its socket, for the child to see end of file.
     Fork {
         /// Most children alive at once (Python's `max_children`, default 40).
         max_children: usize,
