@@ -58,11 +58,11 @@ struct Cli {
     max_connections: Option<usize>,
 
     /// Close a connection that sends nothing (or reads nothing we send) for SECS (default: none)
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     timeout: Option<Duration>,
 
     /// How long a graceful stop waits for in-flight work
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10")]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10", allow_negative_numbers = true)]
     shutdown_timeout: Duration,
 
     /// Listen backlog for stream listeners (the kernel caps it at net.core.somaxconn)
@@ -221,7 +221,7 @@ mod tests {
         assert!(usage(&["echo", "--mode", "turbo"]).contains("'turbo'"));
         assert!(usage(&["echo", "--mode", "turbo"]).contains("possible values"));
         assert!(usage(&["echo", "--listen", "tcp://x"]).contains("tcp://x"));
-        assert!(usage(&["echo", "--timeout", "-1"]).contains("-1"));
+        assert!(usage(&["echo", "--timeout", "-1"]).contains("must be a non-negative number"));
         assert!(usage(&["echo", "--mode", "async"]).contains("async"));
         assert!(usage(&["echo", "--workers", "3"]).contains("--workers"));
         assert!(usage(&["echo", "--mode", "pool", "--workers", "0"]).contains("--workers 0"));

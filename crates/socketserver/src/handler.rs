@@ -110,3 +110,27 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "a panic with a non-string payload".to_string()
     }
 }
+
+/// A shared handler is a handler: keep an `Arc` to read the handler's state (counters, caches)
+/// while the server runs.
+impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
+    fn handle(&self, request: &mut Request) -> io::Result<()> {
+        (**self).handle(request)
+    }
+
+    fn verify(&self, peer: &Address) -> bool {
+        (**self).verify(peer)
+    }
+
+    fn on_error(&self, peer: &Address, error: &Error) {
+        (**self).on_error(peer, error)
+    }
+
+    fn on_timeout(&self) {
+        (**self).on_timeout()
+    }
+
+    fn service_actions(&self) {
+        (**self).service_actions()
+    }
+}

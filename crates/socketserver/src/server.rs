@@ -293,7 +293,18 @@ impl Server {
 
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let shared = Arc::new(Shared::new(waker));
+        let listening = listeners
+            .iter()
+            .filter(|l| l.kind.is_stream())
+            .map(|l| Arc::clone(&l.socket))
+            .collect();
+        let inline = matches!(config.mode, Mode::Sync);
+        let shared = Arc::new(Shared::new(
+            waker,
+            listening,
+            inline,
+            config.shutdown_timeout,
+        ));
         for (i, listener) in listeners.iter().enumerate() {
             poll.registry().register(
                 &mut SourceFd(&listener.raw_fd()),
@@ -640,6 +651,9 @@ impl Loop {
                     }
                     Ok(Accepted::Skipped) => self.backoff = None,
                     Ok(Accepted::Drained) => self.listeners[i].ready = false,
+                    // A stop shuts the listeners down from another thread: an accept
+                    // failing after that is the stop, not a broken listener.
+                    Err(_) if !shared.is_running() => return Ok(dispatched),
                     Err(e) => match classify(&e) {
                         AcceptError::Retry => {}
                         AcceptError::Backoff => {
@@ -763,6 +777,7 @@ impl Loop {
         }
         self.dispatcher.close(all_done);
         shared.set_want_wake(false);
+        shared.cancel_drain_timer();
     }
 
     fn wait_idle(&mut self, shared: &Shared, deadline: Instant, stop_on_close: bool) -> bool {

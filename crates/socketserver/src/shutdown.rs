@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use socket2::Socket;
 
@@ -37,10 +39,22 @@ pub(crate) struct Shared {
     count: AtomicUsize,
     next_id: AtomicU64,
     table: Mutex<HashMap<u64, Entry>>,
+    /// Stream listeners, shut down by whoever asks for the stop (see `stop_listening`).
+    listening: Vec<Arc<Socket>>,
+    /// Requests run on the serving thread (`Mode::Sync`): the loop cannot watch the drain
+    /// deadline while one runs, so a timer thread does.
+    inline: bool,
+    shutdown_timeout: Duration,
+    drain_timer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
 impl Shared {
-    pub(crate) fn new(waker: mio::Waker) -> Shared {
+    pub(crate) fn new(
+        waker: mio::Waker,
+        listening: Vec<Arc<Socket>>,
+        inline: bool,
+        shutdown_timeout: Duration,
+    ) -> Shared {
         Shared {
             state: AtomicU8::new(RUNNING),
             waker,
@@ -48,6 +62,59 @@ impl Shared {
             count: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             table: Mutex::new(HashMap::new()),
+            listening,
+            inline,
+            shutdown_timeout,
+            drain_timer: Mutex::new(None),
+        }
+    }
+
+    /// Stops accepting at once, from the thread that asks for the stop: on Linux,
+    /// `shutdown(2)` on a listening socket refuses new connections and resets those still
+    /// waiting in its queue, even while the serving thread is busy in a `Mode::Sync` handler.
+    /// The loop closes the sockets themselves when it ends.
+    fn stop_listening(&self) {
+        for socket in &self.listening {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// In `Mode::Sync`, enforces the drain deadline from a timer thread: the serving thread
+    /// is inside the handler and cannot.
+    fn start_drain_timer(self: &Arc<Shared>) {
+        let (cancel, cancelled) = mpsc::channel::<()>();
+        let shared = Arc::clone(self);
+        let timeout = self.shutdown_timeout;
+        let timer = std::thread::Builder::new()
+            .name("socketserver-drain".into())
+            .spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout) {
+                    shared.force_close();
+                }
+            });
+        match timer {
+            Ok(timer) => {
+                *self
+                    .drain_timer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((cancel, timer))
+            }
+            Err(e) => {
+                log::warn!("cannot start the drain timer ({e}); the drain waits for the handler")
+            }
+        }
+    }
+
+    /// Stops the drain timer (the drain is over) and waits for its thread.
+    pub(crate) fn cancel_drain_timer(&self) {
+        let timer = self
+            .drain_timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((cancel, thread)) = timer {
+            drop(cancel);
+            let _ = thread.join();
         }
     }
 
@@ -196,10 +263,17 @@ impl ShutdownHandle {
     /// requests finish within the shutdown timeout, then closes what remains.
     /// `serve_forever` returns `Ok(())` afterwards. Calling it again does nothing.
     pub fn shutdown(&self) {
-        let _ = self
+        if self
             .shared
             .state
-            .compare_exchange(RUNNING, DRAINING, SeqCst, SeqCst);
+            .compare_exchange(RUNNING, DRAINING, SeqCst, SeqCst)
+            .is_ok()
+        {
+            self.shared.stop_listening();
+            if self.shared.inline && self.shared.in_flight() > 0 {
+                self.shared.start_drain_timer();
+            }
+        }
         self.shared.wake();
     }
 
@@ -208,6 +282,7 @@ impl ShutdownHandle {
     /// forked child is killed.
     pub fn close(&self) {
         self.shared.state.store(CLOSING, SeqCst);
+        self.shared.stop_listening();
         self.shared.wake();
         self.shared.force_close();
     }

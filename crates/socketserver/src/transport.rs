@@ -160,6 +160,13 @@ impl Listener {
                 Err(bind_err(last))
             }
             Address::Unix(path) | Address::UnixDatagram(path) => {
+                // Variants can be built directly, bypassing `FromStr`'s checks.
+                if path.as_os_str().is_empty() {
+                    return Err(Error::InvalidAddress {
+                        input: addr.to_string(),
+                        reason: "the socket path is empty".into(),
+                    });
+                }
                 let kind = if matches!(addr, Address::Unix(_)) {
                     Kind::Unix
                 } else {

@@ -1,0 +1,327 @@
+//! Test support: servers on port 0 or in temp dirs that stop on drop, and clients that always
+//! have timeouts, so a hang fails one test instead of stalling CI.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use socketserver::{Address, Error, Handler, Mode, Request, Server, ServerBuilder, ShutdownHandle};
+use tempfile::TempDir;
+
+/// Client read/write timeout: generous, only there to turn a hang into a failure.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    Unix,
+    UnixDatagram,
+}
+
+pub const TRANSPORTS: [Transport; 4] = [
+    Transport::Tcp,
+    Transport::Udp,
+    Transport::Unix,
+    Transport::UnixDatagram,
+];
+pub const STREAMS: [Transport; 2] = [Transport::Tcp, Transport::Unix];
+pub const DATAGRAMS: [Transport; 2] = [Transport::Udp, Transport::UnixDatagram];
+
+impl Transport {
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Unix)
+    }
+}
+
+/// The thread-based modes; fork mode has its own test binary (a forked child inherits every fd
+/// of the test process, so it must not run beside other tests' sockets).
+pub fn thread_modes() -> [Mode; 3] {
+    [Mode::Sync, Mode::Threading, Mode::Pool { workers: 4 }]
+}
+
+/// Name of the thread that runs `serve_forever` in tests (what sync mode reports).
+pub const SERVING_THREAD: &str = "test-serving";
+
+pub fn listen_addr(transport: Transport, dir: &TempDir) -> Address {
+    match transport {
+        Transport::Tcp => "tcp://127.0.0.1:0".parse().unwrap(),
+        Transport::Udp => "udp://127.0.0.1:0".parse().unwrap(),
+        Transport::Unix => Address::Unix(dir.path().join("server.sock")),
+        Transport::UnixDatagram => Address::UnixDatagram(dir.path().join("server.dgram")),
+    }
+}
+
+/// A server serving on a background thread. Dropping it closes it at once.
+pub struct TestServer {
+    pub server: Arc<Server>,
+    pub addr: Address,
+    pub stop: ShutdownHandle,
+    thread: Option<JoinHandle<socketserver::Result<()>>>,
+    pub dir: TempDir,
+}
+
+impl TestServer {
+    pub fn start<H: Handler>(transport: Transport, mode: Mode, handler: H) -> TestServer {
+        TestServer::start_with(transport, |b| b.mode(mode), handler)
+    }
+
+    pub fn start_with<H: Handler>(
+        transport: Transport,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+        handler: H,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let builder = configure(ServerBuilder::new().listen(listen_addr(transport, &dir)));
+        let server = Arc::new(builder.bind(handler).unwrap());
+        TestServer::serve(server, dir)
+    }
+
+    pub fn serve(server: Arc<Server>, dir: TempDir) -> TestServer {
+        let addr = server.local_addr().clone();
+        let stop = server.shutdown_handle();
+        let serving = Arc::clone(&server);
+        let thread = thread::Builder::new()
+            .name(SERVING_THREAD.into())
+            .spawn(move || serving.serve_forever())
+            .unwrap();
+        TestServer {
+            server,
+            addr,
+            stop,
+            thread: Some(thread),
+            dir,
+        }
+    }
+
+    /// Graceful shutdown; returns what `serve_forever` returned.
+    pub fn shutdown(mut self) -> socketserver::Result<()> {
+        self.stop.shutdown();
+        self.thread.take().unwrap().join().unwrap()
+    }
+
+    /// Waits for `serve_forever` to return (after a shutdown triggered elsewhere).
+    pub fn join(mut self) -> socketserver::Result<()> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.stop.close();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A stream client: TCP or Unix.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn connect(addr: &Address) -> io::Result<Stream> {
+        let stream = match addr {
+            Address::Tcp { .. } => Stream::Tcp(TcpStream::connect(addr.socket_addr().unwrap())?),
+            Address::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            other => panic!("not a stream address: {other}"),
+        };
+        stream.set_timeout(Some(IO_TIMEOUT))?;
+        Ok(stream)
+    }
+
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_write_timeout(timeout)
+            }
+        }
+    }
+
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+
+    pub fn local_addr_string(&self) -> String {
+        match self {
+            Stream::Tcp(s) => format!("tcp://{}", s.local_addr().unwrap()),
+            Stream::Unix(_) => "unix:".into(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A datagram client bound to its own address (a Unix datagram client needs a path to get
+/// replies).
+pub enum Dgram {
+    Udp(UdpSocket, Address),
+    Unix(UnixDatagram, PathBuf, TempDir),
+}
+
+impl Dgram {
+    pub fn new(server: &Address) -> io::Result<Dgram> {
+        let client = match server {
+            Address::Udp { .. } => {
+                let socket = UdpSocket::bind("127.0.0.1:0")?;
+                Dgram::Udp(socket, server.clone())
+            }
+            Address::UnixDatagram(path) => {
+                let dir = tempfile::tempdir()?;
+                let socket = UnixDatagram::bind(dir.path().join("client.dgram"))?;
+                Dgram::Unix(socket, path.clone(), dir)
+            }
+            other => panic!("not a datagram address: {other}"),
+        };
+        client.set_timeout(Some(IO_TIMEOUT))?;
+        Ok(client)
+    }
+
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Dgram::Udp(s, _) => s.set_read_timeout(timeout),
+            Dgram::Unix(s, ..) => s.set_read_timeout(timeout),
+        }
+    }
+
+    pub fn send(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Dgram::Udp(s, to) => s.send_to(data, to.socket_addr().unwrap()),
+            Dgram::Unix(s, to, _) => s.send_to(data, to),
+        }
+    }
+
+    pub fn recv(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 70_000];
+        let n = match self {
+            Dgram::Udp(s, _) => s.recv(&mut buf)?,
+            Dgram::Unix(s, ..) => s.recv(&mut buf)?,
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// One request/response exchange: streams send, shut down the write side, read to EOF;
+/// datagrams send one datagram and read one reply. Large stream payloads are written from a
+/// second thread so neither side blocks.
+pub fn exchange(addr: &Address, data: &[u8]) -> io::Result<Vec<u8>> {
+    if addr.is_stream() {
+        let mut stream = Stream::connect(addr)?;
+        let mut writer = stream.try_clone()?;
+        let payload = data.to_vec();
+        let writing = thread::spawn(move || -> io::Result<()> {
+            writer.write_all(&payload)?;
+            writer.shutdown_write()
+        });
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply)?;
+        writing.join().unwrap()?;
+        Ok(reply)
+    } else {
+        let client = Dgram::new(addr)?;
+        client.send(data)?;
+        client.recv()
+    }
+}
+
+/// A payload whose every position differs from its neighbours, so a dropped or duplicated
+/// chunk shows.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Collects what `on_error` reports, as `peer: message` lines.
+#[derive(Clone, Default)]
+pub struct Errors(pub Arc<Mutex<Vec<String>>>);
+
+impl Errors {
+    pub fn record(&self, peer: &Address, error: &Error) {
+        self.0.lock().unwrap().push(format!("{peer}: {error}"));
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A handler made of a closure plus an error recorder.
+pub struct Recording<F> {
+    pub handle: F,
+    pub errors: Errors,
+}
+
+impl<F> Handler for Recording<F>
+where
+    F: Fn(&mut Request) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, request: &mut Request) -> io::Result<()> {
+        (self.handle)(request)
+    }
+
+    fn on_error(&self, peer: &Address, error: &Error) {
+        self.errors.record(peer, error);
+    }
+}
+
+/// Counts entries in a `/proc/self` directory (`fd` or `task`).
+pub fn proc_count(what: &str) -> usize {
+    std::fs::read_dir(format!("/proc/self/{what}"))
+        .unwrap()
+        .count()
+}
+
+/// Waits (at most 10 s) until `condition` holds; false if it never did. For conditions the
+/// test cannot be told about, such as "the server has accepted both connections".
+pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
