@@ -248,7 +248,15 @@ impl Dgram {
 /// datagrams send one datagram and read one reply. Large stream payloads are written from a
 /// second thread so neither side blocks.
 pub fn exchange(addr: &Address, data: &[u8]) -> io::Result<Vec<u8>> {
-    if addr.is_stream() {
+    if addr.is_stream() && data.len() <= 16 * 1024 {
+        // Small enough for the socket buffers: no writer thread needed.
+        let mut stream = Stream::connect(addr)?;
+        stream.write_all(data)?;
+        stream.shutdown_write()?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply)?;
+        Ok(reply)
+    } else if addr.is_stream() {
         let mut stream = Stream::connect(addr)?;
         let mut writer = stream.try_clone()?;
         let payload = data.to_vec();
