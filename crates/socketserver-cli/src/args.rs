@@ -73,7 +73,7 @@ struct Cli {
     #[arg(long)]
     reuse_port: bool,
 
-    /// Log only errors
+    /// Log only warnings and errors (no informational lines)
     #[arg(long)]
     quiet: bool,
 }

@@ -24,8 +24,8 @@ pub enum Error {
         /// The system's reason.
         source: io::Error,
     },
-    /// A combination this build or platform does not support (for example `Mode::Fork` off
-    /// Unix, or `Mode::Async` before the event-driven mode exists).
+    /// Something this version does not support (for example `Mode::Async` before the
+    /// event-driven mode exists, or an inherited socket of an unknown kind).
     Unsupported {
         /// What was asked for.
         what: String,

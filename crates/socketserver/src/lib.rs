@@ -84,7 +84,9 @@
 //! ([`ServerBuilder::max_connections`]), a graceful drain with a deadline, SIGINT/SIGTERM
 //! handling ([`ServerBuilder::handle_signals`]), accept-error back-off, and inherited sockets.
 //!
-//! This crate supports Unix (Linux first); every transport and mode is available there.
+//! This crate supports Unix (Linux first); every transport and the modes `Sync`,
+//! `Threading`, `Pool` and `Fork` are available there (`Async` comes with the event-driven
+//! mode).
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -113,3 +115,8 @@ pub use request::Request;
 pub use server::{Server, ServerBuilder};
 pub use shutdown::ShutdownHandle;
 pub use transport::Listener;
+
+/// The README's Rust example is compiled as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

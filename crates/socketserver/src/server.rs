@@ -3,8 +3,8 @@
 //! A request's path (Python: `serve_forever → _handle_request_noblock → get_request →
 //! verify_request → process_request`): the loop waits in `epoll` (mio) on every listener plus a
 //! waker; a ready listener is accepted from (or received from) until it would block or the
-//! in-flight limit is reached; each connection gets an in-flight [`Slot`], is checked with
-//! [`Handler::verify`], and goes to the mode's `Dispatch::dispatch`. Shutdown wakes the loop
+//! in-flight limit is reached; each connection is checked with [`Handler::verify`], gets an
+//! in-flight [`Slot`], and goes to the mode's `Dispatch::dispatch`. Shutdown wakes the loop
 //! through the waker, never through a poll interval.
 
 use std::fmt;
@@ -200,7 +200,7 @@ impl ServerBuilder {
     ///
     /// Fails with [`Error::Bind`] naming the address when a listener cannot be bound (the ones
     /// bound before it are closed again, and their socket files removed), and with
-    /// [`Error::Unsupported`] for [`Mode::Async`] or `Mode::Fork` off Unix.
+    /// [`Error::Unsupported`] for [`Mode::Async`].
     pub fn bind<H: Handler>(self, handler: H) -> Result<Server> {
         Server::start(self, Arc::new(handler))
     }
@@ -765,6 +765,7 @@ impl Loop {
                 .registry()
                 .deregister(&mut SourceFd(&served.listener.raw_fd()));
         }
+        shared.forget_listeners();
         let waits = !matches!(self.config.mode, Mode::Threading) || self.config.block_on_close;
         let mut all_done = true;
         if waits {

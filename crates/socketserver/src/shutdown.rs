@@ -40,7 +40,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     table: Mutex<HashMap<u64, Entry>>,
     /// Stream listeners, shut down by whoever asks for the stop (see `stop_listening`).
-    listening: Vec<Arc<Socket>>,
+    /// Emptied when the loop closes the listeners, so their fds do not outlive the close.
+    listening: Mutex<Vec<Arc<Socket>>>,
     /// Requests run on the serving thread (`Mode::Sync`): the loop cannot watch the drain
     /// deadline while one runs, so a timer thread does.
     inline: bool,
@@ -62,7 +63,7 @@ impl Shared {
             count: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             table: Mutex::new(HashMap::new()),
-            listening,
+            listening: Mutex::new(listening),
             inline,
             shutdown_timeout,
             drain_timer: Mutex::new(None),
@@ -74,9 +75,22 @@ impl Shared {
     /// waiting in its queue, even while the serving thread is busy in a `Mode::Sync` handler.
     /// The loop closes the sockets themselves when it ends.
     fn stop_listening(&self) {
-        for socket in &self.listening {
+        for socket in self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             let _ = socket.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Drops our references to the listeners; called when the loop closes them.
+    pub(crate) fn forget_listeners(&self) {
+        self.listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// In `Mode::Sync`, enforces the drain deadline from a timer thread: the serving thread

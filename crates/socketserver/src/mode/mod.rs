@@ -49,8 +49,9 @@ pub enum Mode {
     /// A new named thread per connection or datagram (Python's `ThreadingMixIn`).
     #[default]
     Threading,
-    /// A fixed set of `workers` named threads fed through a queue of `workers` entries; when
-    /// all are busy and the queue is full, the server stops accepting and new connections wait
+    /// A fixed set of `workers` named threads fed through a queue; at most `2 * workers`
+    /// requests are accepted at once (running or queued), and beyond that the server stops
+    /// accepting and new connections wait
     /// in the kernel's listen queue (backpressure, no memory growth).
     Pool {
         /// Number of worker threads (at least 1).
@@ -58,7 +59,7 @@ pub enum Mode {
     },
     /// A child process per connection or datagram (Python's `ForkingMixIn`), at most
     /// `max_children` at once: at the limit the server stops accepting until one exits.
-    /// Children are reaped as soon as they exit, so no zombie accumulates. Unix only.
+    /// Children are reaped as soon as they exit, so no zombie accumulates.
     ///
     /// The child runs only the handler and then exits with `_exit` (no destructors, no
     /// `atexit`, no stdio flush: `print!` without a newline must be flushed by the handler).
