@@ -1,5 +1,6 @@
 //! Command-line flags → validated [`Options`]. Parsing only: nothing here binds or prints.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum, error::ErrorKind};
@@ -14,7 +15,7 @@ pub enum Service {
     Upper,
     /// Python's ThreadedTCPRequestHandler: `<worker name>: <data>`.
     Threadname,
-    /// Static files over HTTP/1.1 (not available yet).
+    /// Static files over HTTP/1.1, like `python -m http.server`.
     Http,
 }
 
@@ -57,7 +58,8 @@ struct Cli {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
-    /// Close a connection that sends nothing (or reads nothing we send) for SECS (default: none)
+    /// Close a connection that sends nothing (or reads nothing we send) for SECS (default: none;
+    /// for http: 30, and it also bounds receiving a request head and keep-alive idling)
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     timeout: Option<Duration>,
 
@@ -73,9 +75,54 @@ struct Cli {
     #[arg(long)]
     reuse_port: bool,
 
-    /// Log only warnings and errors (no informational lines)
+    /// Log only warnings and errors (no access log, no informational lines)
     #[arg(long)]
     quiet: bool,
+
+    /// http: the directory to serve
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+
+    /// http: follow symlinks that lead out of --dir (refused by default)
+    #[arg(long)]
+    follow_symlinks: bool,
+
+    /// http: list and serve names starting with a dot (hidden by default)
+    #[arg(long)]
+    hidden: bool,
+
+    /// http: TLS certificate chain (PEM)
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// http: TLS private key (PEM)
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// http: longest request line in bytes (longer gets 414)
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024)]
+    max_request_line: usize,
+
+    /// http: largest request head in bytes (larger gets 431)
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+
+    /// http: most header fields in a request (more gets 431)
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_headers: usize,
+}
+
+/// Options of the `http` service.
+#[derive(Debug)]
+pub struct HttpOptions {
+    pub dir: PathBuf,
+    pub follow_symlinks: bool,
+    pub hidden: bool,
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Certificate chain and key files (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Validated options.
@@ -90,6 +137,7 @@ pub struct Options {
     pub backlog: u32,
     pub reuse_port: bool,
     pub quiet: bool,
+    pub http: Option<HttpOptions>,
 }
 
 /// How parsing ended when it did not produce options.
@@ -141,11 +189,6 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn validate(cli: Cli) -> Result<Options, String> {
-    if cli.service == Service::Http {
-        return Err("the http service is not available in this version yet; \
-                    use echo, upper or threadname"
-            .into());
-    }
     let mode = match cli.mode {
         ModeArg::Sync => Mode::Sync,
         ModeArg::Threading => Mode::Threading,
@@ -185,23 +228,82 @@ fn validate(cli: Cli) -> Result<Options, String> {
     for url in &cli.listen {
         listen.push(url.parse::<Address>().map_err(|e| e.to_string())?);
     }
+    let http = cli.service == Service::Http;
     if listen.is_empty() {
+        let port = if http { 8000 } else { 9999 };
         listen.push(Address::Tcp {
             host: "127.0.0.1".into(),
-            port: 9999,
+            port,
         });
     }
+    let http = if http {
+        Some(http_options(&cli, &listen)?)
+    } else {
+        None
+    };
+    let timeout = match (&http, cli.timeout) {
+        (Some(_), None) => Some(Duration::from_secs(30)),
+        (_, timeout) => timeout,
+    };
     Ok(Options {
         service: cli.service,
         listen,
         mode,
         max_connections: cli.max_connections,
-        timeout: cli.timeout.filter(|t| !t.is_zero()),
+        timeout: timeout.filter(|t| !t.is_zero()),
         shutdown_timeout: cli.shutdown_timeout,
         backlog: cli.backlog,
         reuse_port: cli.reuse_port,
         quiet: cli.quiet,
+        http,
     })
+}
+
+fn http_options(cli: &Cli, listen: &[Address]) -> Result<HttpOptions, String> {
+    if let Some(addr) = listen.iter().find(|a| !a.is_stream()) {
+        return Err(format!(
+            "the http service needs stream listeners (tcp:// or unix:), not {addr}"
+        ));
+    }
+    match std::fs::metadata(&cli.dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("--dir {}: not a directory", cli.dir.display())),
+        Err(e) => return Err(format!("--dir {}: {}", cli.dir.display(), describe(&e))),
+    }
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err("--tls-cert needs --tls-key (the certificate's private key)".into());
+        }
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert (the certificate chain)".into()),
+    };
+    for (flag, value) in [
+        ("--max-request-line", cli.max_request_line),
+        ("--max-header-bytes", cli.max_header_bytes),
+        ("--max-headers", cli.max_headers),
+    ] {
+        if value == 0 {
+            return Err(format!("{flag} 0: use at least 1"));
+        }
+    }
+    Ok(HttpOptions {
+        dir: cli.dir.clone(),
+        follow_symlinks: cli.follow_symlinks,
+        hidden: cli.hidden,
+        max_request_line: cli.max_request_line,
+        max_header_bytes: cli.max_header_bytes,
+        max_headers: cli.max_headers,
+        tls,
+    })
+}
+
+fn describe(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such directory",
+        std::io::ErrorKind::PermissionDenied => "permission denied",
+        _ => "cannot be read",
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +325,8 @@ mod tests {
         assert!(usage(&["echo", "--listen", "tcp://x"]).contains("tcp://x"));
         assert!(usage(&["echo", "--timeout", "-1"]).contains("must be a non-negative number"));
         assert!(usage(&["echo", "--mode", "async"]).contains("async"));
+        assert!(usage(&["http", "--dir", "/no/such/dir"]).contains("/no/such/dir"));
+        assert!(usage(&["http", "--listen", "udp://127.0.0.1:0"]).contains("udp://"));
         assert!(usage(&["echo", "--workers", "3"]).contains("--workers"));
         assert!(usage(&["echo", "--mode", "pool", "--workers", "0"]).contains("--workers 0"));
         assert!(!usage(&["echo", "--frobnicate"]).contains('\n'));

@@ -10,7 +10,13 @@ impl log::Log for Stderr {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if record.target() == "socketserver::access" {
+            // Access-log lines stand alone (common log format), like http.server's.
+            let _ = writeln!(std::io::stderr().lock(), "{}", record.args());
+        } else {
             let _ = writeln!(std::io::stderr().lock(), "socketserver: {}", record.args());
         }
     }

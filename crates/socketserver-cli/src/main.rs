@@ -1,8 +1,9 @@
-//! The `socketserver` command: see `shared/cli-contract.md` (and `socketserver --help`).
+//! The `socketserver` command: see `socketserver --help` and the README.
 //!
 //! `main` only parses flags, builds a server, prints the `listening on` lines and reports the
-//! outcome as one line with a deliberate exit code: 2 for a bad command line, 1 for a failure
-//! to start or serve, 0 after a signal-driven stop.
+//! outcome as one line with a deliberate exit code: 2 for a bad command line (including an
+//! unusable `--dir` or certificate), 1 for a failure to start or serve, 0 after a signal-driven
+//! stop.
 
 mod args;
 mod logger;
@@ -10,10 +11,25 @@ mod logger;
 use std::io::Write;
 use std::process::ExitCode;
 
+use socketserver::http::{Http, Limits, StaticFiles, TlsConfig};
 use socketserver::services::{Echo, ThreadName, Upper};
-use socketserver::{Server, ServerBuilder};
+use socketserver::{Address, Mode, Server, ServerBuilder};
 
-use crate::args::{Options, Service, Stop};
+use crate::args::{HttpOptions, Options, Service, Stop};
+
+/// How `run` failed, which decides the exit code.
+enum Failure {
+    /// Bad input found after parsing (a directory or certificate that cannot be used): 2.
+    Usage(String),
+    /// The server could not start or stopped with an error: 1.
+    Runtime(socketserver::Error),
+}
+
+impl From<socketserver::Error> for Failure {
+    fn from(e: socketserver::Error) -> Failure {
+        Failure::Runtime(e)
+    }
+}
 
 fn main() -> ExitCode {
     // Handler panics are caught by the library and reported once through the log; the
@@ -33,7 +49,11 @@ fn main() -> ExitCode {
     logger::init(options.quiet);
     match std::panic::catch_unwind(|| run(options)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
+        Ok(Err(Failure::Usage(message))) => {
+            eprintln!("socketserver: {message}");
+            ExitCode::from(2)
+        }
+        Ok(Err(Failure::Runtime(e))) => {
             eprintln!("socketserver: {e}");
             ExitCode::from(1)
         }
@@ -49,7 +69,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(options: Options) -> socketserver::Result<()> {
+fn run(options: Options) -> Result<(), Failure> {
     let mut builder = ServerBuilder::new()
         .mode(options.mode)
         .shutdown_timeout(options.shutdown_timeout)
@@ -60,18 +80,22 @@ fn run(options: Options) -> socketserver::Result<()> {
     if let Some(limit) = options.max_connections {
         builder = builder.max_connections(limit);
     }
-    for addr in options.listen {
-        builder = builder.listen(addr);
+    for addr in &options.listen {
+        builder = builder.listen(addr.clone());
     }
-    let server: Server = match options.service {
-        Service::Echo => builder.bind(Echo)?,
-        Service::Upper => builder.bind(Upper)?,
-        Service::Threadname => builder.bind(ThreadName)?,
-        // Argument validation refuses it first; kept as an error, not a panic.
-        Service::Http => {
-            return Err(socketserver::Error::Unsupported {
-                what: "the http service is not available yet".into(),
-            });
+    let mut site = None;
+    let server: Server = match (&options.service, &options.http) {
+        (Service::Echo, _) => builder.bind(Echo)?,
+        (Service::Upper, _) => builder.bind(Upper)?,
+        (Service::Threadname, _) => builder.bind(ThreadName)?,
+        (Service::Http, Some(http)) => {
+            let (handler, about) = http_handler(&options, http)?;
+            site = Some(about);
+            // The http service enforces its own timeouts (head deadline, idle, write).
+            builder.timeout(None).bind(handler)?
+        }
+        (Service::Http, None) => {
+            return Err(Failure::Usage("the http service needs its options".into()));
         }
     };
     // Signal handling is installed by `bind`; only now is it safe to announce the addresses.
@@ -82,10 +106,64 @@ fn run(options: Options) -> socketserver::Result<()> {
     }
     let _ = stdout.flush();
     drop(stdout);
+    match &site {
+        Some((root, https)) => {
+            for url in server
+                .local_addrs()
+                .iter()
+                .filter_map(|a| browser_url(a, *https))
+            {
+                log::info!("serving {} at {url}", root.display());
+            }
+        }
+        None => log::info!("serving {}", server.local_addr()),
+    }
     log::info!(
-        "serving {} in {} mode; Ctrl-C stops gracefully, a second Ctrl-C at once",
-        server.local_addr(),
+        "{} mode; Ctrl-C stops gracefully, a second Ctrl-C at once",
         options.mode
     );
-    server.serve_forever()
+    Ok(server.serve_forever()?)
+}
+
+/// The `http` handler, and what to tell people about it (the root, and whether it is HTTPS).
+fn http_handler(
+    options: &Options,
+    http: &HttpOptions,
+) -> Result<(Http<StaticFiles>, (std::path::PathBuf, bool)), Failure> {
+    let files = StaticFiles::new(&http.dir)
+        .map_err(|e| Failure::Usage(format!("--dir {e}")))?
+        .follow_symlinks(http.follow_symlinks)
+        .hidden(http.hidden);
+    let root = files.root().to_path_buf();
+    let mut limits = Limits::default();
+    if let Some(timeout) = options.timeout {
+        limits.header_timeout = timeout;
+        limits.idle_timeout = timeout;
+    }
+    limits.max_request_line = http.max_request_line;
+    limits.max_head = http.max_header_bytes;
+    limits.max_headers = http.max_headers;
+    // One request at a time: an idle keep-alive connection would make the server deaf.
+    limits.keep_alive = !matches!(options.mode, Mode::Sync);
+    let mut handler = Http::new(files).limits(limits).access_log(!options.quiet);
+    let mut https = false;
+    if let Some((cert, key)) = &http.tls {
+        let config =
+            TlsConfig::from_pem_files(cert, key).map_err(|e| Failure::Usage(e.to_string()))?;
+        handler = handler.tls(config);
+        https = true;
+    }
+    Ok((handler, (root, https)))
+}
+
+/// The clickable URL of a TCP listener (none for Unix sockets).
+fn browser_url(addr: &Address, https: bool) -> Option<String> {
+    let sa = addr.socket_addr()?;
+    let host = match sa.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let scheme = if https { "https" } else { "http" };
+    Some(format!("{scheme}://{host}:{}/", sa.port()))
 }

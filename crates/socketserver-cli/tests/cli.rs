@@ -663,8 +663,30 @@ fn bad_command_lines_are_one_line_and_exit_2() -> io::Result<()> {
         (&["echo", "--shutdown-timeout", "soon"], &["soon"]),
         (&["echo", "--frobnicate"], &["--frobnicate"]),
         (&["echo", "--mode", "async", "--listen", TCP], &["async"]),
-        (&["http", "--listen", TCP], &["http"]),
-        (&["http"], &["http"]),
+        (
+            &["http", "--listen", TCP, "--dir", "/no/such/dir"],
+            &["/no/such/dir"],
+        ),
+        (
+            &["http", "--listen", "udp://127.0.0.1:0"],
+            &["udp://127.0.0.1:0"],
+        ),
+        (
+            &["http", "--listen", TCP, "--tls-cert", "/no/cert.pem"],
+            &["--tls-key"],
+        ),
+        (
+            &[
+                "http",
+                "--listen",
+                TCP,
+                "--tls-cert",
+                "/no/cert.pem",
+                "--tls-key",
+                "/no/key.pem",
+            ],
+            &["/no/cert.pem"],
+        ),
         (
             &["echo", "--mode", "pool", "--workers", "0"],
             &["--workers 0"],
@@ -697,8 +719,18 @@ fn refused_mode_or_service_leaves_no_socket_file() -> io::Result<()> {
     let url = unix_url(&path);
     let finished = run(&["echo", "--mode", "async", "--listen", &url])?;
     assert_one_line_error(&finished, 2, &["async"]);
-    let finished = run(&["http", "--listen", &url])?;
-    assert_one_line_error(&finished, 2, &["http"]);
+    let finished = run(&["http", "--listen", &url, "--dir", "/no/such/dir"])?;
+    assert_one_line_error(&finished, 2, &["/no/such/dir"]);
+    let finished = run(&[
+        "http",
+        "--listen",
+        &url,
+        "--tls-cert",
+        "/no/c.pem",
+        "--tls-key",
+        "/no/k.pem",
+    ])?;
+    assert_one_line_error(&finished, 2, &["/no/c.pem"]);
     assert!(!path.exists(), "a refused command line created {path:?}");
     Ok(())
 }

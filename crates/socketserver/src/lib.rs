@@ -97,6 +97,8 @@ compile_error!("socketserver supports Unix platforms only for now");
 mod addr;
 mod error;
 mod handler;
+#[cfg(feature = "http")]
+pub mod http;
 mod mode;
 mod request;
 mod server;

@@ -171,6 +171,80 @@ impl Request {
         }
     }
 
+    /// Marks a connection as waiting between requests (`true`) or busy with one (`false`), for
+    /// protocols with several requests per connection (HTTP keep-alive). A graceful shutdown
+    /// closes idle connections at once (a blocked read returns end of file) instead of giving
+    /// them the whole shutdown timeout.
+    ///
+    /// Returns `false` when the server is already shutting down: then close the connection
+    /// rather than wait for another request. Mark a connection idle only after its last
+    /// response was written, and busy again as soon as a byte of the next request arrives.
+    pub fn set_idle(&mut self, idle: bool) -> bool {
+        match &self.slot {
+            Some(slot) => slot.set_idle(idle),
+            None => !self.shutdown.is_shutting_down(),
+        }
+    }
+
+    /// Sends `len` bytes of `file` starting at `offset`, after any buffered output. On Linux
+    /// stream connections this is zero-copy (`sendfile(2)`); elsewhere, and for datagram
+    /// requests (where the bytes join the reply), it reads and writes. Fails with
+    /// `UnexpectedEof` if the file is shorter than promised (it shrank while being sent), and
+    /// with `TimedOut` under the connection's timeout like any write.
+    pub fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        self.flush_writes()?;
+        if let Io::Stream {
+            socket: Some(sock), ..
+        } = &self.io
+        {
+            let sock = Arc::clone(sock);
+            let mut pos =
+                i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let mut left = len;
+            while left > 0 {
+                let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+                match crate::sys::sendfile(&sock, file, &mut pos, chunk) {
+                    Ok(0) => return Err(shrank()),
+                    Ok(n) => left -= n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if is_timeout(&e) => return Err(self.timed_out(false)),
+                    // No zero-copy here (an unusual file system, another platform): copy.
+                    Err(e)
+                        if left == len
+                            && matches!(
+                                e.raw_os_error(),
+                                Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+                            ) =>
+                    {
+                        return self.copy_file(file, offset, len);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        return self.copy_file(file, offset, len);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(());
+        }
+        self.copy_file(file, offset, len)
+    }
+
+    fn copy_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut pos, end) = (offset, offset.saturating_add(len));
+        while pos < end {
+            let want = usize::try_from((end - pos).min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = file.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                return Err(shrank());
+            }
+            self.write_all(&buf[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
     pub(crate) fn take_slot(&mut self) -> Option<Slot> {
         self.slot.take()
     }
@@ -280,6 +354,13 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn shrank() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file is shorter than its announced length (it changed while being sent)",
     )
 }
 

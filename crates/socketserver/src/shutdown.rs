@@ -20,6 +20,14 @@ const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
 const CLOSING: u8 = 2;
 
+/// One row of the forced-close table.
+pub(crate) struct Listed {
+    entry: Entry,
+    /// Set while the connection waits between requests (see `Request::set_idle`): a graceful
+    /// shutdown closes it at once instead of waiting for its deadline.
+    idle: Arc<AtomicBool>,
+}
+
 /// What a forced close does to one piece of in-flight work.
 pub(crate) enum Entry {
     /// A connection: shut its socket down so a handler blocked on it returns at once.
@@ -38,7 +46,7 @@ pub(crate) struct Shared {
     want_wake: AtomicBool,
     count: AtomicUsize,
     next_id: AtomicU64,
-    table: Mutex<HashMap<u64, Entry>>,
+    table: Mutex<HashMap<u64, Listed>>,
     /// Stream listeners, shut down by whoever asks for the stop (see `stop_listening`).
     /// Emptied when the loop closes the listeners, so their fds do not outlive the close.
     listening: Mutex<Vec<Arc<Socket>>>,
@@ -155,9 +163,18 @@ impl Shared {
 
     /// Interrupts everything still in flight: shuts sockets down and kills children.
     pub(crate) fn force_close(&self) {
+        self.close_listed(false);
+    }
+
+    /// Shuts down connections and kills children; with `only_idle`, only the connections
+    /// waiting between requests.
+    fn close_listed(&self, only_idle: bool) {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        for entry in table.values() {
-            match entry {
+        for listed in table.values() {
+            if only_idle && !listed.idle.load(SeqCst) {
+                continue;
+            }
+            match &listed.entry {
                 Entry::Socket(socket) => {
                     let _ = socket.shutdown(Shutdown::Both);
                 }
@@ -174,6 +191,7 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     id: u64,
     listed: bool,
+    idle: Arc<AtomicBool>,
 }
 
 impl Slot {
@@ -181,18 +199,33 @@ impl Slot {
         let id = shared.next_id.fetch_add(1, SeqCst);
         shared.count.fetch_add(1, SeqCst);
         let listed = !matches!(entry, Entry::Nothing);
+        let idle = Arc::new(AtomicBool::new(false));
         if listed {
+            let row = Listed {
+                entry,
+                idle: Arc::clone(&idle),
+            };
             shared
                 .table
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, entry);
+                .insert(id, row);
         }
         Slot {
             shared: Arc::clone(shared),
             id,
             listed,
+            idle,
         }
+    }
+
+    /// Marks the connection as waiting between requests (or not). Returns `false` when the
+    /// server is shutting down: the caller should close instead of waiting for a request.
+    pub(crate) fn set_idle(&self, idle: bool) -> bool {
+        // Store, then check: a concurrent `shutdown` either sees the flag (and shuts the
+        // socket down) or is seen here.
+        self.idle.store(idle, SeqCst);
+        self.shared.is_running()
     }
 
     /// Replaces what a forced close does (a forked connection becomes its child process).
@@ -202,7 +235,13 @@ impl Slot {
             .table
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        table.insert(self.id, entry);
+        table.insert(
+            self.id,
+            Listed {
+                entry,
+                idle: Arc::clone(&self.idle),
+            },
+        );
         self.listed = true;
     }
 
@@ -284,6 +323,8 @@ impl ShutdownHandle {
             .is_ok()
         {
             self.shared.stop_listening();
+            // Connections idle between requests have nothing in flight: close them now.
+            self.shared.close_listed(true);
             if self.shared.inline && self.shared.in_flight() > 0 {
                 self.shared.start_drain_timer();
             }

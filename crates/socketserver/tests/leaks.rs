@@ -1,25 +1,20 @@
 //! Resource accounting: no fd or thread survives a server, and accept survives fd exhaustion.
 //!
-//! These tests count process-wide resources (`/proc/self/fd`, `/proc/self/task`) and exhaust
-//! the fd table, so they run one at a time (`SERIAL`) in their own test binary.
+//! These checks count process-wide resources (`/proc/self/fd`, `/proc/self/task`) and exhaust
+//! the fd table, so they run in their own test binary as ONE test: the harness would otherwise
+//! start other tests' threads in the middle of a count.
 
 mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
 use common::*;
 use socketserver::Mode;
 use socketserver::services::Echo;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn load(addr: &socketserver::Address, clients: usize, each: usize) -> io::Result<()> {
     let threads: Vec<_> = (0..clients)
@@ -40,9 +35,7 @@ fn load(addr: &socketserver::Address, clients: usize, each: usize) -> io::Result
     Ok(())
 }
 
-#[test]
 fn no_fd_or_thread_leak_after_thousands_of_connections() -> io::Result<()> {
-    let _serial = serial();
     for mode in thread_modes() {
         for transport in TRANSPORTS {
             let fds = proc_count("fd");
@@ -66,9 +59,7 @@ fn no_fd_or_thread_leak_after_thousands_of_connections() -> io::Result<()> {
     Ok(())
 }
 
-#[test]
 fn threads_of_finished_connections_do_not_pile_up_while_serving() -> io::Result<()> {
-    let _serial = serial();
     let threads = proc_count("task");
     let server = TestServer::start(Transport::Tcp, Mode::Threading, Echo);
     load(&server.addr, 4, 250)?;
@@ -106,9 +97,7 @@ fn logs() -> &'static Collect {
     })
 }
 
-#[test]
 fn accept_backs_off_when_out_of_fds_and_recovers() -> io::Result<()> {
-    let _serial = serial();
     let logs = logs();
     let server = TestServer::start(Transport::Tcp, Mode::Threading, Echo);
     let addr = server.addr.socket_addr().unwrap();
@@ -143,4 +132,11 @@ fn accept_backs_off_when_out_of_fds_and_recovers() -> io::Result<()> {
     assert_eq!(reported, 1, "one log line per burst: {lines:?}");
     server.shutdown().unwrap();
     Ok(())
+}
+
+#[test]
+fn resource_accounting() -> io::Result<()> {
+    no_fd_or_thread_leak_after_thousands_of_connections()?;
+    threads_of_finished_connections_do_not_pile_up_while_serving()?;
+    accept_backs_off_when_out_of_fds_and_recovers()
 }

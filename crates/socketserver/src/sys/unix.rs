@@ -100,3 +100,26 @@ pub(crate) fn reap_blocking(pid: i32) {
 pub(crate) fn kill(pid: i32) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
+
+/// Copies up to `count` bytes of `file` from `*offset` to the socket without passing through
+/// user space, advancing `*offset`. `Unsupported` where the platform has no such call, so the
+/// caller can fall back to reading and writing.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn sendfile(
+    out: &Socket,
+    file: &std::fs::File,
+    offset: &mut i64,
+    count: usize,
+) -> io::Result<usize> {
+    nix::sys::sendfile::sendfile(out, file, Some(offset), count).map_err(io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn sendfile(
+    _out: &Socket,
+    _file: &std::fs::File,
+    _offset: &mut i64,
+    _count: usize,
+) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}

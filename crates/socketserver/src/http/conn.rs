@@ -1,0 +1,470 @@
+//! The per-connection loop: read a head, run the service, write the response, repeat.
+
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::parse::{self, Framing, HeadLimits, Parse};
+use super::request::{Body, ConnIo, Method, Request, Source, Version, Wire};
+use super::response::{Response, write_response};
+use super::{Service, StatusCode};
+use crate::{Address, Handler};
+
+/// HTTP limits. Each has its own setting, as Go's `http.Server` has them; defaults in
+/// parentheses.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Total time to receive a request head, from the connection's start (first request) or
+    /// from the first byte of the request (later ones). A client trickling one byte at a time
+    /// is cut off when it runs out, unlike a per-read timeout. (30 s)
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request; also the per-read
+    /// timeout while a service reads a body. (30 s)
+    pub idle_timeout: Duration,
+    /// How long a write may wait for the client to take data. (30 s)
+    pub write_timeout: Duration,
+    /// Longest request line; longer gets `414 URI Too Long`. (8 KiB)
+    pub max_request_line: usize,
+    /// Largest request head; larger gets `431 Request Header Fields Too Large`. (64 KiB)
+    pub max_head: usize,
+    /// Most header fields; more gets `431`. (100)
+    pub max_headers: usize,
+    /// Largest request body a service may read; a larger `Content-Length` gets `413` at once,
+    /// a larger chunked body fails the read. (16 MiB)
+    pub max_body: u64,
+    /// Whether to wait for further requests on a connection. When `false`, requests already
+    /// received (pipelined) are still answered, but the connection closes once the server
+    /// would have to wait: the right setting for `Mode::Sync`, where an idle keep-alive
+    /// connection would hold the only worker. (true)
+    pub keep_alive: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_request_line: 8 * 1024,
+            max_head: 64 * 1024,
+            max_headers: 100,
+            max_body: 16 * 1024 * 1024,
+            keep_alive: true,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 with a [`Service`]: a [`Handler`] for any stream transport and mode.
+///
+/// ```
+/// use socketserver::http::{Http, Limits, StaticFiles};
+/// use std::time::Duration;
+///
+/// let mut limits = Limits::default();
+/// limits.header_timeout = Duration::from_secs(10);
+/// let handler = Http::new(StaticFiles::new(".")?).limits(limits).access_log(false);
+/// # let _ = handler;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Http<S> {
+    service: S,
+    limits: Limits,
+    access_log: bool,
+    server: String,
+    #[cfg(feature = "tls")]
+    tls: Option<super::tls::TlsConfig>,
+}
+
+impl<S: Service> Http<S> {
+    /// Serves `service` with the default [`Limits`] and the access log on.
+    pub fn new(service: S) -> Http<S> {
+        Http {
+            service,
+            limits: Limits::default(),
+            access_log: true,
+            server: format!("socketserver/{}", env!("CARGO_PKG_VERSION")),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Serves HTTPS: every connection starts with a TLS handshake, run by the connection's
+    /// worker (never the accept loop) under the header timeout.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: super::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Logs one line per request in the common log format, through the `log` crate at info
+    /// level with target `socketserver::access` (control characters escaped, since a request
+    /// line can carry them). Default: on.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
+    /// The value of the `Server` header. Default: `socketserver/<version>`.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server = name.into();
+        self
+    }
+}
+
+impl<S> fmt::Debug for Http<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http")
+            .field("limits", &self.limits)
+            .field("access_log", &self.access_log)
+            .finish()
+    }
+}
+
+/// What waiting for a head produced.
+enum Next {
+    Head(parse::Head),
+    /// Answer with this error and close.
+    Refuse(StatusCode, &'static str),
+    /// Close quietly (client gone, idle timeout, shutdown).
+    Close,
+}
+
+impl<S: Service> Handler for Http<S> {
+    fn handle(&self, stream: &mut crate::Request) -> io::Result<()> {
+        if stream.is_datagram() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "HTTP needs a stream transport (tcp:// or unix:)",
+            ));
+        }
+        let peer = stream.peer().clone();
+        let started = Instant::now();
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let Some(mut wire) = tls.accept(stream, started + self.limits.header_timeout)? else {
+                return Ok(());
+            };
+            let result = self.serve(&mut wire, &peer, started);
+            wire.close();
+            return result;
+        }
+        self.serve(stream, &peer, started)
+    }
+}
+
+impl<S: Service> Http<S> {
+    /// The request loop of one connection, over plain or TLS bytes.
+    fn serve(&self, wire: &mut dyn Wire, peer: &Address, started: Instant) -> io::Result<()> {
+        let mut io = ConnIo::new(wire);
+        let mut first = true;
+        loop {
+            let head = match self.next_head(&mut io, first.then_some(started)) {
+                Next::Head(head) => head,
+                Next::Close => return Ok(()),
+                Next::Refuse(status, detail) => {
+                    io.stream.set_timeout(Some(self.limits.write_timeout))?;
+                    let sent = write_response(
+                        io.stream,
+                        Response::error(status, detail),
+                        false,
+                        true,
+                        false,
+                        &self.server,
+                    );
+                    self.log(peer, "-", status, sent.as_ref().map_or(0, |s| s.bytes));
+                    return sent.map(drop);
+                }
+            };
+            first = false;
+            if !self.exchange(&mut io, head, peer)? {
+                return Ok(());
+            }
+        }
+    }
+    /// Waits for and parses the next request head. `first` carries the connection's start for
+    /// its first request (the header deadline runs from there).
+    fn next_head(&self, io: &mut ConnIo<'_>, first: Option<Instant>) -> Next {
+        let limits = HeadLimits {
+            max_request_line: self.limits.max_request_line,
+            max_head: self.limits.max_head,
+            max_headers: self.limits.max_headers,
+        };
+        let mut deadline = first.map(|start| start + self.limits.header_timeout);
+        loop {
+            if !io.buffered().is_empty() {
+                if deadline.is_none() {
+                    // The first byte of a new request: its head must arrive in time.
+                    deadline = Some(Instant::now() + self.limits.header_timeout);
+                }
+                io.stream.set_idle(false);
+                match parse::parse_head(io.buffered(), &limits) {
+                    Ok(Parse::Complete(head)) => {
+                        io.consume(head.len);
+                        return Next::Head(head);
+                    }
+                    Ok(Parse::Partial) => {}
+                    Err(e) => return Next::Refuse(e.status(), "the request could not be parsed"),
+                }
+            } else {
+                // Between requests: nothing in flight, so a shutdown may close us at once.
+                if !io.stream.set_idle(true) {
+                    return Next::Close;
+                }
+                if first.is_none() && !self.limits.keep_alive {
+                    return Next::Close;
+                }
+            }
+            let wait = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return self.timed_out(io),
+                },
+                None => self.limits.idle_timeout,
+            };
+            if io.stream.set_timeout(Some(wait)).is_err() {
+                return Next::Close;
+            }
+            match io.fill() {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && deadline.is_some() => {
+                    return self.timed_out(io);
+                }
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+
+    fn timed_out(&self, io: &ConnIo<'_>) -> Next {
+        if io.buffered().is_empty() {
+            // Never started a request: nothing to answer.
+            Next::Close
+        } else {
+            Next::Refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request head did not arrive in time",
+            )
+        }
+    }
+
+    /// Serves one request whose head was read. Returns whether the connection stays open.
+    fn exchange(&self, io: &mut ConnIo<'_>, head: parse::Head, peer: &Address) -> io::Result<bool> {
+        let request_line = format!(
+            "{} {} HTTP/1.{}",
+            head.method, head.target, head.minor_version
+        );
+        let version = if head.minor_version == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+        let http11 = version == Version::Http11;
+        let refuse = |io: &mut ConnIo<'_>, status: StatusCode, detail: &str| -> io::Result<bool> {
+            io.stream.set_timeout(Some(self.limits.write_timeout))?;
+            let sent = write_response(
+                io.stream,
+                Response::error(status, detail),
+                false,
+                http11,
+                false,
+                &self.server,
+            )?;
+            self.log(peer, &request_line, status, sent.bytes);
+            Ok(false)
+        };
+        let framing = match parse::framing(&head) {
+            Ok(framing) => framing,
+            Err(e) => {
+                return refuse(
+                    io,
+                    e.status(),
+                    "the request's body framing is invalid or ambiguous",
+                );
+            }
+        };
+        if let Framing::Length(n) = framing
+            && n > self.limits.max_body
+        {
+            return refuse(
+                io,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than this server accepts",
+            );
+        }
+        let Some(target) = origin_form(&head.target) else {
+            return refuse(
+                io,
+                StatusCode::BAD_REQUEST,
+                "the request target is not a path",
+            );
+        };
+        let path_len = target.find('?').unwrap_or(target.len());
+        let header = |name: &str| -> Option<&[u8]> {
+            head.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_slice())
+        };
+        let mut expect_continue = false;
+        if let Some(expect) = header("expect") {
+            if http11 && expect.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return refuse(
+                    io,
+                    StatusCode::EXPECTATION_FAILED,
+                    "only Expect: 100-continue is supported",
+                );
+            }
+        }
+        let connection =
+            header("connection").map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+        let has = |token: &str| {
+            connection
+                .as_deref()
+                .is_some_and(|c| c.split(',').any(|t| t.trim() == token))
+        };
+        let mut keep_alive = if http11 {
+            !has("close")
+        } else {
+            has("keep-alive")
+        };
+        let method = Method::parse(&head.method);
+        let head_only = method == Method::Head;
+
+        io.stream.set_timeout(Some(self.limits.idle_timeout))?;
+        let (response, body_complete, continue_owed) = {
+            let source: &mut dyn Source = io;
+            let mut request = Request {
+                method,
+                target,
+                path_len,
+                version,
+                headers: head.headers,
+                peer: peer.clone(),
+                body: Body::new(source, framing, expect_continue, self.limits.max_body),
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.service.call(&mut request)
+            }));
+            let response = match outcome {
+                Ok(response) => response,
+                Err(payload) => {
+                    log::error!(
+                        "{peer}: HTTP service panicked: {}",
+                        crate::handler::panic_message(payload.as_ref())
+                    );
+                    keep_alive = false;
+                    Response::error(StatusCode::INTERNAL_SERVER_ERROR, "")
+                }
+            };
+            // Whatever the service left of the body is read and dropped (up to a bound), so
+            // the next request starts at the right byte; otherwise the connection closes.
+            let complete = request.body.discard(64 * 1024);
+            (response, complete, request.body.continue_pending())
+        };
+        if !body_complete || continue_owed {
+            keep_alive = false;
+        }
+        if io.stream.is_shutting_down() {
+            keep_alive = false;
+        }
+        let status = response.status();
+        io.stream.set_timeout(Some(self.limits.write_timeout))?;
+        let sent = write_response(
+            io.stream,
+            response,
+            head_only,
+            http11,
+            keep_alive,
+            &self.server,
+        )?;
+        self.log(peer, &request_line, status, sent.bytes);
+        Ok(keep_alive && !sent.close_delimited)
+    }
+
+    fn log(&self, peer: &Address, request_line: &str, status: StatusCode, bytes: u64) {
+        if !self.access_log {
+            return;
+        }
+        let host = match peer {
+            Address::Tcp { host, .. } | Address::Udp { host, .. } => host.clone(),
+            Address::Unix(_) | Address::UnixDatagram(_) => "unix".to_string(),
+        };
+        let line = crate::error::escape_control(request_line).replace('"', "\\x22");
+        let size = if bytes == 0 {
+            "-".to_string()
+        } else {
+            bytes.to_string()
+        };
+        log::info!(
+            target: "socketserver::access",
+            "{host} - - [{}] \"{line}\" {} {size}",
+            clf_date(SystemTime::now()),
+            status.as_u16()
+        );
+    }
+}
+
+/// The target in origin form (`/path?query`): as sent when it already is (or is `*`), the
+/// path and query of an absolute URI (`http://host/path`, which servers must accept, RFC 9112
+/// §3.2.2), `None` for anything else.
+fn origin_form(target: &str) -> Option<String> {
+    if target == "*" || target.starts_with('/') {
+        return Some(target.to_string());
+    }
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let skip = if lower.starts_with("http://") {
+        7
+    } else if lower.starts_with("https://") {
+        8
+    } else {
+        return None;
+    };
+    let rest = target.get(skip..)?;
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => Some(rest[i..].to_string()),
+        Some(i) => Some(format!("/{}", &rest[i..])),
+        None => Some("/".to_string()),
+    }
+}
+
+/// `21/Nov/2026:13:53:09 +0000`, the common log format's date, from the IMF-fixdate that
+/// `httpdate` writes (`Sat, 21 Nov 2026 13:53:09 GMT`).
+fn clf_date(when: SystemTime) -> String {
+    let imf = httpdate::fmt_http_date(when);
+    let parts: Vec<&str> = imf.split_whitespace().collect();
+    match parts.as_slice() {
+        [_, day, month, year, time, _] => format!("{day}/{month}/{year}:{time} +0000"),
+        _ => imf,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_become_origin_form() {
+        assert_eq!(origin_form("/a/b?x=1").as_deref(), Some("/a/b?x=1"));
+        assert_eq!(origin_form("*").as_deref(), Some("*"));
+        assert_eq!(origin_form("http://host:8/x?y").as_deref(), Some("/x?y"));
+        assert_eq!(origin_form("HTTP://host").as_deref(), Some("/"));
+        assert_eq!(origin_form("http://host?q").as_deref(), Some("/?q"));
+        assert_eq!(origin_form("relative"), None);
+        assert_eq!(origin_form("ftp://host/x"), None);
+    }
+
+    #[test]
+    fn clf_dates_look_like_apache() {
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(clf_date(when), "09/Sep/2001:01:46:40 +0000");
+    }
+}

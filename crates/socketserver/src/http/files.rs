@@ -1,0 +1,1225 @@
+//! Static files: request path resolution, byte ranges, validators and content types.
+//!
+//! Everything here is pure with respect to the network: the functions look at the file system
+//! (metadata, canonical paths) but never open a socket, so the connection loop can call them and
+//! the tests can drive them with real files in a temporary directory.
+//!
+//! # Path resolution, and how it differs from Python
+//!
+//! [`resolve`] follows `SimpleHTTPRequestHandler.translate_path`: percent-decode the path once,
+//! split it on `/`, drop empty, `.` and `..` segments, and join what remains under the root. On
+//! top of that it is stricter where Python is lax or was vulnerable:
+//!
+//! - invalid UTF-8 after decoding (overlong forms like `%c0%ae` included), NUL and backslash
+//!   are refused with [`Refused::BadRequest`];
+//! - segments starting with `.` (dot-files, `.git/`) are [`Refused::NotFound`] unless
+//!   [`FileOptions::hidden`];
+//! - unless [`FileOptions::follow_symlinks`], the joined path is canonicalized and must stay
+//!   inside the root. **A symlink (or a symlinked directory anywhere in the path) whose target
+//!   lies outside the root is refused with [`Refused::Forbidden`]**, as nginx
+//!   (`disable_symlinks`) and Apache (`Options -FollowSymLinks`) do; the name is already
+//!   visible in the listing, so 403 reveals nothing a 404 would hide, and it tells the operator
+//!   why. Symlinks that stay inside the root are served;
+//! - the slash redirect for directories is rebuilt from the normalized segments, each one
+//!   percent-encoded, so its `Location` always starts with exactly one `/` and can never be a
+//!   protocol-relative `//host/...` URL (CVE-2021-28861).
+//!
+//! Checking and opening are separate system calls, so a local user able to rename things
+//! inside the root between the two can still race the check; the path returned is the
+//! canonical one that was checked, which narrows the window to a swap of that exact path.
+
+use std::fs::{self, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, percent_decode_str};
+
+/// What the static-file service may serve beyond plain files under the root.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FileOptions {
+    /// Serve symlinks whatever their target, even outside the root (Python's behaviour).
+    /// When false, a path whose canonical form leaves the root is [`Refused::Forbidden`].
+    pub(crate) follow_symlinks: bool,
+    /// Serve and list names starting with `.`; when false they are [`Refused::NotFound`] and
+    /// left out of listings.
+    pub(crate) hidden: bool,
+}
+
+/// A request path that maps to something servable.
+#[derive(Debug)]
+pub(crate) enum Resolved {
+    /// A regular file; `path` is canonical unless symlinks are followed, `meta` follows links.
+    File {
+        path: PathBuf,
+        #[allow(
+            dead_code,
+            reason = "interface; the service may take the metadata of its open handle"
+        )]
+        meta: Metadata,
+    },
+    /// A directory requested with a trailing slash. `display` is the decoded, normalized
+    /// request path with a leading and trailing `/` (`/` for the root), for the listing title.
+    Directory { path: PathBuf, display: String },
+    /// A directory requested without its trailing slash: answer `301` with this `Location`,
+    /// an absolute path (exactly one leading `/`) that is safe to put in a header as is.
+    RedirectSlash { location: String },
+}
+
+/// Why a request path does not resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Nothing servable there: missing, hidden, a file asked for as a directory, ...
+    NotFound,
+    /// The path cannot name a file: invalid UTF-8, NUL or backslash after decoding.
+    BadRequest,
+    /// It exists but may not be served: permissions, a symlink leaving the root, a socket,
+    /// fifo or device.
+    Forbidden,
+}
+
+/// Bytes escaped in one path segment: everything but RFC 3986 `unreserved`
+/// (`ALPHA / DIGIT / "-" / "." / "_" / "~"`), like Python's `urllib.parse.quote(s, safe="")`.
+///
+/// Stricter than the path grammar needs, on purpose: `:` stays escaped so that a relative link
+/// to a file named `javascript:x` can never be read as a URL scheme, and `'`, `&`, `;` stay
+/// escaped so the result is inert in HTML attributes and headers alike.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Bytes escaped when a query string is copied into a `Location`: controls, space, and the
+/// characters RFC 3986 never allows unescaped. `%` is kept, since the query is still encoded.
+const QUERY: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Percent-encodes `s` as one path segment (see [`SEGMENT`]); also used by the listing.
+pub(super) fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Maps a request path to a file or directory under `root`.
+///
+/// `root` must be canonical (the caller canonicalizes it once at startup); `raw_path` is the
+/// still percent-encoded path of the request target and `query` what followed `?`, if any.
+/// See the module documentation for the rules.
+pub(crate) fn resolve(
+    root: &Path,
+    raw_path: &str,
+    query: Option<&str>,
+    opts: &FileOptions,
+) -> Result<Resolved, Refused> {
+    // Decode exactly once: `%252e` becomes the literal text `%2e` and stays so.
+    let decoded = percent_decode_str(raw_path)
+        .decode_utf8()
+        .map_err(|_| Refused::BadRequest)?;
+    if decoded.contains(['\0', '\\']) {
+        return Err(Refused::BadRequest);
+    }
+    // An empty path can only be the root; every other request path starts with `/`.
+    let trailing_slash = decoded.is_empty() || decoded.ends_with('/');
+    let segments: Vec<&str> = decoded
+        .split('/')
+        .filter(|s| !matches!(*s, "" | "." | ".."))
+        .collect();
+    if !opts.hidden && segments.iter().any(|s| s.starts_with('.')) {
+        return Err(Refused::NotFound);
+    }
+
+    // Each segment is one normal component (no `/`, not `.` or `..`), so this stays lexically
+    // under the root; only symlinks can lead elsewhere.
+    let mut joined = root.to_path_buf();
+    joined.extend(&segments);
+
+    let (path, meta) = if opts.follow_symlinks {
+        let meta = fs::metadata(&joined).map_err(|e| refusal(&e))?;
+        (joined, meta)
+    } else {
+        let canonical = fs::canonicalize(&joined).map_err(|e| refusal(&e))?;
+        if !contained(root, &canonical) {
+            return Err(Refused::Forbidden);
+        }
+        let meta = fs::metadata(&canonical).map_err(|e| refusal(&e))?;
+        (canonical, meta)
+    };
+
+    if meta.is_dir() {
+        if trailing_slash {
+            Ok(Resolved::Directory {
+                path,
+                display: display_path(&segments),
+            })
+        } else {
+            Ok(Resolved::RedirectSlash {
+                location: redirect_location(&segments, query),
+            })
+        }
+    } else if trailing_slash {
+        // A file asked for as a directory, as Python answers it.
+        Err(Refused::NotFound)
+    } else if meta.is_file() {
+        Ok(Resolved::File { path, meta })
+    } else {
+        Err(Refused::Forbidden)
+    }
+}
+
+/// The refusal for a failed metadata or canonicalize call.
+fn refusal(e: &io::Error) -> Refused {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => Refused::Forbidden,
+        // Missing, a file used as a directory, a symlink loop, a name too long: nothing there.
+        _ => Refused::NotFound,
+    }
+}
+
+/// Whether `canonical` lies inside `root`, component-wise (`/srv/www2` is not in `/srv/www`).
+///
+/// Should the caller pass a root that is not canonical after all, the root is canonicalized
+/// here and compared again (only on that failure path), so such a root still serves its own
+/// files instead of refusing everything; the comparison is the same strict one either way.
+fn contained(root: &Path, canonical: &Path) -> bool {
+    canonical.starts_with(root)
+        || fs::canonicalize(root).is_ok_and(|root| canonical.starts_with(root))
+}
+
+/// `/` + the segments + `/`, decoded, for the listing's title.
+fn display_path(segments: &[&str]) -> String {
+    let mut display = String::from("/");
+    for segment in segments {
+        display.push_str(segment);
+        display.push('/');
+    }
+    display
+}
+
+/// `/` + the encoded segments + `/` + `?query`: one leading slash whatever the request was.
+///
+/// An empty query (a bare `?`) is dropped, as Python's `urlunsplit` does.
+fn redirect_location(segments: &[&str], query: Option<&str>) -> String {
+    let mut location = String::from("/");
+    for segment in segments {
+        location.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
+        location.push('/');
+    }
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        location.push('?');
+        location.extend(percent_encoding::utf8_percent_encode(query, QUERY));
+    }
+    location
+}
+
+/// The outcome of a `Range` header for a representation of a given length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RangeSpec {
+    /// No usable range (absent, malformed, another unit, several ranges): `200` with it all.
+    Full,
+    /// `206` with bytes `start..=end`; `start <= end < len`.
+    Partial { start: u64, end: u64 },
+    /// `416` with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header (RFC 9110 §14.2) against a representation of `len` bytes.
+///
+/// Only the `bytes` unit (case-insensitively) and a single range are honoured: `a-b`, `a-`
+/// and the suffix form `-n`. A last position past the end is clamped. A first position at or
+/// past the end, a zero suffix, or any range of an empty file is [`RangeSpec::Unsatisfiable`].
+/// Anything malformed, and any multi-range request, is [`RangeSpec::Full`]: the server may
+/// always ignore `Range`, and one full `200` is cheaper and safer than `multipart/byteranges`.
+/// Spaces and tabs around `=`, `-` and `,` are tolerated, as are empty list elements.
+pub(crate) fn parse_range(header: Option<&[u8]>, len: u64) -> RangeSpec {
+    let Some(value) = header.and_then(|h| str::from_utf8(h).ok()) else {
+        return RangeSpec::Full;
+    };
+    let Some((unit, set)) = value.split_once('=') else {
+        return RangeSpec::Full;
+    };
+    if !ows(unit).eq_ignore_ascii_case("bytes") {
+        return RangeSpec::Full;
+    }
+    let mut specs = set.split(',').map(ows).filter(|s| !s.is_empty());
+    let (Some(spec), None) = (specs.next(), specs.next()) else {
+        return RangeSpec::Full;
+    };
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeSpec::Full;
+    };
+    let (first, last) = (ows(first), ows(last));
+
+    if first.is_empty() {
+        // Suffix range: the last `n` bytes.
+        let Some(n) = position(last) else {
+            return RangeSpec::Full;
+        };
+        return match len.checked_sub(1) {
+            Some(end) if n > 0 => RangeSpec::Partial {
+                start: len.saturating_sub(n),
+                end,
+            },
+            _ => RangeSpec::Unsatisfiable,
+        };
+    }
+
+    let Some(start) = position(first) else {
+        return RangeSpec::Full;
+    };
+    let end = if last.is_empty() {
+        None
+    } else {
+        match position(last) {
+            Some(end) if end >= start => Some(end),
+            // Not a number, or last < first: an invalid range-spec.
+            _ => return RangeSpec::Full,
+        }
+    };
+    match len.checked_sub(1) {
+        Some(last_byte) if start <= last_byte => RangeSpec::Partial {
+            start,
+            end: end.map_or(last_byte, |end| end.min(last_byte)),
+        },
+        _ => RangeSpec::Unsatisfiable,
+    }
+}
+
+/// A `1*DIGIT` byte position; values beyond `u64` saturate (they are past any end anyway).
+/// `str::parse` is not used because it accepts a leading `+`.
+fn position(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+/// `s` without the optional whitespace (`OWS`: spaces and tabs) around it.
+fn ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+/// A strong entity tag for a file: `"<len>-<mtime in ns>-<inode>"`, all in lowercase hex,
+/// quotes included. It changes whenever the file is replaced or modified (within the
+/// file system's timestamp resolution); an unknown or pre-1970 mtime counts as 0.
+pub(crate) fn etag(meta: &Metadata) -> String {
+    let nanos = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("\"{:x}-{:x}-{:x}\"", meta.len(), nanos, inode(meta))
+}
+
+/// The inode number (the crate is Unix-only).
+fn inode(meta: &Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+/// Whether a `GET`/`HEAD` should be answered `304 Not Modified` (RFC 9110 §13.1.2, §13.1.3,
+/// §13.2.2).
+///
+/// When `If-None-Match` is present it decides alone: `*` matches, otherwise any tag of the
+/// list that weakly matches `etag` (`W/"x"` matches `"x"`); a malformed field matches nothing.
+/// Otherwise `If-Modified-Since`, when it is a valid HTTP-date, holds when the modification
+/// time, truncated to whole seconds as `Last-Modified` is, is not later than the date; an
+/// invalid date is ignored.
+pub(crate) fn not_modified(
+    if_none_match: Option<&[u8]>,
+    if_modified_since: Option<&[u8]>,
+    etag: &str,
+    mtime: SystemTime,
+) -> bool {
+    if let Some(field) = if_none_match {
+        let Ok(field) = str::from_utf8(field) else {
+            return false;
+        };
+        if ows(field) == "*" {
+            return true;
+        }
+        let ours = opaque(etag);
+        return entity_tags(field).is_some_and(|tags| tags.iter().any(|&(_, tag)| tag == ours));
+    }
+    let Some(date) = if_modified_since
+        .and_then(|v| str::from_utf8(v).ok())
+        .and_then(|v| httpdate::parse_http_date(ows(v)).ok())
+    else {
+        return false;
+    };
+    whole_seconds(mtime) <= date
+}
+
+/// Whether a `Range` may be honoured given `If-Range` (RFC 9110 §13.1.5).
+///
+/// Absent: yes. An entity tag: only if it strongly matches `etag` (a weak tag never does). An
+/// HTTP-date: only if it is exactly the modification time truncated to seconds. Anything else:
+/// no, and the whole representation is sent.
+pub(crate) fn if_range_allows(if_range: Option<&[u8]>, etag: &str, mtime: SystemTime) -> bool {
+    let Some(field) = if_range else {
+        return true;
+    };
+    let Ok(field) = str::from_utf8(field) else {
+        return false;
+    };
+    let field = ows(field);
+    if field.starts_with("W/") {
+        return false;
+    }
+    if field.starts_with('"') {
+        return !etag.starts_with("W/")
+            && matches!(entity_tags(field).as_deref(), Some([(false, tag)]) if *tag == etag);
+    }
+    httpdate::parse_http_date(field).is_ok_and(|date| whole_seconds(mtime) == date)
+}
+
+/// The opaque part of an entity tag (with its quotes), without a `W/` prefix.
+fn opaque(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+/// Parses `#entity-tag` (RFC 9110 §8.8.3) into `(weak, opaque-tag)` pairs, the opaque tag
+/// with its quotes. Empty list elements are skipped; `None` if anything is malformed.
+fn entity_tags(field: &str) -> Option<Vec<(bool, &str)>> {
+    let mut tags = Vec::new();
+    let mut rest = field;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Some(tags);
+        }
+        let (weak, tag) = match rest.strip_prefix("W/") {
+            Some(tag) => (true, tag),
+            None => (false, rest),
+        };
+        let inner = tag.strip_prefix('"')?;
+        let close = inner.find('"')?;
+        // etagc = %x21 / %x23-7E / obs-text: no controls, spaces or DEL inside.
+        let body = inner.get(..close)?;
+        if body.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return None;
+        }
+        tags.push((weak, tag.get(..close + 2)?));
+        rest = inner.get(close + 1..)?.trim_start_matches([' ', '\t']);
+        if !(rest.is_empty() || rest.starts_with(',')) {
+            return None;
+        }
+    }
+}
+
+/// `t` truncated to whole seconds, the precision of HTTP-dates.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => UNIX_EPOCH
+            .checked_add(Duration::from_secs(d.as_secs()))
+            .unwrap_or(t),
+        Err(_) => t,
+    }
+}
+
+/// The `Content-Type` for a file, guessed from its extension.
+///
+/// Textual types (`text/*`, JavaScript, JSON, XML and their `+json`/`+xml` structured
+/// suffixes such as `image/svg+xml`) get `; charset=utf-8`; unknown extensions are
+/// `application/octet-stream`, so browsers download rather than sniff them.
+pub(crate) fn content_type(path: &Path) -> String {
+    let Some(mime) = mime_guess::from_path(path).first() else {
+        return "application/octet-stream".to_owned();
+    };
+    let essence = mime.essence_str();
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            essence,
+            "application/javascript"
+                | "application/ecmascript"
+                | "application/x-javascript"
+                | "application/json"
+                | "application/xml"
+                | "application/xhtml+xml"
+        )
+        || essence.ends_with("+xml")
+        || essence.ends_with("+json");
+    if textual {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+
+    /// A scratch tree:
+    ///
+    /// ```text
+    /// tmp/secret.txt                 the sentinel, outside the root
+    /// tmp/root2/secret.txt           a sibling whose name extends the root's
+    /// tmp/root/                      the root
+    ///     index.html  a/b.txt  dir/  sp ace/  attacker.com/  .hidden  .git/config
+    ///     dir/.secret  inlink -> a/b.txt  indir -> a
+    ///     out -> ../secret.txt  outdir -> ..  sib -> ../root2  abs -> /etc
+    /// ```
+    struct Tree {
+        _tmp: tempfile::TempDir,
+        top: PathBuf,
+        root: PathBuf,
+    }
+
+    fn tree() -> Tree {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().canonicalize().unwrap();
+        let root = top.join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(top.join("secret.txt"), "secret").unwrap();
+        fs::create_dir(top.join("root2")).unwrap();
+        fs::write(top.join("root2/secret.txt"), "secret2").unwrap();
+        fs::write(root.join("index.html"), "<p>hi</p>").unwrap();
+        fs::create_dir(root.join("a")).unwrap();
+        fs::write(root.join("a/b.txt"), "b").unwrap();
+        for d in ["dir", "sp ace", "attacker.com", ".git"] {
+            fs::create_dir(root.join(d)).unwrap();
+        }
+        fs::write(root.join("dir/.secret"), "s").unwrap();
+        fs::write(root.join(".hidden"), "h").unwrap();
+        fs::write(root.join(".git/config"), "c").unwrap();
+        symlink("a/b.txt", root.join("inlink")).unwrap();
+        symlink("a", root.join("indir")).unwrap();
+        symlink("../secret.txt", root.join("out")).unwrap();
+        symlink("..", root.join("outdir")).unwrap();
+        symlink("../root2", root.join("sib")).unwrap();
+        symlink("/etc", root.join("abs")).unwrap();
+        Tree {
+            _tmp: tmp,
+            top,
+            root,
+        }
+    }
+
+    const PLAIN: FileOptions = FileOptions {
+        follow_symlinks: false,
+        hidden: false,
+    };
+    const HIDDEN: FileOptions = FileOptions {
+        follow_symlinks: false,
+        hidden: true,
+    };
+    const FOLLOW: FileOptions = FileOptions {
+        follow_symlinks: true,
+        hidden: false,
+    };
+
+    /// The invariant: a served path, with every link resolved, lies under the root; a
+    /// redirect is a single-slash absolute path without anything that could split a header.
+    fn assert_contained(root: &Path, request: &str, result: &Result<Resolved, Refused>) {
+        match result {
+            Ok(Resolved::File { path, .. }) | Ok(Resolved::Directory { path, .. }) => {
+                let real = path.canonicalize().unwrap();
+                assert!(
+                    real.starts_with(root),
+                    "{request:?} escaped the root: {}",
+                    real.display()
+                );
+            }
+            Ok(Resolved::RedirectSlash { location }) => {
+                assert!(location.starts_with('/'), "{request:?} -> {location:?}");
+                assert!(!location.starts_with("//"), "{request:?} -> {location:?}");
+                assert!(
+                    location.bytes().all(|b| b.is_ascii_graphic()),
+                    "{request:?} -> {location:?}"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn file_path(result: Result<Resolved, Refused>) -> PathBuf {
+        match result {
+            Ok(Resolved::File { path, .. }) => path,
+            other => panic!("expected a file, got {other:?}"),
+        }
+    }
+
+    fn location(result: Result<Resolved, Refused>) -> String {
+        match result {
+            Ok(Resolved::RedirectSlash { location }) => location,
+            other => panic!("expected a redirect, got {other:?}"),
+        }
+    }
+
+    fn encode_all(s: &str) -> String {
+        percent_encoding::utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+    }
+
+    #[test]
+    fn traversal_battery() {
+        let t = tree();
+        let secret = t.top.join("secret.txt");
+        let secret_str = secret.to_str().unwrap();
+        let top_str = t.top.to_str().unwrap();
+        use Refused::{BadRequest as Bad, Forbidden as Forb, NotFound as NF};
+
+        let absolute_raw = format!("/{secret_str}");
+        let absolute_slash = format!("/%2f{}", &secret_str[1..]);
+        let absolute_encoded = format!("/{}", encode_all(secret_str));
+        let absolute_up = format!("/..{secret_str}");
+        let absolute_dotdot = format!("/{top_str}/root/../secret.txt");
+        let deep = format!("/{}secret.txt", "..%2f".repeat(12));
+        let deep_raw = format!("/{}secret.txt", "../".repeat(12));
+
+        let cases: Vec<(&str, Refused)> = vec![
+            ("/../secret.txt", NF),
+            ("/..%2fsecret.txt", NF),
+            ("/..%2Fsecret.txt", NF),
+            ("/%2e%2e/secret.txt", NF),
+            ("/%2E%2E/secret.txt", NF),
+            ("/%2e%2e%2fsecret.txt", NF),
+            ("/.%2e/secret.txt", NF),
+            ("/%2e./secret.txt", NF),
+            ("/%252e%252e/secret.txt", NF),
+            ("/%252e%252e%252fsecret.txt", NF),
+            ("/..%252f..%252fsecret.txt", NF),
+            ("/%%32%65%%32%65/secret.txt", NF),
+            ("/%u002e%u002e/secret.txt", NF),
+            ("/..\\secret.txt", Bad),
+            ("/%5c..%5csecret.txt", Bad),
+            ("/..%5csecret.txt", Bad),
+            ("/%2e%2e%5csecret.txt", Bad),
+            ("/..%255csecret.txt", NF),
+            ("//../secret.txt", NF),
+            ("//%2e%2e//%2e%2e//secret.txt", NF),
+            ("/./../secret.txt", NF),
+            ("/a/../../secret.txt", NF),
+            ("/a/%2e%2e/%2e%2e/secret.txt", NF),
+            ("/indir/../../secret.txt", NF),
+            ("/...../secret.txt", NF),
+            ("/..;/secret.txt", NF),
+            ("/.../secret.txt", NF),
+            (&deep, NF),
+            (&deep_raw, NF),
+            (&absolute_raw, NF),
+            (&absolute_slash, NF),
+            (&absolute_encoded, NF),
+            (&absolute_up, NF),
+            (&absolute_dotdot, NF),
+            ("/secret.txt%00.html", Bad),
+            ("/..%00/secret.txt", Bad),
+            ("/%00", Bad),
+            ("/%c0%ae%c0%ae/secret.txt", Bad),
+            ("/%c0%ae%c0%ae%c0%afsecret.txt", Bad),
+            ("/%e0%80%ae%e0%80%ae/secret.txt", Bad),
+            ("/%ff/secret.txt", Bad),
+            ("/%ef%bc%8e%ef%bc%8e/secret.txt", NF), // fullwidth dots are just a name
+            ("/\u{2215}..\u{2215}secret.txt", NF),  // DIVISION SLASH too
+            ("/out", Forb),
+            ("/outdir/secret.txt", Forb),
+            ("/outdir/", Forb),
+            ("/outdir", Forb),
+            ("/outdir/root/../secret.txt", NF),
+            ("/sib/secret.txt", Forb),
+            ("/abs/passwd", Forb),
+            ("/abs/", Forb),
+        ];
+        assert!(cases.len() >= 30);
+        for (request, expected) in &cases {
+            for opts in [PLAIN, HIDDEN] {
+                let result = resolve(&t.root, request, None, &opts);
+                assert_contained(&t.root, request, &result);
+                if let Ok(Resolved::File { path, .. }) = &result {
+                    assert_ne!(path.canonicalize().unwrap(), secret, "{request:?}");
+                }
+                // `/...../` style names are hidden-file refusals only without `hidden`;
+                // with it they are plain missing names: NotFound either way.
+                assert_eq!(
+                    result.as_ref().err(),
+                    Some(expected),
+                    "{request:?} {opts:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn symlinks_inside_root_are_served() {
+        let t = tree();
+        let b = t.root.join("a/b.txt");
+        assert_eq!(file_path(resolve(&t.root, "/inlink", None, &PLAIN)), b);
+        assert_eq!(file_path(resolve(&t.root, "/indir/b.txt", None, &PLAIN)), b);
+        match resolve(&t.root, "/indir/", None, &PLAIN) {
+            Ok(Resolved::Directory { path, display }) => {
+                assert_eq!(path, t.root.join("a"));
+                assert_eq!(display, "/indir/");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn symlinks_outside_root_are_served_when_followed() {
+        let t = tree();
+        let path = file_path(resolve(&t.root, "/out", None, &FOLLOW));
+        assert_eq!(fs::read_to_string(path).unwrap(), "secret");
+        let path = file_path(resolve(&t.root, "/outdir/secret.txt", None, &FOLLOW));
+        assert_eq!(fs::read_to_string(path).unwrap(), "secret");
+        assert!(matches!(
+            resolve(&t.root, "/sib/", None, &FOLLOW),
+            Ok(Resolved::Directory { .. })
+        ));
+        // Following links does not make `..` work.
+        assert_eq!(
+            resolve(&t.root, "/../secret.txt", None, &FOLLOW).err(),
+            Some(Refused::NotFound)
+        );
+        // Nor dangling links.
+        symlink("nowhere", t.root.join("dangling")).unwrap();
+        for opts in [PLAIN, FOLLOW] {
+            assert_eq!(
+                resolve(&t.root, "/dangling", None, &opts).err(),
+                Some(Refused::NotFound)
+            );
+        }
+    }
+
+    #[test]
+    fn files_and_directories() {
+        let t = tree();
+        match resolve(&t.root, "/a/b.txt", None, &PLAIN) {
+            Ok(Resolved::File { path, meta }) => {
+                assert_eq!(path, t.root.join("a/b.txt"));
+                assert_eq!(meta.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Percent-encoded names and redundant segments.
+        assert_eq!(
+            file_path(resolve(&t.root, "/%61/./b%2etxt", None, &PLAIN)),
+            t.root.join("a/b.txt")
+        );
+        assert_eq!(
+            file_path(resolve(&t.root, "//a//b.txt", None, &PLAIN)),
+            t.root.join("a/b.txt")
+        );
+        // Python drops `..` rather than applying it.
+        assert_eq!(
+            file_path(resolve(&t.root, "/a/../b.txt", None, &PLAIN)),
+            t.root.join("a/b.txt")
+        );
+        for (request, display) in [
+            ("/", "/"),
+            ("", "/"),
+            ("//", "/"),
+            ("/./", "/"),
+            ("/../", "/"),
+            ("/dir/", "/dir/"),
+            ("/sp%20ace/", "/sp ace/"),
+            ("//a/./", "/a/"),
+        ] {
+            match resolve(&t.root, request, None, &PLAIN) {
+                Ok(Resolved::Directory { path, display: d }) => {
+                    assert_eq!(d, display, "{request:?}");
+                    assert!(path.starts_with(&t.root));
+                }
+                other => panic!("{request:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            resolve(&t.root, "/missing.txt", None, &PLAIN).err(),
+            Some(Refused::NotFound)
+        );
+        // `+` is not a space in a path.
+        assert_eq!(
+            resolve(&t.root, "/sp+ace/", None, &PLAIN).err(),
+            Some(Refused::NotFound)
+        );
+    }
+
+    #[test]
+    fn trailing_slash_on_a_file_is_not_found() {
+        let t = tree();
+        for request in ["/a/b.txt/", "/index.html/", "/a/b.txt/x", "/inlink/"] {
+            assert_eq!(
+                resolve(&t.root, request, None, &PLAIN).err(),
+                Some(Refused::NotFound),
+                "{request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hidden_names() {
+        let t = tree();
+        for request in [
+            "/.hidden",
+            "/.git/config",
+            "/.git/",
+            "/dir/.secret",
+            "/%2ehidden",
+        ] {
+            assert_eq!(
+                resolve(&t.root, request, None, &PLAIN).err(),
+                Some(Refused::NotFound),
+                "{request:?}"
+            );
+            assert!(
+                resolve(&t.root, request, None, &HIDDEN).is_ok(),
+                "{request:?}"
+            );
+        }
+        assert_eq!(
+            file_path(resolve(&t.root, "/.git/config", None, &HIDDEN)),
+            t.root.join(".git/config")
+        );
+        assert_eq!(location(resolve(&t.root, "/.git", None, &HIDDEN)), "/.git/");
+    }
+
+    #[test]
+    fn special_files_are_forbidden() {
+        let t = tree();
+        let _listener = std::os::unix::net::UnixListener::bind(t.root.join("sock")).unwrap();
+        assert_eq!(
+            resolve(&t.root, "/sock", None, &PLAIN).err(),
+            Some(Refused::Forbidden)
+        );
+        assert_eq!(
+            resolve(&t.root, "/sock/", None, &PLAIN).err(),
+            Some(Refused::NotFound)
+        );
+    }
+
+    #[test]
+    fn unreadable_directory_is_forbidden() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tree();
+        let locked = t.root.join("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::write(locked.join("f.txt"), "f").unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+        let enforced = fs::metadata(locked.join("f.txt")).is_err(); // root bypasses modes
+        let result = resolve(&t.root, "/locked/f.txt", None, &PLAIN);
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+        if enforced {
+            assert_eq!(result.err(), Some(Refused::Forbidden));
+        } else {
+            assert!(matches!(result, Ok(Resolved::File { .. })));
+        }
+    }
+
+    #[test]
+    fn root_given_non_canonical_still_works() {
+        let t = tree();
+        let crooked = t.root.join("a/..");
+        assert!(matches!(
+            resolve(&crooked, "/a/b.txt", None, &PLAIN),
+            Ok(Resolved::File { .. })
+        ));
+        assert_eq!(
+            resolve(&crooked, "/out", None, &PLAIN).err(),
+            Some(Refused::Forbidden)
+        );
+    }
+
+    #[test]
+    fn redirects() {
+        let t = tree();
+        fs::create_dir(t.root.join("%41")).unwrap();
+        fs::create_dir(t.root.join("é")).unwrap();
+        fs::create_dir(t.root.join("a#b?c\"<d>")).unwrap();
+        fs::create_dir(t.root.join("j:x")).unwrap();
+        let cases = [
+            ("/dir", None, "/dir/"),
+            ("/dir", Some("x=1&y=2"), "/dir/?x=1&y=2"),
+            ("/dir", Some(""), "/dir/"),
+            ("/dir", Some("q=%2F%20"), "/dir/?q=%2F%20"),
+            ("/dir", Some("a b\r\n<x>"), "/dir/?a%20b%0D%0A%3Cx%3E"),
+            ("//dir", None, "/dir/"),
+            ("///dir", None, "/dir/"),
+            ("/%2fdir", None, "/dir/"),
+            ("/%2f%2fdir", None, "/dir/"),
+            ("/./dir", None, "/dir/"),
+            ("/../dir", None, "/dir/"),
+            ("//attacker.com/..%2f..", None, "/attacker.com/"),
+            ("//attacker.com/%2e%2e", None, "/attacker.com/"),
+            ("//attacker.com", None, "/attacker.com/"),
+            ("/%2fattacker.com", None, "/attacker.com/"),
+            ("//attacker.com//", None, "ignored"),
+            ("/..", None, "/"),
+            ("/%2e%2e", None, "/"),
+            ("/.", None, "/"),
+            ("//..", None, "/"),
+            ("/..", Some("x"), "/?x"),
+            ("/sp%20ace", None, "/sp%20ace/"),
+            ("/%2541", None, "/%2541/"),
+            ("/%C3%A9", None, "/%C3%A9/"),
+            ("/é", None, "/%C3%A9/"),
+            ("/a%23b%3Fc%22%3Cd%3E", None, "/a%23b%3Fc%22%3Cd%3E/"),
+            ("/j:x", None, "/j%3Ax/"),
+            ("/indir", None, "/indir/"),
+            ("/a/%2e/", None, "ignored"),
+        ];
+        for (request, query, expected) in cases {
+            let result = resolve(&t.root, request, query, &PLAIN);
+            assert_contained(&t.root, request, &result);
+            if expected == "ignored" {
+                assert!(
+                    matches!(result, Ok(Resolved::Directory { .. })),
+                    "{request:?}"
+                );
+                continue;
+            }
+            assert_eq!(location(result), expected, "{request:?} {query:?}");
+        }
+        // `/a/../dir` is `a/dir` (Python drops `..`), which does not exist.
+        assert_eq!(
+            resolve(&t.root, "/a/../dir", None, &PLAIN).err(),
+            Some(Refused::NotFound)
+        );
+        // CVE-2021-28861's other spelling never gets as far as a redirect.
+        assert_eq!(
+            resolve(&t.root, "/\\\\host/%2e%2e%2f", None, &PLAIN).err(),
+            Some(Refused::BadRequest)
+        );
+        // The redirect leads to the directory it names.
+        for request in ["/%2541", "/%C3%A9", "/a%23b%3Fc%22%3Cd%3E", "/j:x"] {
+            let loc = location(resolve(&t.root, request, None, &PLAIN));
+            assert!(matches!(
+                resolve(&t.root, &loc, None, &PLAIN),
+                Ok(Resolved::Directory { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn encode_segment_is_strict() {
+        assert_eq!(encode_segment("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(
+            encode_segment("sp ace/%?#:'&\"<>\\é"),
+            "sp%20ace%2F%25%3F%23%3A%27%26%22%3C%3E%5C%C3%A9"
+        );
+    }
+
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just(".".to_owned()),
+            4 => Just("/".to_owned()),
+            3 => Just("%".to_owned()),
+            3 => Just("2e".to_owned()),
+            3 => Just("2f".to_owned()),
+            1 => Just("5c".to_owned()),
+            2 => Just("25".to_owned()),
+            2 => Just("..".to_owned()),
+            2 => Just("%2e".to_owned()),
+            2 => Just("%2f".to_owned()),
+            1 => Just("%5c".to_owned()),
+            1 => Just("%00".to_owned()),
+            1 => Just("%c0%ae".to_owned()),
+            2 => Just("secret.txt".to_owned()),
+            2 => Just("out".to_owned()),
+            2 => Just("outdir".to_owned()),
+            1 => Just("sib".to_owned()),
+            1 => Just("abs".to_owned()),
+            1 => Just("a".to_owned()),
+            1 => Just("indir".to_owned()),
+            3 => Just("b.txt".to_owned()),
+            2 => Just("index.html".to_owned()),
+            2 => Just("inlink".to_owned()),
+            2 => Just("/a/".to_owned()),
+            1 => Just("root".to_owned()),
+            1 => Just("\\".to_owned()),
+            2 => any::<char>().prop_map(String::from),
+        ]
+    }
+
+    /// Arbitrary request paths never resolve outside the root, and never panic. One tree is
+    /// shared by all cases, so the runner is driven by hand rather than by `proptest!`.
+    #[test]
+    fn resolve_never_escapes() {
+        let t = tree();
+        let config = ProptestConfig {
+            cases: 4000,
+            failure_persistence: None,
+            // ChaCha is slow unoptimized; the tests need variety, not cryptography.
+            rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
+            ..ProptestConfig::default()
+        };
+        let strategy = (
+            proptest::collection::vec(fragment(), 0..16),
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of("[a-z=&%/?# \\r\\n]{0,8}"),
+        );
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let seen = std::cell::RefCell::new([0u32; 6]);
+        let outcome = runner.run(&strategy, |(parts, leading, hidden, query)| {
+            let mut request: String = parts.concat();
+            if leading {
+                request.insert(0, '/');
+            }
+            let opts = FileOptions {
+                follow_symlinks: false,
+                hidden,
+            };
+            let result = resolve(&t.root, &request, query.as_deref(), &opts);
+            assert_contained(&t.root, &request, &result);
+            let kind = match result {
+                Ok(Resolved::File { .. }) => 0,
+                Ok(Resolved::Directory { .. }) => 1,
+                Ok(Resolved::RedirectSlash { .. }) => 2,
+                Err(Refused::NotFound) => 3,
+                Err(Refused::BadRequest) => 4,
+                Err(Refused::Forbidden) => 5,
+            };
+            seen.borrow_mut()[kind] += 1;
+            // Following symlinks may leave the root through a link, but never through the
+            // request path itself: what is joined is only normal components.
+            let followed = resolve(&t.root, &request, query.as_deref(), &FOLLOW);
+            if let Ok(Resolved::File { path, .. } | Resolved::Directory { path, .. }) = &followed {
+                let rest = path.strip_prefix(&t.root).unwrap();
+                assert!(
+                    rest.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_))),
+                    "{request:?} -> {}",
+                    path.display()
+                );
+            }
+            if let Ok(Resolved::RedirectSlash { location }) = &followed {
+                assert!(location.starts_with('/') && !location.starts_with("//"));
+            }
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+        // The generator reaches every outcome, so the property is not vacuous.
+        let seen = seen.into_inner();
+        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    }
+
+    #[test]
+    fn ranges() {
+        use RangeSpec::{Full, Partial, Unsatisfiable as Unsat};
+        let p = |start, end| Partial { start, end };
+        let cases: &[(Option<&str>, u64, RangeSpec)] = &[
+            (None, 10, Full),
+            (Some("bytes=0-0"), 10, p(0, 0)),
+            (Some("bytes=0-4"), 10, p(0, 4)),
+            (Some("bytes=2-"), 10, p(2, 9)),
+            (Some("bytes=9-"), 10, p(9, 9)),
+            (Some("bytes=-1"), 10, p(9, 9)),
+            (Some("bytes=-3"), 10, p(7, 9)),
+            (Some("bytes=-10"), 10, p(0, 9)),
+            (Some("bytes=-99"), 10, p(0, 9)),
+            (Some("bytes=0-99999"), 10, p(0, 9)),
+            (Some("bytes=3-3"), 10, p(3, 3)),
+            (Some("bytes=0-99999999999999999999999"), 10, p(0, 9)),
+            (Some("bytes=-99999999999999999999999"), 10, p(0, 9)),
+            (Some("bytes=99999999999999999999999-"), 10, Unsat),
+            (Some("BYTES=1-2"), 10, p(1, 2)),
+            (Some("bytes = 1 - 2"), 10, p(1, 2)),
+            (Some("bytes=\t1-2\t"), 10, p(1, 2)),
+            (Some("bytes=1-2,"), 10, p(1, 2)),
+            (Some("bytes=, 1-2"), 10, p(1, 2)),
+            (Some("bytes=5-"), 5, Unsat),
+            (Some("bytes=5-9"), 5, Unsat),
+            (Some("bytes=10-20"), 5, Unsat),
+            (Some("bytes=-0"), 5, Unsat),
+            (Some("bytes=0-0"), 0, Unsat),
+            (Some("bytes=0-"), 0, Unsat),
+            (Some("bytes=-1"), 0, Unsat),
+            (Some("bytes=1-2,4-5"), 10, Full),
+            (Some("bytes=1-2, 4-5"), 10, Full),
+            (Some("bytes=0-0,-1"), 10, Full),
+            (Some("items=0-1"), 10, Full),
+            (Some("bytes 0-1"), 10, Full),
+            (Some("bytes=2-1"), 10, Full),
+            (Some("bytes=-"), 10, Full),
+            (Some("bytes="), 10, Full),
+            (Some("bytes=,"), 10, Full),
+            (Some(""), 10, Full),
+            (Some("bytes=a-b"), 10, Full),
+            (Some("bytes=+1-2"), 10, Full),
+            (Some("bytes=1-+2"), 10, Full),
+            (Some("bytes=-+2"), 10, Full),
+            (Some("bytes=0x1-2"), 10, Full),
+            (Some("bytes=1"), 10, Full),
+            (Some("bytes=1-2-3"), 10, Full),
+            (Some("bytes=1 2-3"), 10, Full),
+            (Some("bytes=١-٢"), 10, Full),
+            (Some("bytes==1-2"), 10, Full),
+        ];
+        for (header, len, expected) in cases {
+            assert_eq!(
+                parse_range(header.map(str::as_bytes), *len),
+                *expected,
+                "{header:?} len {len}"
+            );
+        }
+        assert_eq!(parse_range(Some(b"bytes=0-\xff"), 10), Full);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1000,
+            failure_persistence: None,
+            // ChaCha is slow unoptimized; the tests need variety, not cryptography.
+            rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn partial_ranges_are_in_bounds(header in "[bytes=0-9, -]{0,16}", len in 0u64..20) {
+            if let RangeSpec::Partial { start, end } = parse_range(Some(header.as_bytes()), len) {
+                prop_assert!(start <= end && end < len, "{header:?} {len}");
+            }
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn etag_shape() {
+        let t = tree();
+        let meta = fs::metadata(t.root.join("a/b.txt")).unwrap();
+        let tag = etag(&meta);
+        assert!(tag.starts_with("\"1-") && tag.ends_with('"'), "{tag}");
+        let inner = &tag[1..tag.len() - 1];
+        let parts: Vec<&str> = inner.split('-').collect();
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| u128::from_str_radix(p, 16).is_ok()));
+        let ino = std::os::unix::fs::MetadataExt::ino(&meta);
+        assert_eq!(parts[2], format!("{ino:x}"));
+        assert_eq!(etag(&meta), tag);
+        // A change of content changes the tag.
+        fs::write(t.root.join("a/b.txt"), "bb").unwrap();
+        assert_ne!(etag(&fs::metadata(t.root.join("a/b.txt")).unwrap()), tag);
+    }
+
+    #[test]
+    fn conditionals() {
+        let tag = "\"a-b-c\"";
+        let mtime = at(1_700_000_000) + Duration::from_millis(750);
+        let date = httpdate::fmt_http_date(at(1_700_000_000));
+        let before = httpdate::fmt_http_date(at(1_699_999_999));
+        let after = httpdate::fmt_http_date(at(1_700_000_001));
+        let rfc850 = "Tuesday, 14-Nov-23 22:13:20 GMT"; // 1_700_000_000
+        let asctime = "Tue Nov 14 22:13:20 2023";
+        let cases: &[(Option<&str>, Option<&str>, bool)] = &[
+            (None, None, false),
+            (Some(tag), None, true),
+            (Some("W/\"a-b-c\""), None, true),
+            (Some("\"x\", \"a-b-c\""), None, true),
+            (Some("\"x\",W/\"a-b-c\""), None, true),
+            (Some(" ,\"x\" , \"a-b-c\" ,"), None, true),
+            (Some("*"), None, true),
+            (Some(" * "), None, true),
+            (Some("\"x\""), None, false),
+            (Some("\"a-b-c"), None, false),
+            (Some("a-b-c"), None, false),
+            (Some("\"a-b-c\"x"), None, false),
+            (Some("\"x\" \"a-b-c\""), None, false),
+            (Some("w/\"a-b-c\""), None, false),
+            (Some(""), None, false),
+            // If-None-Match decides alone, even when it does not match.
+            (Some("\"x\""), Some(&date), false),
+            (Some(tag), Some(&before), true),
+            (None, Some(&date), true),
+            (None, Some(&after), true),
+            (None, Some(&before), false),
+            (None, Some(rfc850), true),
+            (None, Some(asctime), true),
+            (None, Some("yesterday"), false),
+            (None, Some(""), false),
+        ];
+        for (inm, ims, expected) in cases {
+            assert_eq!(
+                not_modified(inm.map(str::as_bytes), ims.map(str::as_bytes), tag, mtime),
+                *expected,
+                "{inm:?} {ims:?}"
+            );
+        }
+        assert!(!not_modified(Some(b"\"\xff\""), None, tag, mtime));
+        assert!(not_modified(
+            Some(b"W/\"a-b-c\""),
+            None,
+            "W/\"a-b-c\"",
+            mtime
+        ));
+    }
+
+    #[test]
+    fn if_range() {
+        let tag = "\"a-b-c\"";
+        let mtime = at(1_700_000_000) + Duration::from_millis(750);
+        let date = httpdate::fmt_http_date(at(1_700_000_000));
+        let before = httpdate::fmt_http_date(at(1_699_999_999));
+        let after = httpdate::fmt_http_date(at(1_700_000_001));
+        let cases: &[(Option<&str>, bool)] = &[
+            (None, true),
+            (Some(tag), true),
+            (Some(" \"a-b-c\" "), true),
+            (Some("W/\"a-b-c\""), false),
+            (Some("\"x\""), false),
+            (Some("\"a-b-c\", \"x\""), false),
+            (Some("\"a-b-c"), false),
+            (Some(&date), true),
+            (Some(&before), false),
+            (Some(&after), false),
+            (Some("*"), false),
+            (Some("garbage"), false),
+            (Some(""), false),
+        ];
+        for (field, expected) in cases {
+            assert_eq!(
+                if_range_allows(field.map(str::as_bytes), tag, mtime),
+                *expected,
+                "{field:?}"
+            );
+        }
+        // A weak validator of ours never allows a range either.
+        assert!(!if_range_allows(Some(b"W/\"x\""), "W/\"x\"", mtime));
+        assert!(!if_range_allows(Some(b"\"x\""), "W/\"x\"", mtime));
+        assert!(!if_range_allows(Some(b"\xff"), tag, mtime));
+    }
+
+    #[test]
+    fn content_types() {
+        let cases = [
+            ("index.html", "text/html; charset=utf-8"),
+            ("notes.txt", "text/plain; charset=utf-8"),
+            ("style.CSS", "text/css; charset=utf-8"),
+            ("data.json", "application/json; charset=utf-8"),
+            ("logo.svg", "image/svg+xml; charset=utf-8"),
+            ("photo.png", "image/png"),
+            ("photo.jpeg", "image/jpeg"),
+            ("archive.tar.gz", "application/gzip"),
+            ("doc.pdf", "application/pdf"),
+            ("clip.mp4", "video/mp4"),
+            ("font.woff2", "font/woff2"),
+            ("Makefile", "application/octet-stream"),
+            ("weird.zzzunknown", "application/octet-stream"),
+            (".hidden", "application/octet-stream"),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(content_type(Path::new(name)), expected, "{name}");
+        }
+        let js = content_type(Path::new("app.js"));
+        assert!(js.ends_with("javascript; charset=utf-8"), "{js}");
+    }
+}

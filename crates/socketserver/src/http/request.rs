@@ -1,0 +1,471 @@
+//! `http::Request`: the parsed head plus a reader for the body.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use super::parse::{ChunkedDecoder, Framing};
+use crate::Address;
+
+/// The request method. The standard methods of RFC 9110 (plus PATCH) have variants; anything
+/// else is kept as [`Method::Other`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `DELETE`
+    Delete,
+    /// `OPTIONS`
+    Options,
+    /// `PATCH`
+    Patch,
+    /// `TRACE`
+    Trace,
+    /// `CONNECT`
+    Connect,
+    /// Any other token, as sent (methods are case-sensitive).
+    Other(String),
+}
+
+impl Method {
+    pub(crate) fn parse(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            "TRACE" => Method::Trace,
+            "CONNECT" => Method::Connect,
+            other => Method::Other(other.to_string()),
+        }
+    }
+
+    /// The method as sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Trace => "TRACE",
+            Method::Connect => "CONNECT",
+            Method::Other(token) => token,
+        }
+    }
+
+    /// True for the methods this crate knows (every variant but `Other`): a server that does
+    /// not support one answers `405 Method Not Allowed`, an unknown one `501 Not Implemented`.
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Method::Other(_))
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The protocol version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Version {
+    /// HTTP/1.0: connections close after each response unless the client asks otherwise.
+    Http10,
+    /// HTTP/1.1: connections stay open unless either side says `Connection: close`.
+    Http11,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        })
+    }
+}
+
+/// Where a body's bytes come from: the connection (erased, so a `Body<'r>` need not name the
+/// connection's own lifetime).
+pub(crate) trait Source {
+    /// Received bytes not consumed yet.
+    fn buffered(&self) -> &[u8];
+    /// Marks `n` buffered bytes as used.
+    fn consume(&mut self, n: usize);
+    /// Reads more bytes; `Ok(0)` at end of file.
+    fn fill(&mut self) -> io::Result<usize>;
+    /// Writes and flushes an interim response (`100 Continue`).
+    fn interim(&mut self, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// The byte stream HTTP runs over: the plain connection, or TLS on top of it.
+pub(crate) trait Wire: Read + Write {
+    /// Read and write timeout of the underlying socket.
+    fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()>;
+    /// See [`crate::Request::set_idle`].
+    fn set_idle(&mut self, idle: bool) -> bool;
+    /// True once the server is stopping.
+    fn is_shutting_down(&self) -> bool;
+    /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
+    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()>;
+}
+
+impl Wire for crate::Request {
+    fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        crate::Request::set_timeout(self, timeout)
+    }
+
+    fn set_idle(&mut self, idle: bool) -> bool {
+        crate::Request::set_idle(self, idle)
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutdown_handle().is_shutting_down()
+    }
+
+    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        crate::Request::send_file(self, file, offset, len)
+    }
+}
+
+/// The connection's bytes: what was received but not used yet, then the stream.
+pub(crate) struct ConnIo<'c> {
+    pub(crate) stream: &'c mut dyn Wire,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<'c> ConnIo<'c> {
+    pub(crate) fn new(stream: &'c mut dyn Wire) -> ConnIo<'c> {
+        ConnIo {
+            stream,
+            buf: Vec::with_capacity(8 * 1024),
+            pos: 0,
+        }
+    }
+}
+
+impl Source for ConnIo<'_> {
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + 16 * 1024, 0);
+        let result = self.stream.read(&mut self.buf[start..]);
+        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        result
+    }
+
+    fn interim(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+}
+
+enum BodyState {
+    Empty,
+    Length(u64),
+    Chunked {
+        decoder: ChunkedDecoder,
+        pending: Vec<u8>,
+        at: usize,
+        done: bool,
+    },
+}
+
+/// The body of a request, as a reader. Reading it answers `Expect: 100-continue` first.
+///
+/// Reads fail with `InvalidData` once the body exceeds [`Limits::max_body`](super::Limits),
+/// or when its chunked encoding is malformed.
+pub struct Body<'r> {
+    io: &'r mut (dyn Source + 'r),
+    state: BodyState,
+    continue_pending: bool,
+    read: u64,
+    max: u64,
+    failed: bool,
+}
+
+impl<'r> Body<'r> {
+    pub(crate) fn new(
+        io: &'r mut (dyn Source + 'r),
+        framing: Framing,
+        expect_continue: bool,
+        max: u64,
+    ) -> Body<'r> {
+        let state = match framing {
+            Framing::None | Framing::Length(0) => BodyState::Empty,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked {
+                decoder: ChunkedDecoder::new(),
+                pending: Vec::new(),
+                at: 0,
+                done: false,
+            },
+        };
+        let continue_pending = expect_continue && !matches!(state, BodyState::Empty);
+        Body {
+            io,
+            state,
+            continue_pending,
+            read: 0,
+            max,
+            failed: false,
+        }
+    }
+
+    /// True when the whole body has been read (or there is none), so the connection is at
+    /// the start of the next request.
+    pub(crate) fn is_complete(&self) -> bool {
+        !self.failed
+            && match &self.state {
+                BodyState::Empty => true,
+                BodyState::Length(left) => *left == 0,
+                BodyState::Chunked {
+                    done, pending, at, ..
+                } => *done && *at >= pending.len(),
+            }
+    }
+
+    /// True while a `100 Continue` was owed but never sent (the service did not read).
+    pub(crate) fn continue_pending(&self) -> bool {
+        self.continue_pending
+    }
+
+    /// Reads and discards what is left of the body, at most `limit` bytes. Returns whether the
+    /// body is now complete.
+    pub(crate) fn discard(&mut self, limit: u64) -> bool {
+        if self.continue_pending {
+            return false;
+        }
+        let mut sink = [0u8; 8 * 1024];
+        let mut discarded = 0u64;
+        while !self.is_complete() && discarded < limit {
+            match self.read(&mut sink) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => discarded += n as u64,
+            }
+        }
+        self.is_complete()
+    }
+
+    fn send_continue(&mut self) -> io::Result<()> {
+        if self.continue_pending {
+            self.continue_pending = false;
+            self.io.interim(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        Ok(())
+    }
+
+    fn too_large(&mut self) -> io::Error {
+        self.failed = true;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                self.max
+            ),
+        )
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() || self.failed {
+            return Ok(0);
+        }
+        self.send_continue()?;
+        let n = match &mut self.state {
+            BodyState::Empty => 0,
+            BodyState::Length(left) => {
+                if *left == 0 {
+                    return Ok(0);
+                }
+                if self.io.buffered().is_empty() && self.io.fill()? == 0 {
+                    self.failed = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed before sending the whole body",
+                    ));
+                }
+                let available = self.io.buffered();
+                let n = available
+                    .len()
+                    .min(out.len())
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                out[..n].copy_from_slice(&available[..n]);
+                self.io.consume(n);
+                *left -= n as u64;
+                n
+            }
+            BodyState::Chunked {
+                decoder,
+                pending,
+                at,
+                done,
+            } => {
+                while *at >= pending.len() && !*done {
+                    pending.clear();
+                    *at = 0;
+                    if self.io.buffered().is_empty() && self.io.fill()? == 0 {
+                        self.failed = true;
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the client closed inside a chunked body",
+                        ));
+                    }
+                    let (used, finished) = match decoder.decode(self.io.buffered(), pending) {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            self.failed = true;
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("malformed chunked body: {e:?}"),
+                            ));
+                        }
+                    };
+                    self.io.consume(used);
+                    *done = finished;
+                }
+                let n = (pending.len() - *at).min(out.len());
+                out[..n].copy_from_slice(&pending[*at..*at + n]);
+                *at += n;
+                n
+            }
+        };
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(self.too_large());
+        }
+        Ok(n)
+    }
+}
+
+impl fmt::Debug for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Body")
+            .field("read", &self.read)
+            .field("complete", &self.is_complete())
+            .finish()
+    }
+}
+
+/// One HTTP request: method, target, version, headers, and the body as a reader.
+///
+/// The HTTP counterpart of [`crate::Request`], written `http::Request` at call sites.
+pub struct Request<'r> {
+    pub(crate) method: Method,
+    pub(crate) target: String,
+    pub(crate) path_len: usize,
+    pub(crate) version: Version,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) peer: Address,
+    pub(crate) body: Body<'r>,
+}
+
+impl<'r> Request<'r> {
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request target as sent: path and query, still percent-encoded.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path part of the target, still percent-encoded (`/a%20b` for `/a%20b?x=1`).
+    pub fn path(&self) -> &str {
+        &self.target[..self.path_len]
+    }
+
+    /// The query part of the target without the `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        self.target
+            .get(self.path_len..)
+            .and_then(|q| q.strip_prefix('?'))
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Every header field in the order received: name as sent, raw value.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// The first value of the header `name` (case-insensitive), raw.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of the header `name` (case-insensitive) as text, trimmed; `None` if
+    /// absent or not valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The body, as a reader. Empty for requests without one.
+    pub fn body(&mut self) -> &mut Body<'r> {
+        &mut self.body
+    }
+
+    /// Reads the whole body into memory (bounded by `Limits::max_body`).
+    pub fn read_body(&mut self) -> io::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.body.read_to_end(&mut data)?;
+        Ok(data)
+    }
+}
+
+impl fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("version", &self.version)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}

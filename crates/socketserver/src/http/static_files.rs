@@ -1,0 +1,191 @@
+//! `StaticFiles`: SimpleHTTPRequestHandler, done safely.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::files::{self, FileOptions, RangeSpec, Refused, Resolved};
+use super::listing;
+use super::{Method, Request, Response, Service, StatusCode};
+
+/// Serves the files under a root directory, like `python -m http.server` and better.
+///
+/// - `GET` and `HEAD`; other known methods get `405` with `Allow: GET, HEAD`, unknown ones `501`.
+/// - A directory serves its `index.html`, or else a listing (sorted, names HTML-escaped and
+///   percent-encoded in links, sizes and modification times, a link to the parent). A
+///   directory requested without its trailing slash is redirected (`301`) to the same path
+///   with it, query kept; the `Location` is built from the normalised path and never starts
+///   with `//` (the open redirect of CVE-2021-28861).
+/// - Paths are percent-decoded once; NUL and backslash are refused; `.` and `..` segments are
+///   dropped; nothing outside the root is ever served. Symlinks leading out of the root are
+///   refused unless [`follow_symlinks`](Self::follow_symlinks); names starting with `.` are
+///   neither listed nor served unless [`hidden`](Self::hidden).
+/// - `Content-Type` by extension (text types with `charset=utf-8`), `Last-Modified` and
+///   `If-Modified-Since` (`304`), a strong `ETag` and `If-None-Match`, single byte ranges
+///   (`206`, `If-Range` honoured; unsatisfiable: `416` with `Content-Range: bytes */N`;
+///   malformed or multiple ranges: the whole file), `Accept-Ranges: bytes`.
+/// - File bodies are streamed with `sendfile(2)`, never read whole into memory.
+#[derive(Clone, Debug)]
+pub struct StaticFiles {
+    root: PathBuf,
+    options: FileOptions,
+}
+
+impl StaticFiles {
+    /// Serves `root`, which must be a directory. Fails with `NotFound` (or the system's
+    /// reason) naming the directory otherwise.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<StaticFiles> {
+        let given = root.as_ref();
+        let root = given.canonicalize().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{}: {}", given.display(), crate::error::describe(&e)),
+            )
+        })?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", given.display()),
+            ));
+        }
+        Ok(StaticFiles {
+            root,
+            options: FileOptions::default(),
+        })
+    }
+
+    /// Follow symlinks that lead out of the root. Default: refused (404).
+    pub fn follow_symlinks(mut self, follow: bool) -> Self {
+        self.options.follow_symlinks = follow;
+        self
+    }
+
+    /// List and serve names starting with `.`. Default: hidden (not listed, 404).
+    pub fn hidden(mut self, hidden: bool) -> Self {
+        self.options.hidden = hidden;
+        self
+    }
+
+    /// The served directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn serve_file(&self, req: &Request<'_>, path: &Path) -> Response {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) => return io_error(&e),
+        };
+        // Metadata of what we opened, not of the path: it may have changed in between.
+        let meta = match file.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => return Response::error(StatusCode::NOT_FOUND, ""),
+            Err(e) => return io_error(&e),
+        };
+        let len = meta.len();
+        let etag = files::etag(&meta);
+        let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let last_modified = httpdate::fmt_http_date(mtime);
+        let common = |response: Response| {
+            response
+                .header("Last-Modified", last_modified.clone())
+                .header("ETag", etag.clone())
+                .header("Accept-Ranges", "bytes")
+        };
+        if files::not_modified(
+            req.header_bytes("if-none-match"),
+            req.header_bytes("if-modified-since"),
+            &etag,
+            mtime,
+        ) {
+            return common(Response::new(StatusCode::NOT_MODIFIED));
+        }
+        let range = if files::if_range_allows(req.header_bytes("if-range"), &etag, mtime) {
+            files::parse_range(req.header_bytes("range"), len)
+        } else {
+            RangeSpec::Full
+        };
+        let content_type = files::content_type(path);
+        match range {
+            RangeSpec::Full => {
+                common(Response::new(StatusCode::OK).header("Content-Type", content_type))
+                    .file(file, 0, len)
+            }
+            RangeSpec::Partial { start, end } => common(
+                Response::new(StatusCode::PARTIAL_CONTENT)
+                    .header("Content-Type", content_type)
+                    .header("Content-Range", format!("bytes {start}-{end}/{len}")),
+            )
+            .file(file, start, end - start + 1),
+            RangeSpec::Unsatisfiable => common(
+                Response::error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "the requested range is outside the file",
+                )
+                .header("Content-Range", format!("bytes */{len}")),
+            ),
+        }
+    }
+
+    fn serve_directory(&self, req: &Request<'_>, path: &Path, display: &str) -> Response {
+        let index = path.join("index.html");
+        if index.is_file() {
+            // The index is a path of its own: a symlink named index.html that leads out of
+            // the root is refused like any other.
+            let inside = index
+                .canonicalize()
+                .is_ok_and(|real| real.starts_with(&self.root));
+            if !inside && !self.options.follow_symlinks {
+                return Response::error(StatusCode::FORBIDDEN, "");
+            }
+            return self.serve_file(req, &index);
+        }
+        match listing::list_directory(path, &self.options) {
+            Ok(entries) => {
+                Response::html(StatusCode::OK, listing::render_listing(display, &entries))
+            }
+            Err(e) => io_error(&e),
+        }
+    }
+}
+
+fn io_error(e: &io::Error) -> Response {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+            Response::error(StatusCode::NOT_FOUND, "")
+        }
+        io::ErrorKind::PermissionDenied => Response::error(StatusCode::FORBIDDEN, ""),
+        _ => Response::error(StatusCode::INTERNAL_SERVER_ERROR, ""),
+    }
+}
+
+impl Service for StaticFiles {
+    fn call(&self, req: &mut Request<'_>) -> Response {
+        match req.method() {
+            Method::Get | Method::Head => {}
+            m if m.is_known() => {
+                return Response::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "this server serves files: GET and HEAD only",
+                )
+                .header("Allow", "GET, HEAD");
+            }
+            _ => return Response::error(StatusCode::NOT_IMPLEMENTED, "unknown method"),
+        }
+        if !req.path().starts_with('/') {
+            return Response::error(StatusCode::BAD_REQUEST, "");
+        }
+        match files::resolve(&self.root, req.path(), req.query(), &self.options) {
+            Err(Refused::NotFound) => Response::error(StatusCode::NOT_FOUND, ""),
+            Err(Refused::BadRequest) => Response::error(StatusCode::BAD_REQUEST, "the path is not acceptable"),
+            Err(Refused::Forbidden) => Response::error(StatusCode::FORBIDDEN, ""),
+            Ok(Resolved::RedirectSlash { location }) => Response::html(
+                StatusCode::MOVED_PERMANENTLY,
+                "<!DOCTYPE html>\n<title>Moved</title>\n<p>This directory is at its path with a trailing slash.</p>\n",
+            )
+            .header("Location", location),
+            Ok(Resolved::Directory { path, display }) => self.serve_directory(req, &path, &display),
+            Ok(Resolved::File { path, .. }) => self.serve_file(req, &path),
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! HTTP/1.1 and the static-file service over real sockets, byte-exact.
+
+mod common;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use socketserver::http::{self, Http, Limits, Response, StaticFiles, StatusCode};
+use socketserver::{Address, Mode, ServerBuilder};
+
+/// A response as received.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `r`; `head_only` for replies to HEAD.
+fn read_reply(r: &mut impl BufRead, head_only: bool) -> io::Result<Reply> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| io::Error::other(format!("bad header {line:?}")))?;
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 304 || status == 204 || status < 200 {
+        return Ok(reply);
+    }
+    if let Some(len) = reply.header("content-length") {
+        let len: usize = len.parse().map_err(io::Error::other)?;
+        reply.body.resize(len, 0);
+        r.read_exact(&mut reply.body)?;
+    } else if reply.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).map_err(io::Error::other)?;
+            let mut chunk = vec![0u8; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            reply.body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        r.read_to_end(&mut reply.body)?;
+    }
+    Ok(reply)
+}
+
+struct Site {
+    server: TestServer,
+    root: tempfile::TempDir,
+    /// A sentinel outside the root that must never be served.
+    outside: tempfile::TempDir,
+}
+
+fn big_file() -> Vec<u8> {
+    pattern(3 * 1024 * 1024 + 17)
+}
+
+fn site_with(
+    mode: Mode,
+    configure: impl FnOnce(StaticFiles) -> StaticFiles,
+    limits: Limits,
+) -> Site {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::write(r.join("hello.txt"), b"hello, world\n").unwrap();
+    std::fs::write(r.join("big.bin"), big_file()).unwrap();
+    std::fs::write(r.join(".secret"), b"dotfile").unwrap();
+    std::fs::create_dir(r.join("docs")).unwrap();
+    std::fs::write(r.join("docs/index.html"), b"<h1>docs</h1>").unwrap();
+    std::fs::create_dir(r.join("list")).unwrap();
+    std::fs::write(r.join("list/<b>&\"x\".txt"), b"tricky").unwrap();
+    std::fs::write(r.join("list/a b.txt"), b"spaced").unwrap();
+    std::fs::create_dir(r.join("list/sub")).unwrap();
+    std::fs::write(
+        outside.path().join("sentinel.txt"),
+        b"SENTINEL-OUTSIDE-ROOT",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("sentinel.txt"), r.join("escape.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), r.join("escape-dir")).unwrap();
+    std::os::unix::fs::symlink(r.join("hello.txt"), r.join("inside-link.txt")).unwrap();
+    std::fs::create_dir(r.join("trap")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("sentinel.txt"),
+        r.join("trap/index.html"),
+    )
+    .unwrap();
+    let files = configure(StaticFiles::new(r).unwrap());
+    let handler = Http::new(files).limits(limits).access_log(false);
+    let server = TestServer::start_with(Transport::Tcp, |b| b.mode(mode), handler);
+    Site {
+        server,
+        root,
+        outside,
+    }
+}
+
+fn site(mode: Mode) -> Site {
+    site_with(mode, |f| f, Limits::default())
+}
+
+fn connect(addr: &Address) -> io::Result<(BufReader<Stream>, Stream)> {
+    let stream = Stream::connect(addr)?;
+    let writer = stream.try_clone()?;
+    Ok((BufReader::new(stream), writer))
+}
+
+/// One request on a fresh connection (with `Connection: close`).
+fn get(addr: &Address, method: &str, target: &str, headers: &str) -> io::Result<Reply> {
+    let (mut r, mut w) = connect(addr)?;
+    write!(
+        w,
+        "{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n"
+    )?;
+    read_reply(&mut r, method == "HEAD")
+}
+
+fn raw(addr: &Address, bytes: &[u8]) -> io::Result<Reply> {
+    let (mut r, mut w) = connect(addr)?;
+    w.write_all(bytes)?;
+    read_reply(&mut r, false)
+}
+
+#[test]
+fn get_and_head_are_byte_exact_for_small_and_large_files() -> io::Result<()> {
+    for mode in [Mode::Sync, Mode::Threading, Mode::Pool { workers: 2 }] {
+        let site = site(mode);
+        let addr = &site.server.addr;
+        let reply = get(addr, "GET", "/hello.txt", "")?;
+        assert_eq!(reply.status, 200, "{mode}");
+        assert_eq!(reply.body, b"hello, world\n");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(reply.header("content-length"), Some("13"));
+        assert_eq!(reply.header("accept-ranges"), Some("bytes"));
+        assert!(reply.header("date").is_some() && reply.header("server").is_some());
+        assert!(reply.header("etag").is_some_and(|e| e.starts_with('"')));
+        assert!(reply.header("last-modified").is_some());
+
+        let big = get(addr, "GET", "/big.bin", "")?;
+        assert!(big.body == big_file(), "{mode}: {} bytes", big.body.len());
+
+        let head = get(addr, "HEAD", "/big.bin", "")?;
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-length"),
+            Some(big_file().len().to_string().as_str())
+        );
+        assert!(head.body.is_empty());
+    }
+    Ok(())
+}
+
+#[test]
+fn directories_serve_index_html_or_an_escaped_listing() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let addr = &site.server.addr;
+    let docs = get(addr, "GET", "/docs/", "")?;
+    assert_eq!(
+        (docs.status, docs.body.as_slice()),
+        (200, b"<h1>docs</h1>".as_slice())
+    );
+
+    let list = get(addr, "GET", "/list/", "")?;
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        list.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = String::from_utf8(list.body).unwrap();
+    assert!(html.contains("&lt;b&gt;&amp;&quot;x&quot;.txt"), "{html}");
+    assert!(!html.contains("<b>&"), "unescaped name in {html}");
+    assert!(html.contains("href=\"a%20b.txt\""), "{html}");
+    assert!(html.contains("href=\"sub/\""), "{html}");
+    assert!(html.contains("../"), "no parent link in {html}");
+    // The link leads back to the file.
+    let tricky = get(addr, "GET", "/list/%3Cb%3E%26%22x%22.txt", "")?;
+    assert_eq!(tricky.body, b"tricky");
+
+    let root = String::from_utf8(get(addr, "GET", "/", "")?.body).unwrap();
+    assert!(
+        root.contains("hello.txt") && !root.contains(".secret"),
+        "{root}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_directory_without_its_slash_is_redirected_safely() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let addr = &site.server.addr;
+    let reply = get(addr, "GET", "/docs?x=1", "")?;
+    assert_eq!(reply.status, 301);
+    assert_eq!(reply.header("location"), Some("/docs/?x=1"));
+    for target in ["//docs", "///docs", "//docs/..%2f..%2fdocs"] {
+        let reply = get(addr, "GET", target, "")?;
+        if let Some(location) = reply.header("location") {
+            assert!(!location.starts_with("//"), "{target} -> {location}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn errors_have_real_status_lines_and_bodies() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let addr = &site.server.addr;
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 404),
+        (
+            b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            405,
+        ),
+        (b"BREW /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 501),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+                .to_vec(),
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n".to_vec(),
+            400,
+        ),
+        (b"GET /\r\n\r\n".to_vec(), 400),
+        (b"\x16\x03\x01garbage\r\n\r\n".to_vec(), 400),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)).into_bytes(),
+            414,
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nBig: {}\r\n\r\n",
+                "b".repeat(70_000)
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            format!("GET / HTTP/1.1\r\n{}\r\n", "X-H: 1\r\n".repeat(101)).into_bytes(),
+            431,
+        ),
+    ];
+    for (request, status) in cases {
+        let reply = raw(addr, &request)?;
+        let shown = String::from_utf8_lossy(&request[..request.len().min(60)]).into_owned();
+        assert_eq!(reply.status, status, "{shown:?}");
+        assert!(!reply.body.is_empty(), "{shown:?}: empty error body");
+        if status == 405 {
+            assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+        }
+    }
+    // The server is still serving after all that.
+    assert_eq!(get(addr, "GET", "/hello.txt", "")?.status, 200);
+    Ok(())
+}
+
+#[test]
+fn keep_alive_and_pipelining_answer_in_order_on_one_connection() -> io::Result<()> {
+    for mode in [Mode::Sync, Mode::Threading] {
+        let site = site(mode);
+        let (mut r, mut w) = connect(&site.server.addr)?;
+        if mode != Mode::Sync {
+            // Sequential requests on one connection.
+            for _ in 0..3 {
+                write!(w, "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
+                let reply = read_reply(&mut r, false)?;
+                assert_eq!(reply.body, b"hello, world\n", "{mode}");
+                assert_eq!(reply.header("connection"), None);
+            }
+        }
+        // Pipelined: all requests at once, answers in order.
+        let mut batch = String::new();
+        for target in ["/hello.txt", "/docs/", "/nope", "/hello.txt"] {
+            batch.push_str(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        }
+        batch.push_str("HEAD /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        w.write_all(batch.as_bytes())?;
+        let statuses: Vec<u16> = (0..4)
+            .map(|_| read_reply(&mut r, false).map(|x| x.status))
+            .collect::<io::Result<_>>()?;
+        assert_eq!(statuses, [200, 200, 404, 200], "{mode}");
+        let last = read_reply(&mut r, true)?;
+        assert_eq!(last.header("connection"), Some("close"));
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest)?;
+        assert!(rest.is_empty(), "{mode}: bytes after Connection: close");
+    }
+    Ok(())
+}
+
+#[test]
+fn http10_closes_unless_asked_to_keep_alive() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let (mut r, mut w) = connect(&site.server.addr)?;
+    w.write_all(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")?;
+    let reply = read_reply(&mut r, false)?;
+    assert_eq!(reply.header("connection"), Some("keep-alive"));
+    w.write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")?;
+    let reply = read_reply(&mut r, false)?;
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(reply.body, b"hello, world\n");
+    Ok(())
+}
+
+#[test]
+fn ranges_and_conditional_requests() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let addr = &site.server.addr;
+    let big = big_file();
+    let len = big.len();
+    let part = get(addr, "GET", "/big.bin", "Range: bytes=100-199\r\n")?;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 100-199/{len}").as_str())
+    );
+    assert_eq!(part.body, &big[100..200]);
+    let suffix = get(addr, "GET", "/big.bin", "Range: bytes=-10\r\n")?;
+    assert_eq!(suffix.body, &big[len - 10..]);
+    let past = get(addr, "GET", "/big.bin", &format!("Range: bytes={len}-\r\n"))?;
+    assert_eq!(past.status, 416);
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    for malformed in ["bytes=5-1", "bytes=a-b", "bytes=0-1,5-6", "lines=0-1"] {
+        let whole = get(
+            addr,
+            "GET",
+            "/hello.txt",
+            &format!("Range: {malformed}\r\n"),
+        )?;
+        assert_eq!(
+            (whole.status, whole.body.as_slice()),
+            (200, b"hello, world\n".as_slice()),
+            "{malformed}"
+        );
+    }
+
+    let first = get(addr, "GET", "/hello.txt", "")?;
+    let etag = first.header("etag").unwrap().to_string();
+    let modified = first.header("last-modified").unwrap().to_string();
+    assert_eq!(
+        get(
+            addr,
+            "GET",
+            "/hello.txt",
+            &format!("If-None-Match: {etag}\r\n")
+        )?
+        .status,
+        304
+    );
+    assert_eq!(
+        get(
+            addr,
+            "GET",
+            "/hello.txt",
+            &format!("If-Modified-Since: {modified}\r\n")
+        )?
+        .status,
+        304
+    );
+    assert_eq!(
+        get(addr, "GET", "/hello.txt", "If-None-Match: \"other\"\r\n")?.status,
+        200
+    );
+    assert_eq!(
+        get(
+            addr,
+            "GET",
+            "/hello.txt",
+            "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
+        )?
+        .status,
+        200
+    );
+    // If-Range: a matching validator keeps the range, a stale one gets the whole file.
+    let kept = get(
+        addr,
+        "GET",
+        "/hello.txt",
+        &format!("Range: bytes=0-4\r\nIf-Range: {etag}\r\n"),
+    )?;
+    assert_eq!(
+        (kept.status, kept.body.as_slice()),
+        (206, b"hello".as_slice())
+    );
+    let stale = get(
+        addr,
+        "GET",
+        "/hello.txt",
+        "Range: bytes=0-4\r\nIf-Range: \"stale\"\r\n",
+    )?;
+    assert_eq!(stale.status, 200);
+    Ok(())
+}
+
+#[test]
+fn nothing_outside_the_root_is_ever_served() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let addr = &site.server.addr;
+    let outside = site.outside.path().join("sentinel.txt");
+    let abs = outside.display().to_string();
+    let abs_enc = abs.replace('/', "%2f");
+    let ups = "../".repeat(12);
+    let mut attempts: Vec<String> = vec![
+        "/../sentinel.txt".into(),
+        "/..%2fsentinel.txt".into(),
+        "/%2e%2e/sentinel.txt".into(),
+        "/%2e%2e%2fsentinel.txt".into(),
+        "/%252e%252e/sentinel.txt".into(),
+        "/..%5csentinel.txt".into(),
+        "/%5c..%5csentinel.txt".into(),
+        "//../sentinel.txt".into(),
+        "/./../sentinel.txt".into(),
+        "/list/../../sentinel.txt".into(),
+        "/escape.txt".into(),
+        "/escape-dir/sentinel.txt".into(),
+        "/escape-dir/".into(),
+        "/trap/".into(),
+        "/trap/index.html".into(),
+        "/hello.txt%00".into(),
+        "/escape.txt%00.html".into(),
+        "/%c0%ae%c0%ae/sentinel.txt".into(),
+        "/..;/sentinel.txt".into(),
+        "/.%2e/sentinel.txt".into(),
+        "/%2e./sentinel.txt".into(),
+        "/....//sentinel.txt".into(),
+        "/..%252f..%252fsentinel.txt".into(),
+        format!("/{ups}sentinel.txt"),
+        format!("/{}", ups.replace('/', "%2f")),
+        abs.clone(),
+        format!("/{abs_enc}"),
+        format!("/%2f{}", &abs_enc[3..]),
+        format!("/..{abs}"),
+        format!("/{ups}{}", abs.trim_start_matches('/')),
+        "/\\..\\..\\sentinel.txt".into(),
+        "/%5c%2e%2e%5csentinel.txt".into(),
+        "/.secret".into(),
+        "/%2esecret".into(),
+        "/list/..%2f..%2f..%2fetc/passwd".into(),
+        format!("http://host/{ups}sentinel.txt"),
+    ];
+    attempts.dedup();
+    assert!(attempts.len() >= 30);
+    for target in &attempts {
+        // Raw bytes: no client normalises the path for us.
+        let reply = raw(
+            addr,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )?;
+        assert!(
+            !String::from_utf8_lossy(&reply.body).contains("SENTINEL"),
+            "{target} leaked the sentinel"
+        );
+        assert!(
+            !reply.body.starts_with(b"dotfile"),
+            "{target} served a dotfile"
+        );
+        // `..` segments are dropped, so some of these land on a page inside the root (200).
+        assert!(
+            matches!(reply.status, 200 | 301 | 400 | 403 | 404),
+            "{target}: {}",
+            reply.status
+        );
+    }
+    // A symlink that stays inside the root is fine.
+    assert_eq!(
+        get(addr, "GET", "/inside-link.txt", "")?.body,
+        b"hello, world\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn follow_symlinks_and_hidden_are_opt_in() -> io::Result<()> {
+    let site = site_with(
+        Mode::Threading,
+        |f| f.follow_symlinks(true).hidden(true),
+        Limits::default(),
+    );
+    let addr = &site.server.addr;
+    assert_eq!(
+        get(addr, "GET", "/escape.txt", "")?.body,
+        b"SENTINEL-OUTSIDE-ROOT"
+    );
+    assert_eq!(get(addr, "GET", "/.secret", "")?.body, b"dotfile");
+    // `..` never climbs, even with both options.
+    let reply = get(addr, "GET", "/../sentinel.txt", "")?;
+    assert_ne!(reply.body, b"SENTINEL-OUTSIDE-ROOT");
+    let _ = &site.root;
+    Ok(())
+}
+
+fn echo_body(req: &mut http::Request<'_>) -> Response {
+    match req.read_body() {
+        Ok(body) => Response::new(StatusCode::OK).body(body),
+        Err(e) => Response::error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+    }
+}
+
+#[test]
+fn chunked_and_sized_uploads_reach_the_handler_and_100_continue_is_sent() -> io::Result<()> {
+    let server = TestServer::start(
+        Transport::Tcp,
+        Mode::Threading,
+        Http::new(echo_body).access_log(false),
+    );
+    let (mut r, mut w) = connect(&server.addr)?;
+    w.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nTrailer: x\r\n\r\n")?;
+    assert_eq!(read_reply(&mut r, false)?.body, b"hello, world");
+    w.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")?;
+    assert_eq!(read_reply(&mut r, false)?.body, b"abcd");
+    // Expect: 100-continue: the interim answer comes before we send the body.
+    w.write_all(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )?;
+    let interim = read_reply(&mut r, true)?;
+    assert_eq!(interim.status, 100);
+    w.write_all(b"xyz")?;
+    assert_eq!(read_reply(&mut r, false)?.body, b"xyz");
+    Ok(())
+}
+
+#[test]
+fn an_unread_body_is_skipped_so_the_next_request_parses() -> io::Result<()> {
+    let ignore = |_: &mut http::Request<'_>| Response::text(StatusCode::OK, "ignored\n");
+    let server = TestServer::start(
+        Transport::Unix,
+        Mode::Threading,
+        Http::new(ignore).access_log(false),
+    );
+    let (mut r, mut w) = connect(&server.addr)?;
+    w.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    assert_eq!(read_reply(&mut r, false)?.status, 200);
+    assert_eq!(read_reply(&mut r, false)?.body, b"ignored\n");
+    Ok(())
+}
+
+#[test]
+fn a_panicking_service_answers_500_and_the_server_goes_on() -> io::Result<()> {
+    let service = |req: &mut http::Request<'_>| {
+        if req.path() == "/boom" {
+            panic!("boom");
+        }
+        Response::text(StatusCode::OK, "fine")
+    };
+    let server = TestServer::start(
+        Transport::Tcp,
+        Mode::Threading,
+        Http::new(service).access_log(false),
+    );
+    let reply = get(&server.addr, "GET", "/boom", "")?;
+    assert_eq!(reply.status, 500);
+    assert_eq!(get(&server.addr, "GET", "/", "")?.body, b"fine");
+    Ok(())
+}
+
+#[test]
+fn responses_of_unknown_length_are_chunked() -> io::Result<()> {
+    let stream = |_: &mut http::Request<'_>| {
+        Response::new(StatusCode::OK).reader(io::Cursor::new(pattern(100_000)))
+    };
+    let server = TestServer::start(
+        Transport::Tcp,
+        Mode::Threading,
+        Http::new(stream).access_log(false),
+    );
+    let reply = get(&server.addr, "GET", "/", "")?;
+    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(reply.body, pattern(100_000));
+    Ok(())
+}
+
+#[test]
+fn a_trickling_client_is_cut_off_and_does_not_delay_others() -> io::Result<()> {
+    for mode in [Mode::Threading, Mode::Pool { workers: 2 }] {
+        let mut limits = Limits::default();
+        limits.header_timeout = Duration::from_millis(600);
+        let site = site_with(mode, |f| f, limits);
+        let addr = site.server.addr.clone();
+        let (mut slow_r, mut slow_w) = connect(&addr)?;
+        let trickle = thread::spawn(move || {
+            // One byte every 100 ms: each read succeeds, but the head never completes.
+            for byte in b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n".iter() {
+                if slow_w.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        let fast = get(&addr, "GET", "/hello.txt", "")?;
+        assert_eq!(fast.status, 200, "{mode}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{mode}: fast client waited"
+        );
+        let cut = read_reply(&mut slow_r, false)?;
+        assert_eq!(cut.status, 408, "{mode}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{mode}: {:?}",
+            started.elapsed()
+        );
+        trickle.join().unwrap();
+    }
+    Ok(())
+}
+
+#[test]
+fn shutdown_closes_idle_keep_alive_connections_at_once() -> io::Result<()> {
+    let site = site(Mode::Threading);
+    let (mut r, mut w) = connect(&site.server.addr)?;
+    write!(w, "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    assert_eq!(read_reply(&mut r, false)?.status, 200);
+    // The connection is idle now; a graceful stop must not wait 30 s (or the shutdown
+    // timeout) for it.
+    let started = Instant::now();
+    let Site { server, .. } = site;
+    server.shutdown().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap_or(0), 0);
+    Ok(())
+}
+
+#[test]
+fn static_files_refuse_a_root_that_is_not_a_directory() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    assert!(StaticFiles::new(file.path()).is_err());
+    let err = StaticFiles::new(Path::new("/no/such/dir")).unwrap_err();
+    assert!(err.to_string().contains("/no/such/dir"), "{err}");
+}
+
+#[test]
+fn http_runs_over_unix_sockets_in_pool_mode() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("x.txt"), b"over unix")?;
+    let server = ServerBuilder::new()
+        .listen(Address::Unix(dir.path().join("http.sock")))
+        .mode(Mode::Pool { workers: 2 })
+        .bind(Http::new(StaticFiles::new(dir.path())?).access_log(false))
+        .unwrap();
+    let server = TestServer::serve(Arc::new(server), tempfile::tempdir()?);
+    assert_eq!(get(&server.addr, "GET", "/x.txt", "")?.body, b"over unix");
+    Ok(())
+}

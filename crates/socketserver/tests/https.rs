@@ -1,0 +1,174 @@
+//! HTTPS: a certificate generated here (rcgen), a rustls client, the handshake off the
+//! accept loop and under the header timeout.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use socketserver::Mode;
+use socketserver::http::{Http, Limits, StaticFiles, TlsConfig};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    Pki {
+        dir,
+        cert_der: certified.cert.der().clone(),
+    }
+}
+
+fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.cert_der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+fn https_get(
+    addr: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> io::Result<Vec<u8>> {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = Vec::new();
+    tls.read_to_end(&mut reply)?;
+    Ok(reply)
+}
+
+fn serve(pki: &Pki, root: &std::path::Path, mode: Mode, limits: Limits) -> TestServer {
+    let tls = TlsConfig::from_pem_files(
+        pki.dir.path().join("cert.pem"),
+        pki.dir.path().join("key.pem"),
+    )
+    .unwrap();
+    let handler = Http::new(StaticFiles::new(root).unwrap())
+        .tls(tls)
+        .limits(limits)
+        .access_log(false);
+    TestServer::start(Transport::Tcp, mode, handler)
+}
+
+#[test]
+fn files_are_served_byte_exact_over_tls() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    let big = pattern(2 * 1024 * 1024 + 5);
+    std::fs::write(root.path().join("big.bin"), &big)?;
+    for mode in [Mode::Threading, Mode::Pool { workers: 2 }] {
+        let server = serve(&pki, root.path(), mode, Limits::default());
+        let reply = https_get(
+            server.addr.socket_addr().unwrap(),
+            &client_config(&pki),
+            "/big.bin",
+        )?;
+        let split = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(reply.starts_with(b"HTTP/1.1 200 OK\r\n"), "{mode}");
+        assert!(
+            reply[split..] == big[..],
+            "{mode}: {} body bytes",
+            reply.len() - split
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_silent_client_neither_blocks_others_nor_outlives_the_header_timeout() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    std::fs::write(root.path().join("x.txt"), b"secure")?;
+    let mut limits = Limits::default();
+    limits.header_timeout = Duration::from_millis(500);
+    let server = serve(&pki, root.path(), Mode::Threading, limits);
+    let addr = server.addr.socket_addr().unwrap();
+    // Connects and never starts the handshake.
+    let mut silent = TcpStream::connect(addr)?;
+    silent.set_read_timeout(Some(IO_TIMEOUT))?;
+    let started = Instant::now();
+    let reply = https_get(addr, &client_config(&pki), "/x.txt")?;
+    assert!(reply.ends_with(b"secure"));
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "the handshake waited on the silent client"
+    );
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        silent.read(&mut buf).unwrap_or(0),
+        0,
+        "the silent client was not cut off"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    Ok(())
+}
+
+#[test]
+fn plain_http_on_a_tls_port_is_refused_without_harm() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    std::fs::write(root.path().join("x.txt"), b"secure")?;
+    let server = serve(&pki, root.path(), Mode::Threading, Limits::default());
+    let addr = server.addr.socket_addr().unwrap();
+    let mut plain = TcpStream::connect(addr)?;
+    plain.set_read_timeout(Some(IO_TIMEOUT))?;
+    plain.write_all(b"GET /x.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(!reply.windows(6).any(|w| w == b"secure"));
+    assert!(https_get(addr, &client_config(&pki), "/x.txt")?.ends_with(b"secure"));
+    Ok(())
+}
+
+#[test]
+fn bad_certificate_files_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let err = TlsConfig::from_pem_files(&missing, &missing)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let err = TlsConfig::from_pem_files(&junk, &junk)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("junk.pem"), "{err}");
+    let pki = pki();
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
+    let wrong_key = dir.path().join("wrong-key.pem");
+    std::fs::write(&wrong_key, other.signing_key.serialize_pem()).unwrap();
+    let err = TlsConfig::from_pem_files(pki.dir.path().join("cert.pem"), &wrong_key)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be used together"), "{err}");
+}
