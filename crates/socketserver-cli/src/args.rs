@@ -154,8 +154,11 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if secs.is_sign_negative() {
+        return Err(format!("{text:?} must not be negative"));
+    }
     Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("{text:?} must be a non-negative number of seconds"))
+        .map_err(|_| format!("{text:?} is not a usable number of seconds"))
 }
 
 /// Parses `args` (without the program name handling: clap takes it from the first item).
@@ -177,6 +180,13 @@ fn one_line(rendered: &str) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid command line");
     let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" names them on the next line.
+    if message.ends_with(':')
+        && let Some(next) = lines.next()
+    {
+        message.push(' ');
+        message.push_str(next);
+    }
     if let Some(values) = rendered
         .lines()
         .map(str::trim)
@@ -323,7 +333,8 @@ mod tests {
         assert!(usage(&["echo", "--mode", "turbo"]).contains("'turbo'"));
         assert!(usage(&["echo", "--mode", "turbo"]).contains("possible values"));
         assert!(usage(&["echo", "--listen", "tcp://x"]).contains("tcp://x"));
-        assert!(usage(&["echo", "--timeout", "-1"]).contains("must be a non-negative number"));
+        assert!(usage(&["echo", "--timeout", "-1"]).contains("must not be negative"));
+        assert!(usage(&[]).contains("<SERVICE>"));
         assert!(usage(&["echo", "--mode", "async"]).contains("async"));
         assert!(usage(&["http", "--dir", "/no/such/dir"]).contains("/no/such/dir"));
         assert!(usage(&["http", "--listen", "udp://127.0.0.1:0"]).contains("udp://"));

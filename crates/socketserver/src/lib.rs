@@ -119,6 +119,6 @@ pub use shutdown::ShutdownHandle;
 pub use transport::Listener;
 
 /// The README's Rust example is compiled as a doctest, so it cannot drift from the API.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "http"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;

@@ -186,6 +186,44 @@ impl Request {
         }
     }
 
+    /// Waits until the peer sends something (or closes), for at most `timeout`, without
+    /// consuming it: `Ok(true)` when a read will not block, `Ok(false)` when the server began
+    /// a graceful shutdown meanwhile (close rather than wait for another request), and a
+    /// `TimedOut` error when the time ran out. Use it between requests, after
+    /// [`set_idle`](Self::set_idle)`(true)`. Datagram requests are always readable.
+    pub fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+        use std::os::fd::AsFd;
+        let socket = match &self.io {
+            Io::Stream {
+                socket: Some(socket),
+                rbuf,
+                rpos,
+                ..
+            } => {
+                if *rpos < rbuf.len() {
+                    return Ok(true);
+                }
+                Arc::clone(socket)
+            }
+            Io::Stream { socket: None, .. } => return Err(closed()),
+            Io::Datagram { .. } => return Ok(true),
+        };
+        let shared = Arc::clone(&self.shutdown.shared);
+        let mut fds = vec![socket.as_fd()];
+        // Only a forked child needs the pipe: in-process, a shutdown shuts idle sockets down.
+        if crate::mode::is_forked_child()
+            && let Some(drain) = shared.drain_fd()
+        {
+            fds.push(drain);
+        }
+        let ready = crate::sys::poll_readable(&fds, timeout)?;
+        match ready.as_slice() {
+            [_, true] => Ok(false),
+            [true, ..] => Ok(true),
+            _ => Err(self.timed_out(true)),
+        }
+    }
+
     /// Sends `len` bytes of `file` starting at `offset`, after any buffered output. On Linux
     /// stream connections this is zero-copy (`sendfile(2)`); elsewhere, and for datagram
     /// requests (where the bytes join the reply), it reads and writes. Fails with
@@ -296,7 +334,7 @@ impl Request {
                 let Some(sock) = socket.as_ref() else {
                     return Ok(());
                 };
-                let flushed = write_all(sock, wbuf);
+                let (_, flushed) = write_all(sock, wbuf);
                 wbuf.clear();
                 // Shut the write side down so the peer reads EOF even while another process
                 // (a forked child's parent, say) still holds the fd.
@@ -310,11 +348,12 @@ impl Request {
                 to,
                 ..
             } => {
-                if *reply_wanted || !reply.is_empty() {
+                // A datagram reply's errors are its own (a full peer queue is not a timeout).
+                return if *reply_wanted || !reply.is_empty() {
                     send_reply(socket, reply, to)
                 } else {
                     Ok(())
-                }
+                };
             }
         };
         result.map_err(|e| {
@@ -333,8 +372,10 @@ impl Request {
                 wbuf,
                 ..
             } if !wbuf.is_empty() => {
-                let r = write_all(sock, wbuf);
-                wbuf.clear();
+                // Keep what was not sent: the bytes `write` accepted stay in order even if
+                // the caller retries after a timeout.
+                let (sent, r) = write_all(sock, wbuf);
+                wbuf.drain(..sent);
                 r
             }
             _ => Ok(()),
@@ -368,16 +409,25 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "the request is finished")
 }
 
-fn write_all(mut sock: &Socket, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match sock.write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
+/// `send` flags: never raise SIGPIPE on a closed connection (the host program may not ignore
+/// it, as Rust binaries do); the error comes back as `BrokenPipe` instead.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: i32 = nix::libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: i32 = 0;
+
+/// Sends all of `buf`; returns how much was sent and how it ended.
+fn write_all(sock: &Socket, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut sent = 0;
+    while sent < buf.len() {
+        match sock.send_with_flags(&buf[sent..], SEND_FLAGS) {
+            Ok(0) => return (sent, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (sent, Err(e)),
         }
     }
-    Ok(())
+    (sent, Ok(()))
 }
 
 fn send_reply(socket: &Socket, reply: &[u8], to: &SockAddr) -> io::Result<()> {
@@ -509,13 +559,13 @@ impl Write for Request {
                 let sock = Arc::clone(sock);
                 self.flush_writes()?;
                 if buf.len() >= WRITE_BUF {
-                    write_all(&sock, buf).map_err(|e| {
-                        if is_timeout(&e) {
-                            self.timed_out(false)
-                        } else {
-                            e
-                        }
-                    })?;
+                    match write_all(&sock, buf) {
+                        (_, Ok(())) => {}
+                        // Report the part that went out; the next write meets the error.
+                        (sent, Err(_)) if sent > 0 => return Ok(sent),
+                        (_, Err(e)) if is_timeout(&e) => return Err(self.timed_out(false)),
+                        (_, Err(e)) => return Err(e),
+                    }
                 } else if let Io::Stream { wbuf, .. } = &mut self.io {
                     wbuf.extend_from_slice(buf);
                 }

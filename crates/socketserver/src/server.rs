@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use crate::transport::{Kind, Listener, SocketOptions, address_of};
 use crate::{Address, Error, Handler, Mode, Request, Result, ShutdownHandle};
 
 const WAKER: Token = Token(usize::MAX - 1);
+/// A forked child asking for a shutdown (see `Shared::remote`).
+const REMOTE: Token = Token(usize::MAX - 3);
 /// Most accepts per listener per loop turn, so one busy listener cannot starve the others or
 /// delay a shutdown check.
 const ACCEPT_BATCH: usize = 64;
@@ -295,15 +297,35 @@ impl Server {
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let listening = listeners
             .iter()
-            .filter(|l| l.kind.is_stream())
-            .map(|l| Arc::clone(&l.socket))
+            .filter(|l| l.kind.is_stream() && !l.adopted)
+            .map(|l| (Arc::clone(&l.socket), l.kind == Kind::Unix))
             .collect();
         let inline = matches!(config.mode, Mode::Sync);
+        // Fork mode: a handler's shutdown() runs in a child, which tells the parent here.
+        let (remote_read, remote_write) = if matches!(config.mode, Mode::Fork { .. }) {
+            let (read, write) = std::os::unix::net::UnixStream::pair()?;
+            read.set_nonblocking(true)?;
+            poll.registry().register(
+                &mut SourceFd(&read.as_raw_fd()),
+                REMOTE,
+                Interest::READABLE,
+            )?;
+            (Some(read), Some(write))
+        } else {
+            (None, None)
+        };
+        let drain = if matches!(config.mode, Mode::Fork { .. }) {
+            Some(std::os::unix::net::UnixStream::pair()?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared::new(
             waker,
             listening,
             inline,
             config.shutdown_timeout,
+            remote_write,
+            drain,
         ));
         for (i, listener) in listeners.iter().enumerate() {
             poll.registry().register(
@@ -352,6 +374,7 @@ impl Server {
             dispatcher,
             recv_buf: Vec::new(),
             backoff: None,
+            remote: remote_read,
             config: config.clone(),
         };
         let server_signals = if config.handle_signals {
@@ -443,7 +466,7 @@ impl Server {
         let Some(lp) = guard.as_mut() else {
             return Err(Error::Closed);
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         while self.shared.is_running() {
             let remaining = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -536,6 +559,8 @@ struct Loop {
     dispatcher: Box<dyn Dispatch>,
     recv_buf: Vec<u8>,
     backoff: Option<Backoff>,
+    /// Fork mode: requests to stop from handlers running in children.
+    remote: Option<std::os::unix::net::UnixStream>,
     config: Config,
 }
 
@@ -566,10 +591,15 @@ impl Loop {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Io(e)),
         }
+        let mut remote = false;
         for event in self.events.iter() {
             if let Some(served) = self.listeners.get_mut(event.token().0) {
                 served.ready = true;
             }
+            remote |= event.token() == REMOTE;
+        }
+        if remote {
+            self.remote_requests(shared);
         }
         self.dispatcher.tick();
         let dispatched = if shared.is_running() {
@@ -586,6 +616,29 @@ impl Loop {
             );
         }
         Ok(dispatched)
+    }
+
+    /// Acts on stop requests forked children sent through the pipe.
+    fn remote_requests(&mut self, shared: &Arc<Shared>) {
+        use std::io::Read;
+        let Some(pipe) = self.remote.as_mut() else {
+            return;
+        };
+        let handle = ShutdownHandle {
+            shared: Arc::clone(shared),
+        };
+        let mut buf = [0u8; 64];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            for &what in &buf[..n] {
+                match what {
+                    b'c' => handle.close(),
+                    _ => handle.shutdown(),
+                }
+            }
+        }
     }
 
     fn limit(&self) -> Option<usize> {
@@ -618,8 +671,12 @@ impl Loop {
         if let Some(interval) = self.config.service_interval {
             at_most(interval);
         }
-        if let Some(backoff) = &self.backoff {
-            at_most(backoff.until.saturating_duration_since(Instant::now()));
+        if let Some(interval) = self.dispatcher.tick_interval() {
+            at_most(interval);
+        }
+        let now = Instant::now();
+        if let Some(backoff) = self.backoff.as_ref().filter(|b| b.until > now) {
+            at_most(backoff.until - now);
         } else if self.listeners.iter().any(|s| s.ready)
             && self.limit().is_none_or(|l| shared.in_flight() < l)
         {
@@ -650,7 +707,11 @@ impl Loop {
                         dispatched += 1;
                     }
                     Ok(Accepted::Skipped) => self.backoff = None,
-                    Ok(Accepted::Drained) => self.listeners[i].ready = false,
+                    Ok(Accepted::Drained) => {
+                        // Nothing left to accept: whatever exhausted a resource is past.
+                        self.backoff = None;
+                        self.listeners[i].ready = false;
+                    }
                     // A stop shuts the listeners down from another thread: an accept
                     // failing after that is the stop, not a broken listener.
                     Err(_) if !shared.is_running() => return Ok(dispatched),
@@ -704,6 +765,10 @@ impl Loop {
             if !verified(handler, &peer) {
                 return Ok(Accepted::Skipped);
             }
+            // BSDs hand out accepted sockets with the listener's O_NONBLOCK; requests use
+            // blocking sockets with timeouts.
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            conn.set_nonblocking(false)?;
             if kind == Kind::Tcp && self.config.nodelay {
                 let _ = conn.set_tcp_nodelay(true);
             }
@@ -769,11 +834,10 @@ impl Loop {
         let waits = !matches!(self.config.mode, Mode::Threading) || self.config.block_on_close;
         let mut all_done = true;
         if waits {
-            let deadline = Instant::now() + self.config.shutdown_timeout;
-            all_done = self.wait_idle(shared, deadline, true);
+            all_done = self.wait_idle(shared, deadline_after(self.config.shutdown_timeout), true);
             if !all_done {
                 shared.force_close();
-                all_done = self.wait_idle(shared, Instant::now() + FORCE_GRACE, false);
+                all_done = self.wait_idle(shared, deadline_after(FORCE_GRACE), false);
             }
         }
         self.dispatcher.close(all_done);
@@ -781,7 +845,14 @@ impl Loop {
         shared.cancel_drain_timer();
     }
 
-    fn wait_idle(&mut self, shared: &Shared, deadline: Instant, stop_on_close: bool) -> bool {
+    /// Waits until nothing is in flight (true) or `deadline` passes (false; `None` waits as
+    /// long as it takes).
+    fn wait_idle(
+        &mut self,
+        shared: &Shared,
+        deadline: Option<Instant>,
+        stop_on_close: bool,
+    ) -> bool {
         shared.set_want_wake(true);
         loop {
             self.dispatcher.tick();
@@ -791,19 +862,26 @@ impl Loop {
             if stop_on_close && shared.is_closing() {
                 return false;
             }
-            let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            else {
-                return false;
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+                None => None,
             };
-            if let Err(e) = self.poll.poll(&mut self.events, Some(left))
+            let left = left.map(|l| l.min(self.dispatcher.tick_interval().unwrap_or(l)));
+            if let Err(e) = self.poll.poll(&mut self.events, left)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return false;
             }
         }
     }
+}
+
+/// `now + d`, or `None` ("never") when that is past what `Instant` can hold.
+pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
 }
 
 fn verified(handler: &dyn Handler, peer: &Address) -> bool {

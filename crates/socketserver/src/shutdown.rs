@@ -49,7 +49,20 @@ pub(crate) struct Shared {
     table: Mutex<HashMap<u64, Listed>>,
     /// Stream listeners, shut down by whoever asks for the stop (see `stop_listening`).
     /// Emptied when the loop closes the listeners, so their fds do not outlive the close.
-    listening: Mutex<Vec<Arc<Socket>>>,
+    /// Listeners this server bound itself (an adopted socket belongs to whoever bound it:
+    /// shutting it down would break it for them too). `true` marks a Unix stream listener.
+    listening: Mutex<Vec<(Arc<Socket>, bool)>>,
+    /// In fork mode, the write end of a pipe to the parent's loop: a handler's
+    /// `shutdown()`/`close()` in a child travels through it (the child's copy of this state
+    /// is not the server's).
+    remote: Option<std::os::unix::net::UnixStream>,
+    /// In fork mode, a pipe the parent writes one byte into when a graceful shutdown starts:
+    /// children (whose copy of `state` never changes) see it readable, and close connections
+    /// that are idle between requests instead of waiting for another one.
+    drain: Option<(
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    )>,
     /// Requests run on the serving thread (`Mode::Sync`): the loop cannot watch the drain
     /// deadline while one runs, so a timer thread does.
     inline: bool,
@@ -60,9 +73,14 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         waker: mio::Waker,
-        listening: Vec<Arc<Socket>>,
+        listening: Vec<(Arc<Socket>, bool)>,
         inline: bool,
         shutdown_timeout: Duration,
+        remote: Option<std::os::unix::net::UnixStream>,
+        drain: Option<(
+            std::os::unix::net::UnixStream,
+            std::os::unix::net::UnixStream,
+        )>,
     ) -> Shared {
         Shared {
             state: AtomicU8::new(RUNNING),
@@ -72,6 +90,8 @@ impl Shared {
             next_id: AtomicU64::new(0),
             table: Mutex::new(HashMap::new()),
             listening: Mutex::new(listening),
+            remote,
+            drain,
             inline,
             shutdown_timeout,
             drain_timer: Mutex::new(None),
@@ -79,17 +99,35 @@ impl Shared {
     }
 
     /// Stops accepting at once, from the thread that asks for the stop: on Linux,
-    /// `shutdown(2)` on a listening socket refuses new connections and resets those still
+    /// `shutdown(2)` on a listening TCP socket refuses new connections and resets those still
     /// waiting in its queue, even while the serving thread is busy in a `Mode::Sync` handler.
-    /// The loop closes the sockets themselves when it ends.
+    /// A Unix listener refuses new connections but keeps its queue, so the queue is drained
+    /// and dropped here. The loop closes the sockets themselves when it ends.
     fn stop_listening(&self) {
-        for socket in self
+        let listening = self
             .listening
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+            .unwrap_or_else(PoisonError::into_inner);
+        for (socket, unix) in listening.iter() {
             let _ = socket.shutdown(Shutdown::Both);
+            if *unix {
+                // Non-blocking listener: accept until the queue is empty, dropping each one.
+                while socket.accept().is_ok() {}
+            }
+        }
+    }
+
+    /// The read end of the drain pipe, which a forked child polls (see `drain`).
+    pub(crate) fn drain_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.drain.as_ref().map(|(read, _)| read.as_fd())
+    }
+
+    /// True in a forked child once the parent began a graceful shutdown.
+    fn drain_announced(&self) -> bool {
+        match self.drain_fd() {
+            Some(fd) => crate::sys::poll_readable(&[fd], Some(Duration::ZERO)).is_ok_and(|r| r[0]),
+            None => false,
         }
     }
 
@@ -104,6 +142,13 @@ impl Shared {
     /// In `Mode::Sync`, enforces the drain deadline from a timer thread: the serving thread
     /// is inside the handler and cannot.
     fn start_drain_timer(self: &Arc<Shared>) {
+        let mut slot = self
+            .drain_timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return;
+        }
         let (cancel, cancelled) = mpsc::channel::<()>();
         let shared = Arc::clone(self);
         let timeout = self.shutdown_timeout;
@@ -111,16 +156,15 @@ impl Shared {
             .name("socketserver-drain".into())
             .spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout) {
+                    // The deadline passed: from now on this is a close, so work that starts
+                    // late (accepted just before the stop) is cut off too.
+                    shared.state.store(CLOSING, SeqCst);
                     shared.force_close();
+                    shared.wake();
                 }
             });
         match timer {
-            Ok(timer) => {
-                *self
-                    .drain_timer
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some((cancel, timer))
-            }
+            Ok(timer) => *slot = Some((cancel, timer)),
             Err(e) => {
                 log::warn!("cannot start the drain timer ({e}); the drain waits for the handler")
             }
@@ -201,15 +245,20 @@ impl Slot {
         let listed = !matches!(entry, Entry::Nothing);
         let idle = Arc::new(AtomicBool::new(false));
         if listed {
-            let row = Listed {
-                entry,
-                idle: Arc::clone(&idle),
-            };
-            shared
-                .table
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, row);
+            let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
+            if shared.is_closing()
+                && let Entry::Socket(socket) = &entry
+            {
+                // Accepted just before a forced close that could not see it yet.
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+            table.insert(
+                id,
+                Listed {
+                    entry,
+                    idle: Arc::clone(&idle),
+                },
+            );
         }
         Slot {
             shared: Arc::clone(shared),
@@ -316,6 +365,9 @@ impl ShutdownHandle {
     /// requests finish within the shutdown timeout, then closes what remains.
     /// `serve_forever` returns `Ok(())` afterwards. Calling it again does nothing.
     pub fn shutdown(&self) {
+        if crate::mode::is_forked_child() {
+            return self.ask_parent(b's');
+        }
         if self
             .shared
             .state
@@ -325,7 +377,13 @@ impl ShutdownHandle {
             self.shared.stop_listening();
             // Connections idle between requests have nothing in flight: close them now.
             self.shared.close_listed(true);
-            if self.shared.inline && self.shared.in_flight() > 0 {
+            if let Some((_, announce)) = self.shared.drain.as_ref() {
+                use std::io::Write;
+                let _ = (&*announce).write_all(b"d");
+            }
+            if self.shared.inline {
+                // The serving thread may be inside a handler (or about to enter one it just
+                // accepted): only another thread can keep the deadline.
                 self.shared.start_drain_timer();
             }
         }
@@ -336,6 +394,9 @@ impl ShutdownHandle {
     /// in-flight connection is shut down (its handler sees end of file or an error) and every
     /// forked child is killed.
     pub fn close(&self) {
+        if crate::mode::is_forked_child() {
+            return self.ask_parent(b'c');
+        }
         self.shared.state.store(CLOSING, SeqCst);
         self.shared.stop_listening();
         self.shared.wake();
@@ -344,7 +405,18 @@ impl ShutdownHandle {
 
     /// True once [`shutdown`](Self::shutdown) or [`close`](Self::close) was called.
     pub fn is_shutting_down(&self) -> bool {
+        if crate::mode::is_forked_child() {
+            return self.shared.drain_announced();
+        }
         !self.shared.is_running()
+    }
+
+    /// In a forked child: pass the request to the parent's loop (`s` shutdown, `c` close).
+    fn ask_parent(&self, what: u8) {
+        use std::io::Write;
+        if let Some(mut pipe) = self.shared.remote.as_ref() {
+            let _ = pipe.write_all(&[what]);
+        }
     }
 }
 

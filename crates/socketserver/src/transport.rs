@@ -51,6 +51,8 @@ pub struct Listener {
     pub(crate) socket: Arc<Socket>,
     pub(crate) kind: Kind,
     pub(crate) local: Address,
+    /// Bound elsewhere and handed to us (`from_fd`): never shut down, only closed.
+    pub(crate) adopted: bool,
     /// The socket file this listener created and removes on drop (not for adopted sockets).
     _file: Option<SocketFile>,
 }
@@ -110,6 +112,7 @@ impl Listener {
             socket: Arc::new(socket),
             kind,
             local,
+            adopted: true,
             _file: None,
         })
     }
@@ -151,6 +154,7 @@ impl Listener {
                                 local: address_of(&local, kind),
                                 socket: Arc::new(socket),
                                 kind,
+                                adopted: false,
                                 _file: None,
                             });
                         }
@@ -177,6 +181,7 @@ impl Listener {
                     socket: Arc::new(socket),
                     kind,
                     local: addr.clone(),
+                    adopted: false,
                     _file: Some(file),
                 })
             }
@@ -253,13 +258,20 @@ fn clear_stale_socket(path: &Path, kind: Kind) -> io::Result<()> {
             ),
         ));
     }
-    let probe = if kind == Kind::Unix {
-        std::os::unix::net::UnixStream::connect(path).map(drop)
+    // A non-blocking connect: a live server whose queue is full answers EAGAIN instead of
+    // making us wait for it.
+    let ty = if kind == Kind::Unix {
+        Type::STREAM
     } else {
-        std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.connect(path))
+        Type::DGRAM
     };
+    let probe = Socket::new(Domain::UNIX, ty, None).and_then(|s| {
+        s.set_nonblocking(true)?;
+        s.connect(&SockAddr::unix(path)?)
+    });
     match probe {
         Ok(()) => Err(in_use()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(in_use()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
         // Someone is bound there with the other socket type: alive, so in use.
         Err(e) if e.raw_os_error() == Some(nix::libc::EPROTOTYPE) => Err(in_use()),

@@ -240,3 +240,21 @@ fn a_panicking_child_leaves_the_server_serving() -> io::Result<()> {
     assert!(wait_until(|| children().is_empty()));
     Ok(())
 }
+
+#[test]
+fn a_handler_in_a_child_can_stop_the_server() -> io::Result<()> {
+    let _serial = serial();
+    let handler = |req: &mut Request| {
+        req.write_all(b"stopping")?;
+        // Runs in the child: the request must reach the parent's loop.
+        req.shutdown_handle().shutdown();
+        Ok(())
+    };
+    let server = TestServer::start(Transport::Tcp, Mode::fork(), handler);
+    assert_eq!(exchange(&server.addr, b"")?, b"stopping");
+    let started = Instant::now();
+    server.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(children().is_empty());
+    Ok(())
+}

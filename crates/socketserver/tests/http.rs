@@ -1,4 +1,5 @@
 //! HTTP/1.1 and the static-file service over real sockets, byte-exact.
+#![cfg(feature = "http")]
 
 mod common;
 

@@ -148,7 +148,9 @@ impl<S: Service> Handler for Http<S> {
         let started = Instant::now();
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            let Some(mut wire) = tls.accept(stream, started + self.limits.header_timeout)? else {
+            let Some(mut wire) =
+                tls.accept(stream, started.checked_add(self.limits.header_timeout))?
+            else {
                 return Ok(());
             };
             let result = self.serve(&mut wire, &peer, started);
@@ -196,12 +198,14 @@ impl<S: Service> Http<S> {
             max_head: self.limits.max_head,
             max_headers: self.limits.max_headers,
         };
-        let mut deadline = first.map(|start| start + self.limits.header_timeout);
+        // `None` also when the deadline is past what `Instant` holds: then the per-read
+        // idle timeout is the only bound.
+        let mut deadline = first.and_then(|start| start.checked_add(self.limits.header_timeout));
         loop {
             if !io.buffered().is_empty() {
                 if deadline.is_none() {
                     // The first byte of a new request: its head must arrive in time.
-                    deadline = Some(Instant::now() + self.limits.header_timeout);
+                    deadline = Instant::now().checked_add(self.limits.header_timeout);
                 }
                 io.stream.set_idle(false);
                 match parse::parse_head(io.buffered(), &limits) {
@@ -228,6 +232,16 @@ impl<S: Service> Http<S> {
                 },
                 None => self.limits.idle_timeout,
             };
+            if io.buffered().is_empty() {
+                // Idle: wait for the first byte, or for a shutdown (a forked child learns of
+                // it only this way).
+                match io.stream.wait_readable(Some(wait)) {
+                    Ok(true) => {}
+                    Ok(false) => return Next::Close,
+                    Err(_) if deadline.is_some() => return self.timed_out(io),
+                    Err(_) => return Next::Close,
+                }
+            }
             if io.stream.set_timeout(Some(wait)).is_err() {
                 return Next::Close;
             }

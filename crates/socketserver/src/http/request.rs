@@ -118,6 +118,8 @@ pub(crate) trait Wire: Read + Write {
     fn set_idle(&mut self, idle: bool) -> bool;
     /// True once the server is stopping.
     fn is_shutting_down(&self) -> bool;
+    /// See [`crate::Request::wait_readable`].
+    fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool>;
     /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
     fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()>;
 }
@@ -133,6 +135,10 @@ impl Wire for crate::Request {
 
     fn is_shutting_down(&self) -> bool {
         self.shutdown_handle().is_shutting_down()
+    }
+
+    fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
+        crate::Request::wait_readable(self, timeout)
     }
 
     fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {

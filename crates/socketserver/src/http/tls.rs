@@ -87,19 +87,20 @@ impl TlsConfig {
     pub(crate) fn accept<'a>(
         &self,
         stream: &'a mut crate::Request,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> io::Result<Option<TlsWire<'a>>> {
         let Ok(mut conn) = ServerConnection::new(Arc::clone(&self.config)) else {
             return Ok(None);
         };
         while conn.is_handshaking() {
-            let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            else {
-                return Ok(None);
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
             };
-            stream.set_timeout(Some(left))?;
+            stream.set_timeout(left)?;
             match conn.complete_io(stream) {
                 Ok((0, 0)) if conn.is_handshaking() => return Ok(None),
                 Ok(_) => {}
@@ -166,6 +167,18 @@ impl Wire for TlsWire<'_> {
 
     fn is_shutting_down(&self) -> bool {
         self.stream.shutdown_handle().is_shutting_down()
+    }
+
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        // Plaintext already decrypted counts as readable.
+        if self
+            .conn
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0)
+        {
+            return Ok(true);
+        }
+        self.stream.wait_readable(timeout)
     }
 
     /// No zero-copy through TLS: read and encrypt in 64 KiB pieces.

@@ -56,8 +56,17 @@ impl Fork {
             let mut buf = [0u8; 64];
             while matches!(pipe.read(&mut buf), Ok(n) if n > 0) {}
         }
+        // Exited children come off the forced-close table before they are reaped, so a
+        // concurrent `close()` never signals a pid the system may have handed out again.
         // Dropping a child's slot frees its place under `max_children`.
-        self.children.retain(|&pid, _| !sys::reap(pid));
+        self.children.retain(|&pid, slot| {
+            if !sys::exited(pid) {
+                return true;
+            }
+            slot.unlist();
+            sys::reap_blocking(pid);
+            false
+        });
     }
 
     fn child(&self, request: Request) -> ! {
@@ -97,7 +106,14 @@ impl Dispatch for Fork {
 
     fn dispatch(&mut self, mut request: Request) {
         let slot = request.take_slot();
-        match sys::fork() {
+        // Until the child blocks the server's signals itself, it must not run their handlers
+        // (they would write into the parent's signal pipe): fork with them blocked.
+        let mask = sys::block_signals(&self.block_in_child);
+        let forked = sys::fork();
+        if !matches!(forked, Ok(sys::Fork::Child)) {
+            sys::restore_signals(mask);
+        }
+        match forked {
             Ok(sys::Fork::Parent(pid)) => {
                 if let Some(mut slot) = slot {
                     slot.relist(Entry::Process(pid));
@@ -126,6 +142,11 @@ impl Dispatch for Fork {
         self.reap();
     }
 
+    /// SIGCHLD wakes the loop; this fallback covers a program that replaced the handler.
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        (!self.children.is_empty()).then_some(std::time::Duration::from_secs(1))
+    }
+
     fn close(&mut self, _all_done: bool) {
         self.reap();
         for (&pid, _) in self.children.iter() {
@@ -134,6 +155,15 @@ impl Dispatch for Fork {
             sys::reap_blocking(pid);
         }
         self.children.clear();
+        if let Some((_, id)) = self.sigchld.take() {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+impl Drop for Fork {
+    fn drop(&mut self) {
+        // `close` normally did this; a server that failed to start never called it.
         if let Some((_, id)) = self.sigchld.take() {
             signal_hook::low_level::unregister(id);
         }

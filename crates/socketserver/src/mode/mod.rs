@@ -134,6 +134,11 @@ pub(crate) fn mark_forked_child() {
     FORKED_CHILD.store(true, Ordering::SeqCst);
 }
 
+/// True in a child forked by `Mode::Fork`.
+pub(crate) fn is_forked_child() -> bool {
+    FORKED_CHILD.load(Ordering::SeqCst)
+}
+
 /// The name of the worker running the current request: the thread's name in `Sync`,
 /// `Threading` and `Pool` modes (see the table in this module), `pid-{pid}` in a forked child.
 /// Threads without a name show as `unnamed`.
@@ -165,6 +170,11 @@ pub(crate) trait Dispatch: Send {
 
     /// Housekeeping after every wake-up of the loop: join finished threads, reap children.
     fn tick(&mut self) {}
+
+    /// How often `tick` must run even without events (`None`: only on wake-ups).
+    fn tick_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Releases the mode's workers after the drain. `all_done` is false when work is still
     /// running after the forced close: then what cannot be joined is left behind (and logged).

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use super::{Dispatch, join_threads};
 use crate::handler::run;
@@ -15,6 +15,8 @@ use crate::{Handler, Request};
 
 pub(crate) struct Pool {
     sender: Option<Sender<Request>>,
+    /// Kept to drop requests still queued when workers are stuck at close.
+    receiver: Receiver<Request>,
     workers: Vec<JoinHandle<()>>,
     size: usize,
 }
@@ -45,6 +47,7 @@ impl Pool {
         }
         Ok(Pool {
             sender: Some(sender),
+            receiver,
             workers,
             size,
         })
@@ -66,6 +69,9 @@ impl Dispatch for Pool {
 
     fn close(&mut self, all_done: bool) {
         self.sender = None;
+        // Requests no worker took (the workers are stuck past the deadline): close them now
+        // rather than leave their connections open behind a stuck worker.
+        while self.receiver.try_recv().is_ok() {}
         join_threads(&mut self.workers, all_done);
     }
 }

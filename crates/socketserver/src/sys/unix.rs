@@ -56,13 +56,41 @@ pub(crate) fn child_prepare(close_fds: &[RawFd], block: &[i32]) {
     for &fd in close_fds {
         let _ = nix::unistd::close(fd);
     }
+    let _ = block_signals(block);
+}
+
+fn sigset(signals: &[i32]) -> SigSet {
     let mut set = SigSet::empty();
-    for &sig in block {
+    for &sig in signals {
         if let Ok(sig) = Signal::try_from(sig) {
             set.add(sig);
         }
     }
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+/// Blocks `signals` for the calling thread; returns the previous mask for [`restore_signals`].
+/// Used around `fork()`, so the child cannot run the parent's signal handlers before it
+/// blocks them itself (they write to the parent's signal pipe).
+pub(crate) fn block_signals(signals: &[i32]) -> Option<SigSet> {
+    if signals.is_empty() {
+        return None;
+    }
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&sigset(signals)),
+        Some(&mut old),
+    )
+    .ok()
+    .map(|()| old)
+}
+
+/// Restores a mask saved by [`block_signals`]; signals that arrived meanwhile are delivered.
+pub(crate) fn restore_signals(old: Option<SigSet>) {
+    if let Some(old) = old {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
 }
 
 /// Leaves a forked child at once, without running destructors or `atexit` handlers that belong
@@ -74,6 +102,7 @@ pub(crate) fn exit_child(code: i32) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 /// Reaps `pid` if it has exited. Returns `true` when the child is gone (reaped now, or already
 /// reaped by someone else).
 pub(crate) fn reap(pid: i32) -> bool {
@@ -84,6 +113,26 @@ pub(crate) fn reap(pid: i32) -> bool {
         // ECHILD: not our child any more (reaped elsewhere); nothing left to wait for.
         Err(_) => true,
     }
+}
+
+/// True when `pid` has exited (or is not our child any more), without reaping it: the caller
+/// takes it off the forced-close table first, so a `kill` can never reach a recycled pid.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn exited(pid: i32) -> bool {
+    use nix::sys::wait::{Id, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(nix::errno::Errno::EINTR) => false,
+        Err(_) => true,
+    }
+}
+
+/// Elsewhere: reap at once (the recycled-pid window is left open).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn exited(pid: i32) -> bool {
+    reap(pid)
 }
 
 /// Waits for `pid` to exit and reaps it.
@@ -122,4 +171,33 @@ pub(crate) fn sendfile(
     _count: usize,
 ) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Waits until one of `fds` is readable (or hung up), at most `timeout` (`None`: no limit).
+/// Returns, per fd, whether it is ready; all `false` when the time ran out.
+pub(crate) fn poll_readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<bool>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    // Longer than poll(2) can express (~24 days): wait as long as it can, the caller loops.
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
+    };
+    loop {
+        match nix::poll::poll(&mut polled, timeout) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(polled
+        .iter()
+        .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+        .collect())
 }
