@@ -655,3 +655,46 @@ pub fn children_of(parent: u32) -> Vec<(u32, char)> {
     }
     found
 }
+
+impl Server {
+    /// Waits at most `within` until what the server wrote on stderr satisfies `done`, and
+    /// returns it (the error carries what was there when time ran out).
+    #[allow(dead_code)]
+    pub fn wait_stderr(&self, within: Duration, done: impl Fn(&str) -> bool) -> io::Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.stderr();
+            if done(&text) {
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("stderr did not show what was expected within {within:?}: {text:?}"),
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the server wrote on stderr, complete: call after the process exited. Waits
+    /// (at most `within`) until the reader of the stderr pipe has seen end of file, which it
+    /// shows by dropping its handle on the buffer.
+    #[allow(dead_code)]
+    pub fn stderr_at_exit(&self, within: Duration) -> io::Result<String> {
+        let deadline = Instant::now() + within;
+        while Arc::strong_count(&self.stderr) > 1 {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "stderr still open {within:?} after the exit; so far: {}",
+                        self.stderr()
+                    ),
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(self.stderr())
+    }
+}

@@ -390,6 +390,11 @@ impl<S: Service> Http<S> {
         if io.stream.is_shutting_down() {
             keep_alive = false;
         }
+        // Without idle keep-alive (sync mode) the connection ends once nothing else is already
+        // buffered: say so, so the client does not count on it (RFC 9112 §9.6).
+        if !self.limits.keep_alive && io.buffered().is_empty() {
+            keep_alive = false;
+        }
         let status = response.status();
         io.stream.set_timeout(Some(self.limits.write_timeout))?;
         let sent = write_response(
