@@ -268,19 +268,7 @@ impl Request {
     }
 
     fn copy_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 64 * 1024];
-        let (mut pos, end) = (offset, offset.saturating_add(len));
-        while pos < end {
-            let want = usize::try_from((end - pos).min(buf.len() as u64)).unwrap_or(buf.len());
-            let n = file.read_at(&mut buf[..want], pos)?;
-            if n == 0 {
-                return Err(shrank());
-            }
-            self.write_all(&buf[..n])?;
-            pos += n as u64;
-        }
-        Ok(())
+        copy_file_to(self, file, offset, len)
     }
 
     pub(crate) fn take_slot(&mut self) -> Option<Slot> {
@@ -396,6 +384,29 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// Writes `len` bytes of `file` from `offset` to `out` through a 64 KiB buffer: the fallback
+/// where `sendfile(2)` cannot be used (datagrams, TLS, other platforms).
+pub(crate) fn copy_file_to(
+    out: &mut dyn Write,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut pos, end) = (offset, offset.saturating_add(len));
+    while pos < end {
+        let want = usize::try_from((end - pos).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(shrank());
+        }
+        out.write_all(&buf[..n])?;
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 fn shrank() -> io::Error {

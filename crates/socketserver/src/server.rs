@@ -468,12 +468,8 @@ impl Server {
         };
         let deadline = timeout.and_then(deadline_after);
         while self.shared.is_running() {
-            let remaining = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => break,
-                },
-                None => None,
+            let Ok(remaining) = time_left(deadline) else {
+                break;
             };
             if lp.turn(&self.shared, &*self.handler, remaining, 1)? > 0 {
                 return Ok(true);
@@ -862,12 +858,8 @@ impl Loop {
             if stop_on_close && shared.is_closing() {
                 return false;
             }
-            let left = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return false,
-                },
-                None => None,
+            let Ok(left) = time_left(deadline) else {
+                return false;
             };
             let left = left.map(|l| l.min(self.dispatcher.tick_interval().unwrap_or(l)));
             if let Err(e) = self.poll.poll(&mut self.events, left)
@@ -882,6 +874,21 @@ impl Loop {
 /// `now + d`, or `None` ("never") when that is past what `Instant` can hold.
 pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
+}
+
+/// A deadline that has passed.
+#[derive(Debug)]
+pub(crate) struct Expired;
+
+/// Time left until `deadline`: `Ok(None)` when there is none, `Err(Expired)` once it passed.
+pub(crate) fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, Expired> {
+    match deadline {
+        None => Ok(None),
+        Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(Expired),
+        },
+    }
 }
 
 fn verified(handler: &dyn Handler, peer: &Address) -> bool {

@@ -171,17 +171,7 @@ impl<S: Service> Http<S> {
                 Next::Head(head) => head,
                 Next::Close => return Ok(()),
                 Next::Refuse(status, detail) => {
-                    io.stream.set_timeout(Some(self.limits.write_timeout))?;
-                    let sent = write_response(
-                        io.stream,
-                        Response::error(status, detail),
-                        false,
-                        true,
-                        false,
-                        &self.server,
-                    );
-                    self.log(peer, "-", status, sent.as_ref().map_or(0, |s| s.bytes));
-                    return sent.map(drop);
+                    return self.refuse(&mut io, peer, "-", status, detail, true);
                 }
             };
             first = false;
@@ -190,6 +180,34 @@ impl<S: Service> Http<S> {
             }
         }
     }
+    /// Answers with a short error page and ends the connection (logged like any request).
+    fn refuse(
+        &self,
+        io: &mut ConnIo<'_>,
+        peer: &Address,
+        request_line: &str,
+        status: StatusCode,
+        detail: &str,
+        http11: bool,
+    ) -> io::Result<()> {
+        io.stream.set_timeout(Some(self.limits.write_timeout))?;
+        let sent = write_response(
+            io.stream,
+            Response::error(status, detail),
+            false,
+            http11,
+            false,
+            &self.server,
+        );
+        self.log(
+            peer,
+            request_line,
+            status,
+            sent.as_ref().map_or(0, |s| s.bytes),
+        );
+        sent.map(drop)
+    }
+
     /// Waits for and parses the next request head. `first` carries the connection's start for
     /// its first request (the header deadline runs from there).
     fn next_head(&self, io: &mut ConnIo<'_>, first: Option<Instant>) -> Next {
@@ -225,12 +243,9 @@ impl<S: Service> Http<S> {
                     return Next::Close;
                 }
             }
-            let wait = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return self.timed_out(io),
-                },
-                None => self.limits.idle_timeout,
+            let wait = match crate::server::time_left(deadline) {
+                Ok(left) => left.unwrap_or(self.limits.idle_timeout),
+                Err(_) => return self.timed_out(io),
             };
             if io.buffered().is_empty() {
                 // Idle: wait for the first byte, or for a shutdown (a forked child learns of
@@ -280,18 +295,9 @@ impl<S: Service> Http<S> {
             Version::Http11
         };
         let http11 = version == Version::Http11;
-        let refuse = |io: &mut ConnIo<'_>, status: StatusCode, detail: &str| -> io::Result<bool> {
-            io.stream.set_timeout(Some(self.limits.write_timeout))?;
-            let sent = write_response(
-                io.stream,
-                Response::error(status, detail),
-                false,
-                http11,
-                false,
-                &self.server,
-            )?;
-            self.log(peer, &request_line, status, sent.bytes);
-            Ok(false)
+        let refuse = |io: &mut ConnIo<'_>, status: StatusCode, detail: &str| {
+            self.refuse(io, peer, &request_line, status, detail, http11)
+                .map(|()| false)
         };
         let framing = match parse::framing(&head) {
             Ok(framing) => framing,

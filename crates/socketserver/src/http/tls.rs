@@ -93,12 +93,8 @@ impl TlsConfig {
             return Ok(None);
         };
         while conn.is_handshaking() {
-            let left = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(None),
-                },
-                None => None,
+            let Ok(left) = crate::server::time_left(deadline) else {
+                return Ok(None);
             };
             stream.set_timeout(left)?;
             match conn.complete_io(stream) {
@@ -183,21 +179,6 @@ impl Wire for TlsWire<'_> {
 
     /// No zero-copy through TLS: read and encrypt in 64 KiB pieces.
     fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 64 * 1024];
-        let (mut pos, end) = (offset, offset.saturating_add(len));
-        while pos < end {
-            let want = usize::try_from((end - pos).min(buf.len() as u64)).unwrap_or(buf.len());
-            let n = file.read_at(&mut buf[..want], pos)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file shrank while being sent",
-                ));
-            }
-            self.write_all(&buf[..n])?;
-            pos += n as u64;
-        }
-        Ok(())
+        crate::request::copy_file_to(self, file, offset, len)
     }
 }
