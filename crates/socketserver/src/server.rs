@@ -845,7 +845,7 @@ impl Loop {
     /// long as it takes).
     fn wait_idle(
         &mut self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         deadline: Option<Instant>,
         stop_on_close: bool,
     ) -> bool {
@@ -866,6 +866,10 @@ impl Loop {
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return false;
+            }
+            // A handler in a forked child may ask for `close()` during the drain.
+            if self.events.iter().any(|e| e.token() == REMOTE) {
+                self.remote_requests(shared);
             }
         }
     }

@@ -258,3 +258,35 @@ fn a_handler_in_a_child_can_stop_the_server() -> io::Result<()> {
     assert!(children().is_empty());
     Ok(())
 }
+
+#[test]
+fn a_child_can_cut_the_drain_short_with_close() -> io::Result<()> {
+    let _serial = serial();
+    let handler = |req: &mut Request| {
+        let mut line = String::new();
+        req.read_line(&mut line)?;
+        req.shutdown_handle().close();
+        req.write_all(b"closing")
+    };
+    let server = TestServer::start_with(
+        Transport::Tcp,
+        |b| {
+            b.mode(Mode::fork())
+                .shutdown_timeout(Duration::from_secs(60))
+        },
+        handler,
+    );
+    let mut client = Stream::connect(&server.addr)?;
+    assert!(wait_until(|| server.server.in_flight() == 1));
+    server.stop.shutdown();
+    let started = Instant::now();
+    client.write_all(b"stop now\n")?;
+    server.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(children().is_empty());
+    Ok(())
+}
