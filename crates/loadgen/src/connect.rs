@@ -11,7 +11,7 @@ use crate::args::{Config, Target};
 use crate::net::{self, Peer, Stream};
 use crate::poller::{Event, Interest, Poller};
 use crate::stats::{Recorder, Tally};
-use crate::{BACKOFF, SCAN_INTERVAL, STALL_TIMEOUT, token, untoken};
+use crate::{BACKOFF, STALL_TIMEOUT, token};
 
 #[derive(Debug)]
 struct Client {
@@ -87,33 +87,35 @@ pub fn client_thread(config: &Config, ids: &[usize], start: &Barrier) -> io::Res
         shared.begin(i, client, now);
     }
 
-    let mut events = Vec::with_capacity(1024);
-    let mut next_scan = now + SCAN_INTERVAL;
-    loop {
-        let now = Instant::now();
-        if shared.rec.finished(now) {
-            break;
-        }
-        if now >= next_scan {
-            for (i, client) in clients.iter_mut().enumerate() {
-                shared.scan(i, client, now);
-            }
-            next_scan = now + SCAN_INTERVAL;
-        }
-        let wait = next_scan.min(shared.rec.until()) - now;
-        shared.poller.wait(&mut events, wait)?;
-        for event in &events {
-            let (i, generation) = untoken(event.token);
-            let client = &mut clients[i];
-            if client.generation == generation && client.stream.is_some() {
-                shared.on_event(i, client, event);
-            }
-        }
-    }
+    crate::drive(&mut shared, &mut clients)?;
     let unserved = clients.iter().filter(|c| !c.served).count() as u64;
     drop(clients);
     drop(shared);
     Ok(rec.finish(unserved))
+}
+
+impl crate::Driven for Shared<'_> {
+    type Slot = Client;
+
+    fn poller(&mut self) -> &mut Poller {
+        &mut self.poller
+    }
+
+    fn recorder(&self) -> &Recorder {
+        self.rec
+    }
+
+    fn scan_slot(&mut self, i: usize, client: &mut Client, now: Instant) {
+        self.scan(i, client, now);
+    }
+
+    fn is_current(client: &Client, generation: u32) -> bool {
+        client.generation == generation && client.stream.is_some()
+    }
+
+    fn handle_event(&mut self, i: usize, client: &mut Client, event: &Event) {
+        self.on_event(i, client, event);
+    }
 }
 
 impl Shared<'_> {

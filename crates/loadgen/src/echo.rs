@@ -12,7 +12,7 @@ use crate::args::{Config, Target};
 use crate::net::{self, Peer, Stream};
 use crate::poller::{Event, Interest, Poller};
 use crate::stats::{Recorder, Tally};
-use crate::{BACKOFF, SCAN_INTERVAL, STALL_TIMEOUT, token, untoken};
+use crate::{BACKOFF, STALL_TIMEOUT, token};
 
 /// Largest single read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -98,33 +98,35 @@ pub fn client_thread(config: &Config, ids: &[usize], start: &Barrier) -> io::Res
         shared.open(i, conn, now);
     }
 
-    let mut events = Vec::with_capacity(1024);
-    let mut next_scan = now + SCAN_INTERVAL;
-    loop {
-        let now = Instant::now();
-        if shared.rec.finished(now) {
-            break;
-        }
-        if now >= next_scan {
-            for (i, conn) in conns.iter_mut().enumerate() {
-                shared.scan(i, conn, now);
-            }
-            next_scan = now + SCAN_INTERVAL;
-        }
-        let wait = next_scan.min(shared.rec.until()) - now;
-        shared.poller.wait(&mut events, wait)?;
-        for event in &events {
-            let (i, generation) = untoken(event.token);
-            let conn = &mut conns[i];
-            if conn.generation == generation && conn.stream.is_some() {
-                shared.on_event(i, conn, event);
-            }
-        }
-    }
+    crate::drive(&mut shared, &mut conns)?;
     let unserved = conns.iter().filter(|c| !c.served).count() as u64;
     drop(conns);
     drop(shared);
     Ok(rec.finish(unserved))
+}
+
+impl crate::Driven for Shared<'_> {
+    type Slot = Conn;
+
+    fn poller(&mut self) -> &mut Poller {
+        &mut self.poller
+    }
+
+    fn recorder(&self) -> &Recorder {
+        self.rec
+    }
+
+    fn scan_slot(&mut self, i: usize, conn: &mut Conn, now: Instant) {
+        self.scan(i, conn, now);
+    }
+
+    fn is_current(conn: &Conn, generation: u32) -> bool {
+        conn.generation == generation && conn.stream.is_some()
+    }
+
+    fn handle_event(&mut self, i: usize, conn: &mut Conn, event: &Event) {
+        self.on_event(i, conn, event);
+    }
 }
 
 impl Shared<'_> {

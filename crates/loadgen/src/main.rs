@@ -96,6 +96,48 @@ fn untoken(token: u64) -> (usize, u32) {
     ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
 }
 
+/// One thread's share of a workload, as the readiness loop ([`drive`]) runs it.
+trait Driven {
+    /// The state of one connection (or client).
+    type Slot;
+    fn poller(&mut self) -> &mut poller::Poller;
+    fn recorder(&self) -> &stats::Recorder;
+    /// Looks for timeouts and due reopenings; runs every `SCAN_INTERVAL`.
+    fn scan_slot(&mut self, i: usize, slot: &mut Self::Slot, now: Instant);
+    /// Whether an event tagged `generation` belongs to the slot's current socket.
+    fn is_current(slot: &Self::Slot, generation: u32) -> bool;
+    fn handle_event(&mut self, i: usize, slot: &mut Self::Slot, event: &poller::Event);
+}
+
+/// The readiness loop every workload shares: until the recorder's window ends, scan the slots
+/// every `SCAN_INTERVAL` and hand each event to its slot, dropping events of replaced sockets.
+fn drive<D: Driven>(driven: &mut D, slots: &mut [D::Slot]) -> io::Result<()> {
+    let mut events = Vec::with_capacity(1024);
+    let mut next_scan = Instant::now() + SCAN_INTERVAL;
+    loop {
+        let now = Instant::now();
+        if driven.recorder().finished(now) {
+            return Ok(());
+        }
+        if now >= next_scan {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                driven.scan_slot(i, slot, now);
+            }
+            next_scan = now + SCAN_INTERVAL;
+        }
+        let wait = next_scan.min(driven.recorder().until()) - now;
+        driven.poller().wait(&mut events, wait)?;
+        for event in &events {
+            let (i, generation) = untoken(event.token);
+            if let Some(slot) = slots.get_mut(i)
+                && D::is_current(slot, generation)
+            {
+                driven.handle_event(i, slot, event);
+            }
+        }
+    }
+}
+
 /// Latencies each thread reserves room for, so that its vector rarely grows mid-run.
 fn reserve_hint(config: &Config) -> usize {
     let per_second = 250_000.0 / config.threads as f64;

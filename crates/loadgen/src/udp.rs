@@ -11,9 +11,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use crate::args::{Config, Target};
-use crate::poller::{Interest, Poller};
+use crate::poller::{Event, Interest, Poller};
 use crate::stats::{Recorder, Tally};
-use crate::{BACKOFF, SCAN_INTERVAL, token, untoken};
+use crate::{BACKOFF, token};
 
 /// How long a client waits for an echo.
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,6 +35,7 @@ struct Shared<'a> {
     payload: Vec<u8>,
     /// One byte larger than a datagram, to notice longer replies.
     scratch: Vec<u8>,
+    poller: Poller,
     rec: &'a mut Recorder,
 }
 
@@ -72,42 +73,49 @@ pub fn client_thread(config: &Config, ids: &[usize], start: &Barrier) -> io::Res
     })();
     let hint = crate::reserve_hint(config);
     start.wait();
-    let (mut poller, mut clients) = setup?;
+    let (poller, mut clients) = setup?;
 
     let mut rec = Recorder::start(config.warmup, config.duration, hint);
     let mut shared = Shared {
         size: config.size,
         payload: (0..config.size).map(|i| b'a' + (i % 26) as u8).collect(),
         scratch: vec![0; config.size + 1],
+        poller,
         rec: &mut rec,
     };
     for client in &mut clients {
         shared.send(client);
     }
 
-    let mut events = Vec::with_capacity(1024);
-    let mut next_scan = Instant::now() + SCAN_INTERVAL;
-    loop {
-        let now = Instant::now();
-        if shared.rec.finished(now) {
-            break;
-        }
-        if now >= next_scan {
-            for client in &mut clients {
-                shared.scan(client, now);
-            }
-            next_scan = now + SCAN_INTERVAL;
-        }
-        let wait = next_scan.min(shared.rec.until()) - now;
-        poller.wait(&mut events, wait)?;
-        for event in &events {
-            let (i, _) = untoken(event.token);
-            shared.receive(&mut clients[i]);
-        }
-    }
+    crate::drive(&mut shared, &mut clients)?;
     let unserved = clients.iter().filter(|c| !c.served).count() as u64;
     drop(shared);
     Ok(rec.finish(unserved))
+}
+
+impl crate::Driven for Shared<'_> {
+    type Slot = Client;
+
+    fn poller(&mut self) -> &mut Poller {
+        &mut self.poller
+    }
+
+    fn recorder(&self) -> &Recorder {
+        self.rec
+    }
+
+    fn scan_slot(&mut self, _: usize, client: &mut Client, now: Instant) {
+        self.scan(client, now);
+    }
+
+    /// A client keeps its socket for the whole run: every event is current.
+    fn is_current(_: &Client, _: u32) -> bool {
+        true
+    }
+
+    fn handle_event(&mut self, _: usize, client: &mut Client, _: &Event) {
+        self.receive(client);
+    }
 }
 
 impl Shared<'_> {
