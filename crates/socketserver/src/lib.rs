@@ -118,6 +118,69 @@ pub use server::{Server, ServerBuilder};
 pub use shutdown::ShutdownHandle;
 pub use transport::Listener;
 
+/// Thin wrappers over crate-private hot paths, for the criterion benches in
+/// `benches/hot_paths.rs` only.
+///
+/// **Not part of the API**: hidden from the documentation, compiled only with the non-default
+/// `bench-internals` feature, and free to change or disappear in any release.
+#[cfg(all(feature = "bench-internals", feature = "http"))]
+#[doc(hidden)]
+pub mod __bench {
+    use std::path::Path;
+
+    use crate::http::{self, ChunkedDecoder, FileOptions, HeadLimits, Parse};
+
+    /// The outcome of [`parse_head`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Parsed {
+        /// The head is not complete yet.
+        Partial,
+        /// A complete head parsed.
+        Complete,
+        /// The head was refused (malformed or over a limit).
+        Refused,
+    }
+
+    /// Parses the request head at the start of `buf` with the default [`http::Limits`].
+    pub fn parse_head(buf: &[u8]) -> Parsed {
+        let defaults = http::Limits::default();
+        let limits = HeadLimits {
+            max_request_line: defaults.max_request_line,
+            max_head: defaults.max_head,
+            max_headers: defaults.max_headers,
+        };
+        match http::parse_head(buf, &limits) {
+            Ok(Parse::Complete(_)) => Parsed::Complete,
+            Ok(Parse::Partial) => Parsed::Partial,
+            Err(_) => Parsed::Refused,
+        }
+    }
+
+    /// Decodes the chunked body `body`, fed to one decoder in slices of `read_size` bytes (as
+    /// socket reads would deliver it), appending the data to `out` (cleared first).
+    ///
+    /// Returns whether the body was well formed and complete.
+    pub fn decode_chunked(body: &[u8], read_size: usize, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let mut decoder = ChunkedDecoder::new();
+        for piece in body.chunks(read_size.max(1)) {
+            match decoder.decode(piece, out) {
+                Ok((_, true)) => return true,
+                Ok((_, false)) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Resolves the request path `raw_path` (still percent-encoded) under the canonical
+    /// directory `root` with the default file options (no symlinks out of the root, no hidden
+    /// files). Returns whether it maps to something servable.
+    pub fn resolve(root: &Path, raw_path: &str) -> bool {
+        http::resolve(root, raw_path, None, &FileOptions::default()).is_ok()
+    }
+}
+
 /// The README's Rust example is compiled as a doctest, so it cannot drift from the API.
 #[cfg(all(doctest, feature = "http"))]
 #[doc = include_str!("../../../README.md")]

@@ -147,6 +147,10 @@ impl Request {
     /// [`io::ErrorKind::TimedOut`]. `None` waits forever. Starts as the server's `timeout`.
     /// Has no effect on datagram requests.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        // Protocols set it around every request; unchanged, it costs no system call.
+        if timeout == self.timeout {
+            return Ok(());
+        }
         if let Io::Stream {
             socket: Some(socket),
             ..

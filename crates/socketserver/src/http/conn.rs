@@ -247,9 +247,9 @@ impl<S: Service> Http<S> {
                 Ok(left) => left.unwrap_or(self.limits.idle_timeout),
                 Err(_) => return self.timed_out(io),
             };
-            if io.buffered().is_empty() {
-                // Idle: wait for the first byte, or for a shutdown (a forked child learns of
-                // it only this way).
+            if io.buffered().is_empty() && io.stream.must_poll_when_idle() {
+                // Idle in a forked child: wait for the first byte, or for a shutdown (the
+                // child learns of it only this way).
                 match io.stream.wait_readable(Some(wait)) {
                     Ok(true) => {}
                     Ok(false) => return Next::Close,

@@ -51,6 +51,13 @@ mod status;
 #[cfg(feature = "tls")]
 mod tls;
 
+// For `crate::__bench` only (not part of the API).
+#[cfg(feature = "bench-internals")]
+pub(crate) use {
+    files::{FileOptions, resolve},
+    parse::{ChunkedDecoder, HeadLimits, Parse, parse_head},
+};
+
 pub use conn::{Http, Limits};
 pub use request::{Body, Method, Request, Version};
 pub use response::{Response, ResponseBody};

@@ -120,6 +120,11 @@ pub(crate) trait Wire: Read + Write {
     fn is_shutting_down(&self) -> bool;
     /// See [`crate::Request::wait_readable`].
     fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool>;
+    /// Whether waiting for the next request must poll for a shutdown. Only a forked child
+    /// must: in process, a shutdown shuts idle sockets down and a blocking read wakes up.
+    fn must_poll_when_idle(&self) -> bool {
+        crate::mode::is_forked_child()
+    }
     /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
     fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()>;
 }
@@ -149,46 +154,54 @@ impl Wire for crate::Request {
 /// The connection's bytes: what was received but not used yet, then the stream.
 pub(crate) struct ConnIo<'c> {
     pub(crate) stream: &'c mut dyn Wire,
+    /// Always initialised to its full length (no zeroing per read); `pos..end` is unread.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
 }
+
+/// Bytes read per `fill`, and the unit the buffer grows by.
+const FILL: usize = 16 * 1024;
 
 impl<'c> ConnIo<'c> {
     pub(crate) fn new(stream: &'c mut dyn Wire) -> ConnIo<'c> {
         ConnIo {
             stream,
-            buf: Vec::with_capacity(8 * 1024),
+            buf: vec![0; FILL],
             pos: 0,
+            end: 0,
         }
     }
 }
 
 impl Source for ConnIo<'_> {
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.buf.len());
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        self.pos = (self.pos + n).min(self.end);
+        if self.pos == self.end {
             self.pos = 0;
+            self.end = 0;
         }
     }
 
     fn fill(&mut self) -> io::Result<usize> {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        } else if self.pos > 64 * 1024 {
-            self.buf.drain(..self.pos);
+        if self.pos > 0 && self.buf.len() - self.end < FILL {
+            // Move the unread bytes to the front rather than grow.
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let start = self.buf.len();
-        self.buf.resize(start + 16 * 1024, 0);
-        let result = self.stream.read(&mut self.buf[start..]);
-        self.buf.truncate(start + *result.as_ref().unwrap_or(&0));
-        result
+        if self.buf.len() - self.end < FILL {
+            // More unread bytes than the buffer holds (a large head, a pipelined batch):
+            // grow; heads are bounded by `max_head`.
+            self.buf.resize(self.end + FILL, 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     fn interim(&mut self, bytes: &[u8]) -> io::Result<()> {
