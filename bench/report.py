@@ -646,8 +646,9 @@ def main():
     peer_notes(results, L)
     L.append("## Profile of the slowest ratio")
     L.append("")
-    L.append("TODO(#5): profile (perf or callgrind) the workload with the worst ratio above, and "
-             "write down what it showed.")
+    L.append("See [bench/PROFILE.md](bench/PROFILE.md): how the profile was taken, what it "
+             "showed and what was changed because of it (written by hand, so a rerun of this "
+             "report keeps it).")
     worst = None
     for w, rows in results.items():
         b = best_of_ours(rows)
