@@ -649,6 +649,9 @@ def main():
     L.append("See [bench/PROFILE.md](bench/PROFILE.md): how the profile was taken, what it "
              "showed and what was changed because of it (written by hand, so a rerun of this "
              "report keeps it).")
+    L.append("")
+    L.append("Microbenchmarks of the hot paths (criterion): see "
+             "[bench/MICROBENCHMARKS.md](bench/MICROBENCHMARKS.md).")
     worst = None
     for w, rows in results.items():
         b = best_of_ours(rows)
