@@ -301,6 +301,16 @@ impl Request {
         }
     }
 
+    /// An expired socket timeout, described (who stayed silent, for how long); any other
+    /// error unchanged.
+    fn explain(&self, e: io::Error, reading: bool) -> io::Error {
+        if is_timeout(&e) {
+            self.timed_out(reading)
+        } else {
+            e
+        }
+    }
+
     fn timed_out(&self, reading: bool) -> io::Error {
         let secs = self.timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
         let what = if reading {
@@ -348,13 +358,7 @@ impl Request {
                 };
             }
         };
-        result.map_err(|e| {
-            if is_timeout(&e) {
-                self.timed_out(false)
-            } else {
-                e
-            }
-        })
+        result.map_err(|e| self.explain(e, false))
     }
 
     fn flush_writes(&mut self) -> io::Result<()> {
@@ -372,13 +376,7 @@ impl Request {
             }
             _ => Ok(()),
         };
-        result.map_err(|e| {
-            if is_timeout(&e) {
-                self.timed_out(false)
-            } else {
-                e
-            }
-        })
+        result.map_err(|e| self.explain(e, false))
     }
 }
 
@@ -535,11 +533,7 @@ impl BufRead for Request {
                 _ => Ok(0),
             };
             if let Err(e) = result {
-                return Err(if is_timeout(&e) {
-                    self.timed_out(true)
-                } else {
-                    e
-                });
+                return Err(self.explain(e, true));
             }
         }
         match &self.io {
