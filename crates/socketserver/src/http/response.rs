@@ -161,16 +161,18 @@ pub(crate) fn write_response(
         body,
     } = response;
     let mut head = String::with_capacity(256);
-    head.push_str(&format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.reason()
-    ));
-    head.push_str(&format!(
-        "Date: {}\r\n",
-        httpdate::fmt_http_date(std::time::SystemTime::now())
-    ));
-    head.push_str(&format!("Server: {server}\r\n"));
+    write_head(
+        &mut head,
+        format_args!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.reason()),
+    );
+    write_head(
+        &mut head,
+        format_args!(
+            "Date: {}\r\n",
+            httpdate::fmt_http_date(std::time::SystemTime::now())
+        ),
+    );
+    write_head(&mut head, format_args!("Server: {server}\r\n"));
     for (name, value) in &headers {
         let lower = name.to_ascii_lowercase();
         if FRAMING.contains(&lower.as_str()) || lower == "date" || lower == "server" {
@@ -180,15 +182,19 @@ pub(crate) fn write_response(
             log::warn!("dropped a response header with a line break or an empty name: {name:?}");
             continue;
         }
-        head.push_str(&format!("{name}: {value}\r\n"));
+        write_head(&mut head, format_args!("{name}: {value}\r\n"));
     }
     let no_body = status.forbids_body();
     let mut close_delimited = false;
     if !no_body {
         match &body {
             ResponseBody::Empty => head.push_str("Content-Length: 0\r\n"),
-            ResponseBody::Bytes(b) => head.push_str(&format!("Content-Length: {}\r\n", b.len())),
-            ResponseBody::File { len, .. } => head.push_str(&format!("Content-Length: {len}\r\n")),
+            ResponseBody::Bytes(b) => {
+                write_head(&mut head, format_args!("Content-Length: {}\r\n", b.len()))
+            }
+            ResponseBody::File { len, .. } => {
+                write_head(&mut head, format_args!("Content-Length: {len}\r\n"))
+            }
             ResponseBody::Reader(_) if http11 => head.push_str("Transfer-Encoding: chunked\r\n"),
             ResponseBody::Reader(_) => close_delimited = !head_only,
         }
@@ -241,6 +247,13 @@ pub(crate) fn write_response(
         bytes,
         close_delimited,
     })
+}
+
+/// Appends to the response head without a temporary `String` per line.
+fn write_head(head: &mut String, line: std::fmt::Arguments<'_>) {
+    use std::fmt::Write as _;
+    // Writing into a `String` cannot fail.
+    let _ = head.write_fmt(line);
 }
 
 fn has_line_break(text: &str) -> bool {
