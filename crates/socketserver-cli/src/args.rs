@@ -46,7 +46,8 @@ struct Cli {
     #[arg(long, value_enum, default_value = "threading")]
     mode: ModeArg,
 
-    /// Worker threads for --mode pool (default: 4 per core)
+    /// Worker threads for --mode pool (default: 4 per core); event loops for --mode async
+    /// (default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
@@ -209,20 +210,20 @@ fn validate(cli: Cli) -> Result<Options, String> {
         ModeArg::Fork => Mode::Fork {
             max_children: cli.max_children,
         },
-        ModeArg::Async => {
-            return Err(
-                "--mode async is not available in this version yet (the event-driven mode \
-                        comes later); use threading, pool, fork or sync"
-                    .into(),
-            );
-        }
+        ModeArg::Async => match (cli.workers, Mode::evented()) {
+            (Some(loops), Mode::Async { workers, .. }) => Mode::Async { loops, workers },
+            (_, default) => default,
+        },
     };
     if cli.workers == Some(0) {
-        return Err("--workers 0: a pool needs at least 1 worker".into());
+        return Err(match cli.mode {
+            ModeArg::Async => "--workers 0: async mode needs at least 1 event loop".into(),
+            _ => "--workers 0: a pool needs at least 1 worker".into(),
+        });
     }
-    if cli.workers.is_some() && cli.mode != ModeArg::Pool {
+    if cli.workers.is_some() && !matches!(cli.mode, ModeArg::Pool | ModeArg::Async) {
         return Err(format!(
-            "--workers applies to --mode pool, not --mode {mode}"
+            "--workers applies to --mode pool and --mode async, not --mode {mode}"
         ));
     }
     if cli.max_children == 0 {
@@ -335,7 +336,7 @@ mod tests {
         assert!(usage(&["echo", "--listen", "tcp://x"]).contains("tcp://x"));
         assert!(usage(&["echo", "--timeout", "-1"]).contains("must not be negative"));
         assert!(usage(&[]).contains("<SERVICE>"));
-        assert!(usage(&["echo", "--mode", "async"]).contains("async"));
+        assert!(usage(&["echo", "--mode", "async", "--workers", "0"]).contains("event loop"));
         assert!(usage(&["http", "--dir", "/no/such/dir"]).contains("/no/such/dir"));
         assert!(usage(&["http", "--listen", "udp://127.0.0.1:0"]).contains("udp://"));
         assert!(usage(&["echo", "--workers", "3"]).contains("--workers"));
@@ -355,6 +356,8 @@ mod tests {
         assert_eq!(opts.timeout, None);
         let pool = parse(["socketserver", "echo", "--mode", "pool", "--workers", "3"]).unwrap();
         assert_eq!(pool.mode, Mode::Pool { workers: 3 });
+        let evented = parse(["socketserver", "echo", "--mode", "async", "--workers", "3"]).unwrap();
+        assert!(matches!(evented.mode, Mode::Async { loops: 3, .. }));
         let fork = parse([
             "socketserver",
             "echo",

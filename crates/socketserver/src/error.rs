@@ -24,8 +24,8 @@ pub enum Error {
         /// The system's reason.
         source: io::Error,
     },
-    /// Something this version does not support (for example `Mode::Async` before the
-    /// event-driven mode exists, or an inherited socket of an unknown kind).
+    /// Something this version does not support (for example an unknown mode name, or an
+    /// inherited socket of an unknown kind).
     Unsupported {
         /// What was asked for.
         what: String,

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::{Address, Error, Request};
+use crate::{Address, Error, Request, Session};
 
 /// What a server runs for each request: Python's `RequestHandlerClass.handle()` plus the server
 /// methods Python lets you override (`verify_request`, `handle_error`, `handle_timeout`,
@@ -66,6 +66,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Called by the serving loop after every wake-up (accepted connections, finished work,
     /// and at least every `service_interval` when one is set); runs on the serving thread.
     fn service_actions(&self) {}
+
+    /// The event-driven form of this handler, for [`Mode::Async`](crate::Mode::Async): a
+    /// fresh [`Session`] per connection (or datagram), driven by an event loop without a
+    /// thread of its own. `None` (the default) means the handler only has the blocking form:
+    /// in `Async` mode its connections then run on the worker threads, one per worker at a
+    /// time. See [`Protocol`](crate::Protocol) and [`ProtocolHandler`](crate::ProtocolHandler).
+    fn session(&self) -> Option<Session> {
+        None
+    }
 }
 
 impl<F> Handler for F
@@ -132,5 +141,9 @@ impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
 
     fn service_actions(&self) {
         (**self).service_actions()
+    }
+
+    fn session(&self) -> Option<Session> {
+        (**self).session()
     }
 }

@@ -100,6 +100,7 @@ mod handler;
 #[cfg(feature = "http")]
 pub mod http;
 mod mode;
+mod protocol;
 mod request;
 mod server;
 pub mod services;
@@ -113,6 +114,7 @@ pub use addr::Address;
 pub use error::{Error, Result};
 pub use handler::Handler;
 pub use mode::{Mode, worker_name};
+pub use protocol::{Conn, Flow, Protocol, ProtocolHandler, Session};
 pub use request::Request;
 pub use server::{Server, ServerBuilder};
 pub use shutdown::ShutdownHandle;

@@ -275,6 +275,25 @@ impl Request {
         copy_file_to(self, file, offset, len)
     }
 
+    /// The connection's socket (stream requests not yet finished).
+    pub(crate) fn socket(&self) -> Option<&Arc<Socket>> {
+        match &self.io {
+            Io::Stream { socket, .. } => socket.as_ref(),
+            Io::Datagram { .. } => None,
+        }
+    }
+
+    /// True when reads and writes buffered in the request are all done with (the event loop
+    /// may then use the socket directly).
+    pub(crate) fn is_unbuffered(&self) -> bool {
+        match &self.io {
+            Io::Stream {
+                rbuf, rpos, wbuf, ..
+            } => *rpos >= rbuf.len() && wbuf.is_empty(),
+            Io::Datagram { .. } => false,
+        }
+    }
+
     pub(crate) fn take_slot(&mut self) -> Option<Slot> {
         self.slot.take()
     }
@@ -425,9 +444,9 @@ fn closed() -> io::Error {
 /// `send` flags: never raise SIGPIPE on a closed connection (the host program may not ignore
 /// it, as Rust binaries do); the error comes back as `BrokenPipe` instead.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const SEND_FLAGS: i32 = nix::libc::MSG_NOSIGNAL;
+pub(crate) const SEND_FLAGS: i32 = nix::libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-const SEND_FLAGS: i32 = 0;
+pub(crate) const SEND_FLAGS: i32 = 0;
 
 /// Sends all of `buf`; returns how much was sent and how it ended.
 fn write_all(sock: &Socket, buf: &[u8]) -> (usize, io::Result<()>) {

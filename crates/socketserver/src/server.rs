@@ -201,8 +201,7 @@ impl ServerBuilder {
     /// Binds every listener and returns a server ready to [`serve_forever`](Server::serve_forever).
     ///
     /// Fails with [`Error::Bind`] naming the address when a listener cannot be bound (the ones
-    /// bound before it are closed again, and their socket files removed), and with
-    /// [`Error::Unsupported`] for [`Mode::Async`].
+    /// bound before it are closed again, and their socket files removed).
     pub fn bind<H: Handler>(self, handler: H) -> Result<Server> {
         Server::start(self, Arc::new(handler))
     }
@@ -279,9 +278,6 @@ impl Server {
             adopted,
             config,
         } = builder;
-        if matches!(config.mode, Mode::Async) {
-            return Err(async_unsupported());
-        }
         if addrs.is_empty() && adopted.is_empty() {
             return Err(Error::Unsupported {
                 what: "no address to listen on: add one with listen()".into(),
@@ -346,6 +342,14 @@ impl Server {
                 Arc::clone(&handler),
                 config.block_on_close,
             )),
+            // HTTP under a pool: the workers serve requests, one loop waits for them.
+            Mode::Pool { workers } if serves_requests(&*handler) => Box::new(mode::Evented::new(
+                Arc::clone(&handler),
+                1,
+                workers,
+                mode::Flavor::Pool,
+                config.timeout,
+            )?),
             Mode::Pool { workers } => {
                 Box::new(mode::Pool::new(Arc::clone(&handler), workers.max(1))?)
             }
@@ -355,7 +359,13 @@ impl Server {
                 fds.clone(),
                 signals.clone(),
             )),
-            Mode::Async => return Err(async_unsupported()),
+            Mode::Async { loops, workers } => Box::new(mode::Evented::new(
+                Arc::clone(&handler),
+                loops,
+                workers,
+                mode::Flavor::Async,
+                config.timeout,
+            )?),
         };
         dispatcher.register(poll.registry())?;
         let locals: Vec<Address> = listeners.iter().map(|l| l.local.clone()).collect();
@@ -500,13 +510,10 @@ impl Server {
     }
 }
 
-fn async_unsupported() -> Error {
-    Error::Unsupported {
-        what:
-            "mode async is not available yet (the event-driven mode comes with a later release); \
-               use threading, pool, fork or sync"
-                .into(),
-    }
+/// Whether the handler's sessions serve requests rather than connections (HTTP), so that
+/// `Mode::Pool` drives its connections with a loop.
+fn serves_requests(handler: &dyn Handler) -> bool {
+    handler.session().is_some_and(|s| s.0.serves_requests())
 }
 
 impl Drop for Server {

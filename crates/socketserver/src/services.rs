@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 
-use crate::{Handler, Request};
+use crate::{Conn, Flow, Handler, Protocol, Request, Session};
 
 /// Echoes every byte back. Stream: until the client closes its side, then closes. Datagram:
 /// each datagram goes back to its sender unchanged (an empty one too).
@@ -42,6 +42,30 @@ impl Handler for Echo {
         }
         req.flush()
     }
+
+    fn session(&self) -> Option<Session> {
+        Some(Session::new(EchoProtocol))
+    }
+}
+
+/// [`Echo`] for the event loop.
+struct EchoProtocol;
+
+impl Protocol for EchoProtocol {
+    fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        let n = conn.received().len();
+        conn.output.write(&conn.input.bytes()[..n]);
+        conn.consume(n);
+        Flow::Continue
+    }
+
+    fn eof_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        if conn.is_datagram() {
+            // An empty datagram is echoed too.
+            conn.write(b"");
+        }
+        Flow::Close
+    }
 }
 
 /// The most bytes [`Upper`] reads as its line.
@@ -66,6 +90,43 @@ impl Handler for Upper {
         req.write_all(&reply)?;
         req.flush()
     }
+
+    fn session(&self) -> Option<Session> {
+        Some(Session::new(UpperProtocol))
+    }
+}
+
+/// [`Upper`] for the event loop: waits for the newline (or end of file, or the 64 KiB limit).
+struct UpperProtocol;
+
+impl UpperProtocol {
+    fn reply(conn: &mut Conn<'_>, len: usize) -> Flow {
+        let mut reply = conn.received()[..len].trim_ascii().to_vec();
+        reply.make_ascii_uppercase();
+        conn.write(&reply);
+        conn.consume(len);
+        Flow::Close
+    }
+}
+
+impl Protocol for UpperProtocol {
+    fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        if conn.is_datagram() {
+            return Flow::Continue; // the whole datagram is the line: answered at its end
+        }
+        let limit = UPPER_MAX_LINE as usize;
+        let window = &conn.received()[..conn.received().len().min(limit)];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(end) => Self::reply(conn, end + 1),
+            None if window.len() >= limit => Self::reply(conn, limit),
+            None => Flow::Continue,
+        }
+    }
+
+    fn eof_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        let len = conn.received().len().min(UPPER_MAX_LINE as usize);
+        Self::reply(conn, len)
+    }
 }
 
 /// The most bytes [`ThreadName`] reads.
@@ -85,5 +146,33 @@ impl Handler for ThreadName {
         reply.extend_from_slice(&data[..n]);
         req.write_all(&reply)?;
         req.flush()
+    }
+
+    fn session(&self) -> Option<Session> {
+        Some(Session::new(ThreadNameProtocol))
+    }
+}
+
+/// [`ThreadName`] for the event loop: answers the first receive.
+struct ThreadNameProtocol;
+
+impl ThreadNameProtocol {
+    fn reply(conn: &mut Conn<'_>) -> Flow {
+        let n = conn.received().len().min(THREADNAME_MAX);
+        let mut reply = format!("{}: ", crate::worker_name()).into_bytes();
+        reply.extend_from_slice(&conn.received()[..n]);
+        conn.write(&reply);
+        conn.consume(n);
+        Flow::Close
+    }
+}
+
+impl Protocol for ThreadNameProtocol {
+    fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        Self::reply(conn)
+    }
+
+    fn eof_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        Self::reply(conn)
     }
 }

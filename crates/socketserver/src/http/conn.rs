@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::parse::{self, Framing, HeadLimits, Parse};
@@ -68,24 +69,52 @@ impl Default for Limits {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Http<S> {
-    service: S,
-    limits: Limits,
+    // Shared with the event loop's sessions, one clone per connection.
+    pub(crate) service: Arc<S>,
+    pub(crate) config: Arc<Config>,
+}
+
+/// Everything but the service, shared by every connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) limits: Limits,
     access_log: bool,
     server: String,
     #[cfg(feature = "tls")]
     tls: Option<super::tls::TlsConfig>,
 }
 
+impl Config {
+    pub(crate) fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_request_line: self.limits.max_request_line,
+            max_head: self.limits.max_head,
+            max_headers: self.limits.max_headers,
+        }
+    }
+}
+
+impl<S> Clone for Http<S> {
+    fn clone(&self) -> Http<S> {
+        Http {
+            service: Arc::clone(&self.service),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
 impl<S: Service> Http<S> {
     /// Serves `service` with the default [`Limits`] and the access log on.
     pub fn new(service: S) -> Http<S> {
         Http {
-            service,
-            limits: Limits::default(),
-            access_log: true,
-            server: format!("socketserver/{}", env!("CARGO_PKG_VERSION")),
-            #[cfg(feature = "tls")]
-            tls: None,
+            service: Arc::new(service),
+            config: Arc::new(Config {
+                limits: Limits::default(),
+                access_log: true,
+                server: format!("socketserver/{}", env!("CARGO_PKG_VERSION")),
+                #[cfg(feature = "tls")]
+                tls: None,
+            }),
         }
     }
 
@@ -93,13 +122,13 @@ impl<S: Service> Http<S> {
     /// worker (never the accept loop) under the header timeout.
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: super::tls::TlsConfig) -> Self {
-        self.tls = Some(config);
+        Arc::make_mut(&mut self.config).tls = Some(config);
         self
     }
 
     /// Replaces the limits.
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        Arc::make_mut(&mut self.config).limits = limits;
         self
     }
 
@@ -107,13 +136,13 @@ impl<S: Service> Http<S> {
     /// level with target `socketserver::access` (control characters escaped, since a request
     /// line can carry them). Default: on.
     pub fn access_log(mut self, on: bool) -> Self {
-        self.access_log = on;
+        Arc::make_mut(&mut self.config).access_log = on;
         self
     }
 
     /// The value of the `Server` header. Default: `socketserver/<version>`.
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server = name.into();
+        Arc::make_mut(&mut self.config).server = name.into();
         self
     }
 }
@@ -121,8 +150,8 @@ impl<S: Service> Http<S> {
 impl<S> fmt::Debug for Http<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http")
-            .field("limits", &self.limits)
-            .field("access_log", &self.access_log)
+            .field("limits", &self.config.limits)
+            .field("access_log", &self.config.access_log)
             .finish()
     }
 }
@@ -147,9 +176,11 @@ impl<S: Service> Handler for Http<S> {
         let peer = stream.peer().clone();
         let started = Instant::now();
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            let Some(mut wire) =
-                tls.accept(stream, started.checked_add(self.limits.header_timeout))?
+        if let Some(tls) = &self.config.tls {
+            let Some(mut wire) = tls.accept(
+                stream,
+                started.checked_add(self.config.limits.header_timeout),
+            )?
             else {
                 return Ok(());
             };
@@ -158,6 +189,17 @@ impl<S: Service> Handler for Http<S> {
             return result;
         }
         self.serve(stream, &peer, started)
+    }
+
+    fn session(&self) -> Option<crate::Session> {
+        // TLS runs on a worker per connection (the handshake and records are blocking code).
+        #[cfg(feature = "tls")]
+        if self.config.tls.is_some() {
+            return None;
+        }
+        Some(crate::Session(Box::new(super::session::HttpSession::new(
+            self.clone(),
+        ))))
     }
 }
 
@@ -181,7 +223,7 @@ impl<S: Service> Http<S> {
         }
     }
     /// Answers with a short error page and ends the connection (logged like any request).
-    fn refuse(
+    pub(crate) fn refuse(
         &self,
         io: &mut ConnIo<'_>,
         peer: &Address,
@@ -190,14 +232,15 @@ impl<S: Service> Http<S> {
         detail: &str,
         http11: bool,
     ) -> io::Result<()> {
-        io.stream.set_timeout(Some(self.limits.write_timeout))?;
+        io.stream
+            .set_timeout(Some(self.config.limits.write_timeout))?;
         let sent = write_response(
             io.stream,
             Response::error(status, detail),
             false,
             http11,
             false,
-            &self.server,
+            &self.config.server,
         );
         self.log(
             peer,
@@ -211,19 +254,16 @@ impl<S: Service> Http<S> {
     /// Waits for and parses the next request head. `first` carries the connection's start for
     /// its first request (the header deadline runs from there).
     fn next_head(&self, io: &mut ConnIo<'_>, first: Option<Instant>) -> Next {
-        let limits = HeadLimits {
-            max_request_line: self.limits.max_request_line,
-            max_head: self.limits.max_head,
-            max_headers: self.limits.max_headers,
-        };
+        let limits = self.config.head_limits();
         // `None` also when the deadline is past what `Instant` holds: then the per-read
         // idle timeout is the only bound.
-        let mut deadline = first.and_then(|start| start.checked_add(self.limits.header_timeout));
+        let mut deadline =
+            first.and_then(|start| start.checked_add(self.config.limits.header_timeout));
         loop {
             if !io.buffered().is_empty() {
                 if deadline.is_none() {
                     // The first byte of a new request: its head must arrive in time.
-                    deadline = Instant::now().checked_add(self.limits.header_timeout);
+                    deadline = Instant::now().checked_add(self.config.limits.header_timeout);
                 }
                 io.stream.set_idle(false);
                 match parse::parse_head(io.buffered(), &limits) {
@@ -239,12 +279,12 @@ impl<S: Service> Http<S> {
                 if !io.stream.set_idle(true) {
                     return Next::Close;
                 }
-                if first.is_none() && !self.limits.keep_alive {
+                if first.is_none() && !self.config.limits.keep_alive {
                     return Next::Close;
                 }
             }
             let wait = match crate::server::time_left(deadline) {
-                Ok(left) => left.unwrap_or(self.limits.idle_timeout),
+                Ok(left) => left.unwrap_or(self.config.limits.idle_timeout),
                 Err(_) => return self.timed_out(io),
             };
             if io.buffered().is_empty() && io.stream.must_poll_when_idle() {
@@ -284,7 +324,12 @@ impl<S: Service> Http<S> {
     }
 
     /// Serves one request whose head was read. Returns whether the connection stays open.
-    fn exchange(&self, io: &mut ConnIo<'_>, head: parse::Head, peer: &Address) -> io::Result<bool> {
+    pub(crate) fn exchange(
+        &self,
+        io: &mut ConnIo<'_>,
+        head: parse::Head,
+        peer: &Address,
+    ) -> io::Result<bool> {
         let request_line = format!(
             "{} {} HTTP/1.{}",
             head.method, head.target, head.minor_version
@@ -310,7 +355,7 @@ impl<S: Service> Http<S> {
             }
         };
         if let Framing::Length(n) = framing
-            && n > self.limits.max_body
+            && n > self.config.limits.max_body
         {
             return refuse(
                 io,
@@ -359,7 +404,8 @@ impl<S: Service> Http<S> {
         let method = Method::parse(&head.method);
         let head_only = method == Method::Head;
 
-        io.stream.set_timeout(Some(self.limits.idle_timeout))?;
+        io.stream
+            .set_timeout(Some(self.config.limits.idle_timeout))?;
         let (response, body_complete, continue_owed) = {
             let source: &mut dyn Source = io;
             let mut request = Request {
@@ -369,7 +415,12 @@ impl<S: Service> Http<S> {
                 version,
                 headers: head.headers,
                 peer: peer.clone(),
-                body: Body::new(source, framing, expect_continue, self.limits.max_body),
+                body: Body::new(
+                    source,
+                    framing,
+                    expect_continue,
+                    self.config.limits.max_body,
+                ),
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.service.call(&mut request)
@@ -398,25 +449,26 @@ impl<S: Service> Http<S> {
         }
         // Without idle keep-alive (sync mode) the connection ends once nothing else is already
         // buffered: say so, so the client does not count on it (RFC 9112 §9.6).
-        if !self.limits.keep_alive && io.buffered().is_empty() {
+        if !self.config.limits.keep_alive && io.buffered().is_empty() {
             keep_alive = false;
         }
         let status = response.status();
-        io.stream.set_timeout(Some(self.limits.write_timeout))?;
+        io.stream
+            .set_timeout(Some(self.config.limits.write_timeout))?;
         let sent = write_response(
             io.stream,
             response,
             head_only,
             http11,
             keep_alive,
-            &self.server,
+            &self.config.server,
         )?;
         self.log(peer, &request_line, status, sent.bytes);
         Ok(keep_alive && !sent.close_delimited)
     }
 
     fn log(&self, peer: &Address, request_line: &str, status: StatusCode, bytes: u64) {
-        if !self.access_log {
+        if !self.config.access_log {
             return;
         }
         let host = match peer {

@@ -46,6 +46,7 @@ mod listing;
 mod parse;
 mod request;
 mod response;
+mod session;
 mod static_files;
 mod status;
 #[cfg(feature = "tls")]
@@ -76,6 +77,15 @@ pub trait Service: Send + Sync + 'static {
     /// Answers one request. The body, if any, is read from [`Request::body`]; whatever the
     /// service leaves unread is discarded (or the connection closed) by the server.
     fn call(&self, request: &mut Request<'_>) -> Response;
+
+    /// Whether `call` is quick and never waits for anything but the local file system (no
+    /// network, no locks held by others, no sleeping), so that in
+    /// [`Mode::Async`](crate::Mode::Async) the event loop may call it directly for requests
+    /// without a body. Otherwise (the default) each request runs on a worker thread.
+    /// [`StaticFiles`] says yes.
+    fn runs_inline(&self) -> bool {
+        false
+    }
 }
 
 impl<F> Service for F
@@ -90,5 +100,9 @@ where
 impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
     fn call(&self, request: &mut Request<'_>) -> Response {
         (**self).call(request)
+    }
+
+    fn runs_inline(&self) -> bool {
+        (**self).runs_inline()
     }
 }

@@ -126,7 +126,7 @@ pub(crate) trait Wire: Read + Write {
         crate::mode::is_forked_child()
     }
     /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
-    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()>;
+    fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()>;
 }
 
 impl Wire for crate::Request {
@@ -146,8 +146,8 @@ impl Wire for crate::Request {
         crate::Request::wait_readable(self, timeout)
     }
 
-    fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        crate::Request::send_file(self, file, offset, len)
+    fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        crate::Request::send_file(self, &file, offset, len)
     }
 }
 
@@ -171,6 +171,24 @@ impl<'c> ConnIo<'c> {
             pos: 0,
             end: 0,
         }
+    }
+
+    /// Over `stream`, with `received` already read from it (and not used yet).
+    pub(crate) fn with_received(stream: &'c mut dyn Wire, received: Vec<u8>) -> ConnIo<'c> {
+        let end = received.len();
+        ConnIo {
+            stream,
+            buf: received,
+            pos: 0,
+            end,
+        }
+    }
+
+    /// The bytes read and not used, handed back.
+    pub(crate) fn into_received(mut self) -> Vec<u8> {
+        self.buf.truncate(self.end);
+        self.buf.drain(..self.pos);
+        self.buf
     }
 }
 

@@ -215,7 +215,7 @@ pub(crate) fn write_response(
                 bytes = b.len() as u64;
             }
             ResponseBody::File { file, offset, len } => {
-                out.send_file(&file, offset, len)?;
+                out.send_file(file, offset, len)?;
                 bytes = len;
             }
             ResponseBody::Reader(mut reader) => {

@@ -160,6 +160,11 @@ fn io_error(e: &io::Error) -> Response {
 }
 
 impl Service for StaticFiles {
+    /// Opening files and listing directories is quick local work: the event loop may do it.
+    fn runs_inline(&self) -> bool {
+        true
+    }
+
     fn call(&self, req: &mut Request<'_>) -> Response {
         match req.method() {
             Method::Get | Method::Head => {}

@@ -178,7 +178,7 @@ impl Wire for TlsWire<'_> {
     }
 
     /// No zero-copy through TLS: read and encrypt in 64 KiB pieces.
-    fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        crate::request::copy_file_to(self, file, offset, len)
+    fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
+        crate::request::copy_file_to(self, &file, offset, len)
     }
 }

@@ -19,12 +19,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{Error, Request};
 
+mod evented;
 #[cfg(unix)]
 mod fork;
 mod pool;
 mod sync;
 mod threading;
 
+pub(crate) use self::evented::{Evented, Flavor};
 #[cfg(unix)]
 pub(crate) use self::fork::Fork;
 pub(crate) use self::pool::Pool;
@@ -40,7 +42,7 @@ pub(crate) use self::threading::Threading;
 /// | `Threading` (default) | `ThreadingMixIn` | the general case: a thread per connection, shared state in the handler |
 /// | `Pool` | (none) | you want a hard bound on threads: N workers, further connections wait in the kernel's queue |
 /// | `Fork` | `ForkingMixIn` | requests must be isolated (a crash or leak dies with the child); state is *not* shared |
-/// | `Async` | (none) | many idle connections; comes with the event-driven mode (not yet available) |
+/// | `Async` | (the `select()` approach its docs describe) | many connections, slow or idle clients, HTTP: event loops, no thread per connection |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Mode {
@@ -72,9 +74,23 @@ pub enum Mode {
         /// Most children alive at once (Python's `max_children`, default 40).
         max_children: usize,
     },
-    /// Event-driven serving without a thread per connection. Not available yet: binding a
-    /// server in this mode fails with [`Error::Unsupported`].
-    Async,
+    /// Event loops (epoll) drive every connection without a thread of its own: `loops`
+    /// threads named `socketserver-loop-{n}`, each owning the connections handed to it
+    /// round robin, plus `workers` threads (`socketserver-worker-{n}`) for work that blocks.
+    ///
+    /// Handlers with an event-driven form ([`Handler::session`](crate::Handler::session): the
+    /// [`services`](crate::services), [`ProtocolHandler`](crate::ProtocolHandler), the HTTP
+    /// server) run on the loops: an idle or slow connection costs memory, never a thread.
+    /// Over HTTP the loop parses request heads itself and serves static files from the loop;
+    /// other services run per request on the workers. A handler with only the blocking form
+    /// runs on the workers, one connection per worker at a time, as in `Pool`. Datagrams of
+    /// an event-driven handler are handled on the serving thread as they arrive.
+    Async {
+        /// Event-loop threads (at least 1; default one per core).
+        loops: usize,
+        /// Worker threads for blocking work (at least 1; default 4 per core).
+        workers: usize,
+    },
 }
 
 impl Mode {
@@ -89,11 +105,23 @@ impl Mode {
     pub fn fork() -> Mode {
         Mode::Fork { max_children: 40 }
     }
+
+    /// `Async` with the defaults: one loop per core, 4 workers per core.
+    pub fn evented() -> Mode {
+        Mode::Async {
+            loops: cores(),
+            workers: default_workers(),
+        }
+    }
 }
 
 /// 4 workers per core, as the command line's `--workers` default.
 pub(crate) fn default_workers() -> usize {
-    4 * std::thread::available_parallelism()
+    4 * cores()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
 }
@@ -108,7 +136,7 @@ impl FromStr for Mode {
             "threading" => Ok(Mode::Threading),
             "pool" => Ok(Mode::pool()),
             "fork" => Ok(Mode::fork()),
-            "async" => Ok(Mode::Async),
+            "async" => Ok(Mode::evented()),
             _ => Err(Error::Unsupported {
                 what: format!("unknown mode {s:?}: expected sync, threading, pool, fork or async"),
             }),
@@ -123,7 +151,7 @@ impl fmt::Display for Mode {
             Mode::Threading => "threading",
             Mode::Pool { .. } => "pool",
             Mode::Fork { .. } => "fork",
-            Mode::Async => "async",
+            Mode::Async { .. } => "async",
         })
     }
 }

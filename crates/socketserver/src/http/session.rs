@@ -1,0 +1,234 @@
+//! HTTP on the event loop: the loop reads and parses request heads, so a connection that is
+//! idle between requests, or trickling its head, costs no thread.
+//!
+//! A complete request runs on the loop when the service [runs inline](super::Service::runs_inline),
+//! has no body and the mode allows it (`Mode::Async`): the response is queued in the
+//! connection's output, file bodies as `sendfile(2)` ranges. Otherwise the connection goes to a
+//! worker for that one request (in blocking mode, through the same code as every other mode),
+//! and comes back to the loop for the next head.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use super::conn::Http;
+use super::parse::{self, Framing, Parse};
+use super::request::{ConnIo, Wire};
+use super::{Service, StatusCode};
+use crate::Request;
+use crate::protocol::{Conn, Driver, Output, Step};
+
+pub(crate) struct HttpSession<S> {
+    http: Http<S>,
+    /// When the connection started: the first head is due within the header timeout of it.
+    started: Instant,
+    /// No request completed yet.
+    first: bool,
+    /// When the first byte of the head being received arrived.
+    head_since: Option<Instant>,
+    /// A parsed head waiting for a worker.
+    pending: Option<parse::Head>,
+}
+
+impl<S: Service> HttpSession<S> {
+    pub(crate) fn new(http: Http<S>) -> HttpSession<S> {
+        HttpSession {
+            http,
+            started: Instant::now(),
+            first: true,
+            head_since: None,
+            pending: None,
+        }
+    }
+
+    /// A request is over: the next one starts from scratch.
+    fn done(&mut self) {
+        self.first = false;
+        self.head_since = None;
+    }
+}
+
+impl<S: Service> Driver for HttpSession<S> {
+    fn input_limit(&self) -> usize {
+        // Room for the largest head the limits allow, and a little to see it is too large.
+        self.http.config.limits.max_head.saturating_add(4096)
+    }
+
+    fn data(&mut self, conn: &mut Conn<'_>) -> Step {
+        let limits = self.http.config.head_limits();
+        loop {
+            if conn.received().is_empty() {
+                return Step::Continue;
+            }
+            if conn.output.is_backed_up() {
+                // Pipelined requests wait until earlier answers drain (the loop calls again).
+                return Step::Continue;
+            }
+            if self.head_since.is_none() {
+                self.head_since = Some(Instant::now());
+            }
+            let head = match parse::parse_head(conn.received(), &limits) {
+                Ok(Parse::Partial) => return Step::Continue,
+                Ok(Parse::Complete(head)) => head,
+                Err(e) => {
+                    return self.refuse(conn, e.status(), "the request could not be parsed");
+                }
+            };
+            conn.consume(head.len);
+            let bodiless = matches!(
+                parse::framing(&head),
+                Ok(Framing::None | Framing::Length(0))
+            );
+            if !(conn.inline && bodiless && self.http.service.runs_inline()) {
+                self.pending = Some(head);
+                return Step::Block;
+            }
+            let peer = conn.peer.clone();
+            let mut wire = OutputWire {
+                output: conn.output,
+                shutting_down: conn.shutdown.is_shutting_down(),
+            };
+            let mut io = ConnIo::with_received(&mut wire, Vec::new());
+            let keep_alive = self.http.exchange(&mut io, head, &peer);
+            self.done();
+            match keep_alive {
+                Ok(true) => {}
+                Ok(false) => return Step::Close,
+                Err(e) => {
+                    log::error!("{peer}: {e}");
+                    return Step::Close;
+                }
+            }
+        }
+    }
+
+    fn eof(&mut self, conn: &mut Conn<'_>) -> Step {
+        // A client that half-closes after its requests still gets the answers already queued;
+        // an unfinished head is dropped without an answer, as when the connection breaks.
+        let _ = conn;
+        Step::Close
+    }
+
+    fn timed_out(&mut self, conn: &mut Conn<'_>) -> Step {
+        if self.head_since.is_some() && !conn.received().is_empty() {
+            self.refuse(
+                conn,
+                StatusCode::REQUEST_TIMEOUT,
+                "the request head did not arrive in time",
+            )
+        } else {
+            Step::Abort
+        }
+    }
+
+    fn deadline(
+        &self,
+        last: Instant,
+        _timeout: Option<Duration>,
+        sending: bool,
+    ) -> Option<Instant> {
+        let limits = &self.http.config.limits;
+        if sending {
+            last.checked_add(limits.write_timeout)
+        } else if let Some(since) = self.head_since {
+            since.checked_add(limits.header_timeout)
+        } else if self.first {
+            self.started.checked_add(limits.header_timeout)
+        } else {
+            last.checked_add(limits.idle_timeout)
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.head_since.is_none() && self.pending.is_none()
+    }
+
+    fn blocking(&mut self, request: &mut Request, input: &mut Vec<u8>) -> Step {
+        let Some(head) = self.pending.take() else {
+            return Step::Close;
+        };
+        let peer = request.peer().clone();
+        let mut io = ConnIo::with_received(request, std::mem::take(input));
+        let keep_alive = self.http.exchange(&mut io, head, &peer);
+        *input = io.into_received();
+        self.done();
+        match keep_alive {
+            Ok(true) => Step::Continue,
+            Ok(false) => Step::Close,
+            Err(e) => {
+                log::error!("{peer}: {e}");
+                Step::Abort
+            }
+        }
+    }
+
+    fn serves_requests(&self) -> bool {
+        true
+    }
+}
+
+impl<S: Service> HttpSession<S> {
+    /// Queues an error answer and closes after it.
+    fn refuse(&mut self, conn: &mut Conn<'_>, status: StatusCode, detail: &str) -> Step {
+        let peer = conn.peer.clone();
+        let mut wire = OutputWire {
+            output: conn.output,
+            shutting_down: true,
+        };
+        let mut io = ConnIo::with_received(&mut wire, Vec::new());
+        let _ = self.http.refuse(&mut io, &peer, "-", status, detail, true);
+        self.done();
+        Step::Close
+    }
+}
+
+/// A connection's output queue as a [`Wire`], for writing responses on the loop.
+struct OutputWire<'o> {
+    output: &'o mut Output,
+    shutting_down: bool,
+}
+
+impl Read for OutputWire<'_> {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        // Only requests without a body run on the loop: nothing is ever read here.
+        Ok(0)
+    }
+}
+
+impl Write for OutputWire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Wire for OutputWire<'_> {
+    fn set_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(()) // the loop's timers apply
+    }
+
+    fn set_idle(&mut self, _idle: bool) -> bool {
+        !self.shutting_down
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    fn wait_readable(&mut self, _timeout: Option<Duration>) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    fn must_poll_when_idle(&self) -> bool {
+        false
+    }
+
+    fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
+        self.output.send_file(file, offset, len);
+        Ok(())
+    }
+}

@@ -1,0 +1,778 @@
+//! `Mode::Async`: event loops driving connections without a thread each (the documentation's
+//! `select()` approach, on epoll through mio).
+//!
+//! The serving thread accepts as in every mode (verify, limits, back-off, in-flight slots)
+//! and hands each stream connection to one of the loops, round robin, through a channel and
+//! the loop's waker. A loop owns its connections outright: their buffers, their partial
+//! writes, their timers (a heap with lazy deadlines, never a scan of every connection). Each
+//! connection's [`Driver`] (a user's [`Protocol`](crate::Protocol), or the HTTP server) is
+//! called with the bytes that arrived and queues its output; the loop stops reading a
+//! connection whose output is not draining.
+//!
+//! Work that must block (a handler without an event-driven form, an HTTP service that is not
+//! declared inline) runs on a bounded set of worker threads: the connection is handed over in
+//! blocking mode and comes back to its loop when the worker is done with it. Datagrams with a
+//! session are handled on the serving thread as they are received (a protocol never blocks).
+//!
+//! `Mode::Pool` uses the same machinery, with one loop, for handlers whose sessions serve
+//! requests rather than connections (HTTP): the loop waits for request heads, the workers
+//! serve the requests.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::{Dispatch, join_threads};
+use crate::handler::run;
+use crate::protocol::{Conn, Driver, Input, Output, Step};
+use crate::{Handler, Request, Session};
+
+const WAKER: Token = Token(usize::MAX);
+/// Reads per connection per turn before others get their go.
+const READ_BUDGET: usize = 16;
+/// Bytes asked for per read.
+const READ_SIZE: usize = 64 * 1024;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How the loops run requests that are complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `Mode::Async`: services declared inline run on the loop.
+    Async,
+    /// `Mode::Pool`: every request runs on a worker.
+    Pool,
+}
+
+enum Msg {
+    Conn(Request, Session),
+    Back(Back),
+    Stop,
+}
+
+/// A connection returning from a worker.
+struct Back {
+    token: usize,
+    generation: u64,
+    request: Request,
+    driver: Box<dyn Driver>,
+    input: Vec<u8>,
+    step: Step,
+}
+
+struct LoopHandle {
+    sender: Sender<Msg>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub(crate) struct Evented {
+    handler: Arc<dyn Handler>,
+    loops: Vec<LoopHandle>,
+    next: usize,
+    jobs: Option<Sender<Job>>,
+    job_queue: Receiver<Job>,
+    workers: Vec<JoinHandle<()>>,
+    worker_count: usize,
+    /// The handler has an event-driven form.
+    evented: bool,
+}
+
+impl Evented {
+    pub(crate) fn new(
+        handler: Arc<dyn Handler>,
+        loops: usize,
+        workers: usize,
+        flavor: Flavor,
+        timeout: Option<Duration>,
+    ) -> io::Result<Evented> {
+        let evented = handler.session().is_some();
+        let (jobs, job_queue) = unbounded::<Job>();
+        let mut this = Evented {
+            handler,
+            loops: Vec::new(),
+            next: 0,
+            jobs: Some(jobs.clone()),
+            job_queue: job_queue.clone(),
+            workers: Vec::new(),
+            worker_count: workers.max(1),
+            evented,
+        };
+        for n in 0..this.worker_count {
+            let queue = job_queue.clone();
+            let worker = thread::Builder::new()
+                .name(format!("socketserver-worker-{n}"))
+                .spawn(move || {
+                    for job in queue {
+                        job();
+                    }
+                });
+            match worker {
+                Ok(worker) => this.workers.push(worker),
+                Err(e) => {
+                    this.close(true);
+                    return Err(e);
+                }
+            }
+        }
+        if evented {
+            for n in 0..loops.max(1) {
+                match EventLoop::spawn(n, jobs.clone(), flavor, timeout) {
+                    Ok(handle) => this.loops.push(handle),
+                    Err(e) => {
+                        this.close(true);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(this)
+    }
+
+    fn to_worker(&self, request: Request) {
+        let handler = Arc::clone(&self.handler);
+        if let Some(jobs) = &self.jobs {
+            // Fails only once closed; the request is then dropped (its connection closed).
+            let _ = jobs.send(Box::new(move || run(&*handler, request)));
+        }
+    }
+
+    fn datagram(&self, mut request: Request, mut session: Session) {
+        let Some(packet) = request.packet() else {
+            return;
+        };
+        let mut input = Input {
+            buf: packet.to_vec(),
+            pos: 0,
+        };
+        let mut output = Output::default();
+        let peer = request.peer().clone();
+        let local = request.local().clone();
+        let shutdown = request.shutdown_handle();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session
+                .0
+                .datagram(&mut input, &mut output, &peer, &local, &shutdown)
+        }));
+        match outcome {
+            Ok(Some(crate::Flow::Abort)) => {}
+            Ok(Some(_)) => {
+                use std::io::Write;
+                let touched = output.touched;
+                let mut sent = output.drain_into(&mut request);
+                if touched && sent.is_ok() {
+                    sent = request.flush();
+                }
+                if let Err(e) = sent.and_then(|()| request.finish()) {
+                    crate::handler::report(&*self.handler, &peer, &crate::Error::Handler(e));
+                }
+            }
+            Ok(None) => self.to_worker(request),
+            Err(payload) => crate::handler::report(
+                &*self.handler,
+                &peer,
+                &crate::Error::Panicked {
+                    message: crate::handler::panic_message(payload.as_ref()),
+                },
+            ),
+        }
+    }
+}
+
+impl Dispatch for Evented {
+    fn capacity(&self) -> Option<usize> {
+        // Blocking handlers hold a worker per connection: bound them as `Pool` does.
+        (!self.evented).then_some(2 * self.worker_count)
+    }
+
+    fn dispatch(&mut self, request: Request) {
+        let session = if self.evented {
+            self.handler.session()
+        } else {
+            None
+        };
+        let Some(session) = session else {
+            return self.to_worker(request);
+        };
+        if request.is_datagram() {
+            return self.datagram(request, session);
+        }
+        if self.loops.is_empty() {
+            return self.to_worker(request);
+        }
+        self.next = (self.next + 1) % self.loops.len();
+        let target = &self.loops[self.next];
+        if target.sender.send(Msg::Conn(request, session)).is_ok() {
+            let _ = target.waker.wake();
+        }
+    }
+
+    fn close(&mut self, all_done: bool) {
+        for handle in &self.loops {
+            if handle.sender.send(Msg::Stop).is_ok() {
+                let _ = handle.waker.wake();
+            }
+        }
+        let mut loops: Vec<JoinHandle<()>> = self
+            .loops
+            .iter_mut()
+            .filter_map(|h| h.thread.take())
+            .collect();
+        join_threads(&mut loops, true);
+        self.loops.clear();
+        self.jobs = None;
+        // Jobs no worker took (workers stuck past the deadline): drop them, closing their
+        // connections, rather than leave them behind a stuck worker.
+        if !all_done {
+            while self.job_queue.try_recv().is_ok() {}
+        }
+        join_threads(&mut self.workers, all_done);
+    }
+}
+
+/// One connection owned by a loop.
+struct Entry {
+    /// `None` while a worker has the connection.
+    request: Option<Request>,
+    driver: Option<Box<dyn Driver>>,
+    generation: u64,
+    input: Input,
+    output: Output,
+    readable: bool,
+    writable: bool,
+    eof: bool,
+    /// Close once the output is sent.
+    closing: bool,
+    /// Marked idle in the server's table (closed at once by a graceful stop).
+    idle: bool,
+    /// Unconsumed input waits for the output to drain: call the driver again then.
+    resume: bool,
+    last: Instant,
+    /// The deadline currently in the timer heap, if any.
+    armed: Option<Instant>,
+}
+
+struct EventLoop {
+    poll: Poll,
+    receiver: Receiver<Msg>,
+    /// For workers to send connections back.
+    sender: Sender<Msg>,
+    waker: Arc<Waker>,
+    jobs: Sender<Job>,
+    conns: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    generations: u64,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Connections with readable data left after their read budget.
+    again: Vec<(usize, u64)>,
+    flavor: Flavor,
+    timeout: Option<Duration>,
+}
+
+impl EventLoop {
+    fn spawn(
+        n: usize,
+        jobs: Sender<Job>,
+        flavor: Flavor,
+        timeout: Option<Duration>,
+    ) -> io::Result<LoopHandle> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (sender, receiver) = unbounded();
+        let event_loop = EventLoop {
+            poll,
+            receiver,
+            sender: sender.clone(),
+            waker: Arc::clone(&waker),
+            jobs,
+            conns: Vec::new(),
+            free: Vec::new(),
+            generations: 0,
+            timers: BinaryHeap::new(),
+            again: Vec::new(),
+            flavor,
+            timeout,
+        };
+        let thread = thread::Builder::new()
+            .name(format!("socketserver-loop-{n}"))
+            .spawn(move || event_loop.run())?;
+        Ok(LoopHandle {
+            sender,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut ready: Vec<usize> = Vec::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.next_timer()
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("event loop: poll failed: {e}; closing its connections");
+                    break;
+                }
+            }
+            ready.clear();
+            let mut woken = false;
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    woken = true;
+                    continue;
+                }
+                let token = event.token().0;
+                if let Some(Some(entry)) = self.conns.get_mut(token) {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        entry.readable = true;
+                    }
+                    if event.is_writable() || event.is_write_closed() || event.is_error() {
+                        entry.writable = true;
+                    }
+                    ready.push(token);
+                }
+            }
+            if woken && self.messages() {
+                break;
+            }
+            for &token in &ready {
+                self.drive(token);
+            }
+            for (token, generation) in std::mem::take(&mut self.again) {
+                if self.is_current(token, generation) {
+                    self.drive(token);
+                }
+            }
+            self.fire_timers();
+        }
+        for token in 0..self.conns.len() {
+            self.close(token);
+        }
+    }
+
+    /// Takes new connections, returning ones and stop requests. Returns true on stop.
+    fn messages(&mut self) -> bool {
+        while let Ok(msg) = self.receiver.try_recv() {
+            match msg {
+                Msg::Conn(request, session) => self.add(request, session.0),
+                Msg::Back(back) => self.restore(back),
+                Msg::Stop => return true,
+            }
+        }
+        false
+    }
+
+    fn is_current(&self, token: usize, generation: u64) -> bool {
+        matches!(self.conns.get(token), Some(Some(e)) if e.generation == generation)
+    }
+
+    fn add(&mut self, request: Request, driver: Box<dyn Driver>) {
+        let Some(socket) = request.socket().map(Arc::clone) else {
+            return;
+        };
+        if !request.is_unbuffered() || socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        let token = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("{}: could not watch the connection: {e}", request.peer());
+            self.free.push(token);
+            return;
+        }
+        self.generations += 1;
+        self.conns[token] = Some(Entry {
+            request: Some(request),
+            driver: Some(driver),
+            generation: self.generations,
+            input: Input::default(),
+            output: Output::default(),
+            readable: true,
+            writable: true,
+            eof: false,
+            closing: false,
+            idle: false,
+            resume: false,
+            last: Instant::now(),
+            armed: None,
+        });
+        self.drive(token);
+    }
+
+    fn restore(&mut self, back: Back) {
+        let Back {
+            token,
+            generation,
+            request,
+            driver,
+            input,
+            step,
+        } = back;
+        let Some(Some(entry)) = self.conns.get_mut(token) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let usable = request
+            .socket()
+            .is_some_and(|s| s.set_nonblocking(true).is_ok());
+        entry.request = Some(request);
+        entry.driver = Some(driver);
+        entry.resume = !input.is_empty();
+        entry.input = Input { buf: input, pos: 0 };
+        entry.readable = true;
+        entry.writable = true;
+        entry.last = Instant::now();
+        if !usable {
+            return self.close(token);
+        }
+        if self.apply(token, step) {
+            self.drive(token);
+        }
+    }
+
+    /// Acts on a driver's step; returns whether the connection is still to be driven.
+    fn apply(&mut self, token: usize, step: Step) -> bool {
+        let Some(Some(entry)) = self.conns.get_mut(token) else {
+            return false;
+        };
+        match step {
+            Step::Continue => true,
+            Step::Close => {
+                entry.closing = true;
+                true
+            }
+            Step::Abort => {
+                self.close(token);
+                false
+            }
+            Step::Block => {
+                self.hand_off(token);
+                false
+            }
+        }
+    }
+
+    /// Gives the connection to a worker (blocking mode) until its driver is done with it.
+    fn hand_off(&mut self, token: usize) {
+        let Some(Some(entry)) = self.conns.get_mut(token) else {
+            return;
+        };
+        let (Some(mut request), Some(mut driver)) = (entry.request.take(), entry.driver.take())
+        else {
+            return self.close(token);
+        };
+        if request.set_idle(false) {
+            entry.idle = false;
+        }
+        let mut output = std::mem::take(&mut entry.output);
+        let mut input = entry.input.take();
+        let generation = entry.generation;
+        let back = self.sender.clone();
+        let waker = Arc::clone(&self.waker);
+        if request
+            .socket()
+            .is_none_or(|s| s.set_nonblocking(false).is_err())
+        {
+            entry.request = Some(request);
+            entry.driver = Some(driver);
+            return self.close(token);
+        }
+        let job: Job = Box::new(move || {
+            use std::io::Write;
+            // Output the loop had not sent yet goes first.
+            let step = match output
+                .drain_into(&mut request)
+                .and_then(|()| request.flush())
+            {
+                Ok(()) => {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        driver.blocking(&mut request, &mut input)
+                    })) {
+                        Ok(step) => step,
+                        Err(payload) => {
+                            log::error!(
+                                "{}: handler panicked: {}",
+                                request.peer(),
+                                crate::handler::panic_message(payload.as_ref())
+                            );
+                            Step::Abort
+                        }
+                    }
+                }
+                Err(_) => Step::Abort,
+            };
+            let returned = Msg::Back(Back {
+                token,
+                generation,
+                request,
+                driver,
+                input,
+                step,
+            });
+            // If the loop is gone (the server stopped), the connection closes here.
+            if back.send(returned).is_ok() {
+                let _ = waker.wake();
+            }
+        });
+        if let Err(crossbeam_channel::SendError(_job)) = self.jobs.send(job) {
+            // No workers any more: the job (and the connection in it) is dropped.
+            self.forget(token);
+        }
+    }
+
+    /// Reads, calls the driver, writes, until nothing more can be done now.
+    fn drive(&mut self, token: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(Some(entry)) = self.conns.get_mut(token) else {
+                return;
+            };
+            let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_mut())
+            else {
+                return; // on a worker
+            };
+            let Some(socket) = request.socket().map(Arc::clone) else {
+                return self.close(token);
+            };
+            if !entry.output.is_empty() && entry.writable {
+                match entry.output.send(&socket) {
+                    Ok(progress) => {
+                        if progress {
+                            entry.last = Instant::now();
+                        }
+                        if !entry.output.is_empty() {
+                            entry.writable = false;
+                        }
+                    }
+                    Err(_) => return self.close(token),
+                }
+            }
+            if entry.closing {
+                if entry.output.is_empty() {
+                    return self.close(token);
+                }
+                break;
+            }
+            if entry.resume && !entry.output.is_backed_up() {
+                entry.resume = false;
+                let step = call(entry, self.flavor, |d, c| d.data(c));
+                entry.resume = entry.output.is_backed_up() && entry.input.len() > 0;
+                if !self.apply(token, step) {
+                    return;
+                }
+                continue;
+            }
+            let room = driver.input_limit().saturating_sub(entry.input.len());
+            if !entry.readable || entry.eof || entry.output.is_backed_up() || room == 0 {
+                break;
+            }
+            if budget == 0 {
+                self.again.push((token, entry.generation));
+                break;
+            }
+            budget -= 1;
+            let spare = entry.input.spare(room.min(READ_SIZE));
+            let offered = spare.len();
+            let got = (&*socket).read(spare);
+            entry.input.commit(offered, *got.as_ref().unwrap_or(&0));
+            let step = match got {
+                Ok(0) => {
+                    entry.eof = true;
+                    let step = call(entry, self.flavor, |d, c| d.eof(c));
+                    if step == Step::Continue {
+                        Step::Close
+                    } else {
+                        step
+                    }
+                }
+                Ok(_) => {
+                    entry.last = Instant::now();
+                    let step = call(entry, self.flavor, |d, c| d.data(c));
+                    entry.resume = entry.output.is_backed_up() && entry.input.len() > 0;
+                    step
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    entry.readable = false;
+                    entry.input.trim();
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.close(token),
+            };
+            if !self.apply(token, step) {
+                return;
+            }
+        }
+        self.after_drive(token);
+    }
+
+    /// Idle marking and the timer, after a connection was driven.
+    fn after_drive(&mut self, token: usize) {
+        let Some(Some(entry)) = self.conns.get_mut(token) else {
+            return;
+        };
+        let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_ref()) else {
+            return;
+        };
+        let idle =
+            !entry.closing && entry.output.is_empty() && entry.input.len() == 0 && driver.is_idle();
+        if idle != entry.idle {
+            entry.idle = idle;
+            // A graceful stop began: an idle connection closes now.
+            if !request.set_idle(idle) && idle {
+                return self.close(token);
+            }
+        } else if idle && request.shutdown_handle().is_shutting_down() {
+            return self.close(token);
+        }
+        let deadline = driver.deadline(entry.last, self.timeout, !entry.output.is_empty());
+        if let Some(deadline) = deadline
+            && entry.armed.is_none_or(|armed| deadline < armed)
+        {
+            entry.armed = Some(deadline);
+            self.timers
+                .push(Reverse((deadline, token, entry.generation)));
+        }
+    }
+
+    fn next_timer(&mut self) -> Option<Duration> {
+        let Reverse((when, _, _)) = self.timers.peek()?;
+        Some(
+            when.saturating_duration_since(Instant::now())
+                // Round up: waking a little early would only spin.
+                + Duration::from_millis(1),
+        )
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((when, token, generation))) = self.timers.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            let flavor = self.flavor;
+            let timeout = self.timeout;
+            let Some(Some(entry)) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if entry.generation != generation || entry.armed != Some(when) {
+                continue; // stale
+            }
+            entry.armed = None;
+            let Some(driver) = entry.driver.as_ref() else {
+                continue; // on a worker, which has its own timeouts
+            };
+            match driver.deadline(entry.last, timeout, !entry.output.is_empty()) {
+                Some(deadline) if deadline > now => {
+                    entry.armed = Some(deadline);
+                    self.timers.push(Reverse((deadline, token, generation)));
+                }
+                None => {}
+                Some(_) if entry.closing => self.close(token),
+                Some(_) => {
+                    let step = call(entry, flavor, |d, c| d.timed_out(c));
+                    // One more chance to send a last answer (an HTTP 408), within its own
+                    // deadline; a second expiry closes for good.
+                    entry.last = now;
+                    if self.apply(
+                        token,
+                        if step == Step::Continue {
+                            Step::Close
+                        } else {
+                            step
+                        },
+                    ) {
+                        self.drive(token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes a connection: stop watching it, tell its driver, close the socket.
+    fn close(&mut self, token: usize) {
+        let Some(slot) = self.conns.get_mut(token) else {
+            return;
+        };
+        let Some(mut entry) = slot.take() else {
+            return;
+        };
+        self.free.push(token);
+        if let Some(socket) = entry.request.as_ref().and_then(|r| r.socket()) {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&socket.as_raw_fd()));
+        }
+        if let Some(driver) = entry.driver.as_mut() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.lost()));
+        }
+        // Dropping the request closes the socket and frees its in-flight slot.
+        drop(entry);
+    }
+
+    /// Forgets a connection a worker could not take (it was dropped with the job).
+    fn forget(&mut self, token: usize) {
+        if let Some(slot) = self.conns.get_mut(token)
+            && slot.take().is_some()
+        {
+            self.free.push(token);
+        }
+    }
+}
+
+/// Calls a driver with the connection's buffers, shielding the loop from a panic (which
+/// aborts that connection only).
+fn call(
+    entry: &mut Entry,
+    flavor: Flavor,
+    f: impl FnOnce(&mut dyn Driver, &mut Conn<'_>) -> Step,
+) -> Step {
+    let (Some(request), Some(driver)) = (entry.request.as_ref(), entry.driver.as_mut()) else {
+        return Step::Abort;
+    };
+    let shutdown = request.shutdown_handle();
+    let mut conn = Conn {
+        input: &mut entry.input,
+        output: &mut entry.output,
+        peer: request.peer(),
+        local: request.local(),
+        datagram: false,
+        shutdown: &shutdown,
+        inline: flavor == Flavor::Async,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut **driver, &mut conn))) {
+        Ok(step) => step,
+        Err(payload) => {
+            log::error!(
+                "{}: protocol panicked: {}",
+                request.peer(),
+                crate::handler::panic_message(payload.as_ref())
+            );
+            Step::Abort
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Event-driven handlers: asyncio's `Protocol`, sans-IO.
+//!
+//! In [`Mode::Async`](crate::Mode::Async) no thread waits on a connection. An event loop reads
+//! whatever arrived, hands it to the connection's [`Protocol`] together with an output buffer,
+//! and the protocol answers with a [`Flow`]: go on, close after the output is sent, or close
+//! now. The loop owns every buffer, every partial write and the backpressure: it stops
+//! reading a connection whose output is not draining, so a client that does not read its
+//! answers costs bounded memory.
+//!
+//! A protocol never touches a socket, so the same code also runs under every blocking mode:
+//! [`ProtocolHandler`] turns a protocol factory into a [`Handler`] that drives it over the
+//! blocking [`Request`] in `Sync`, `Threading`, `Pool` and `Fork` modes, and on the loops in
+//! `Async` mode.
+//!
+//! ```
+//! use socketserver::{Conn, Flow, Mode, Protocol, ProtocolHandler, Server};
+//! use std::io::{Read, Write};
+//!
+//! /// Answers each line with its length.
+//! #[derive(Default)]
+//! struct LineLengths;
+//!
+//! impl Protocol for LineLengths {
+//!     fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+//!         while let Some(end) = conn.received().iter().position(|&b| b == b'\n') {
+//!             conn.write(format!("{end}\n").as_bytes());
+//!             conn.consume(end + 1);
+//!         }
+//!         Flow::Continue
+//!     }
+//! }
+//!
+//! let server = Server::builder("tcp://127.0.0.1:0".parse()?)
+//!     .mode(Mode::Async { loops: 1, workers: 1 })
+//!     .bind(ProtocolHandler::new(LineLengths::default))?;
+//! let addr = server.local_addr().socket_addr().unwrap();
+//! let stop = server.shutdown_handle();
+//! let serving = std::thread::spawn(move || server.serve_forever());
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"hello\nhi\n")?;
+//! client.shutdown(std::net::Shutdown::Write)?;
+//! let mut reply = String::new();
+//! client.read_to_string(&mut reply)?;
+//! assert_eq!(reply, "5\n2\n");
+//!
+//! stop.shutdown();
+//! serving.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::{Address, Handler, Request, ShutdownHandle};
+
+/// What a [`Protocol`] wants after a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep the connection open and call again when more bytes arrive.
+    Continue,
+    /// Send everything written so far, then close the connection.
+    Close,
+    /// Close the connection now; output not yet sent is dropped.
+    Abort,
+}
+
+/// A connection's handler for the event loop: asyncio's `Protocol`, without the I/O.
+///
+/// Each connection gets its own value (see [`Session::new`] and [`ProtocolHandler`]), so a
+/// protocol keeps its per-connection state in `self`. Calls never overlap for one connection
+/// and run on an event-loop thread: they must not block (no sleeping, no blocking I/O), or
+/// every connection of that loop waits.
+///
+/// Datagram transports deliver each datagram as a connection of its own: `data_received`
+/// with the whole datagram, then `eof_received`; what the protocol wrote is the reply
+/// datagram (none when nothing was written).
+pub trait Protocol: Send + 'static {
+    /// Bytes arrived: they are in [`Conn::received`]. Consume what was used with
+    /// [`Conn::consume`]; the rest is offered again, after more bytes, on the next call. The
+    /// loop stops reading while 64 KiB are left unconsumed, so a protocol must consume (or
+    /// close) before that.
+    fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow;
+
+    /// The peer closed its side: no more bytes will come (unconsumed ones are still in
+    /// [`Conn::received`]). The default closes once the output is sent.
+    fn eof_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        let _ = conn;
+        Flow::Close
+    }
+
+    /// The connection is gone (closed by either side, timed out, or the server stopped).
+    /// Called once, last.
+    fn connection_lost(&mut self) {}
+}
+
+/// What a [`Protocol`] sees of its connection during a call: the bytes received and not yet
+/// consumed, the output buffer, and who is at the other end.
+pub struct Conn<'a> {
+    pub(crate) input: &'a mut Input,
+    pub(crate) output: &'a mut Output,
+    pub(crate) peer: &'a Address,
+    pub(crate) local: &'a Address,
+    pub(crate) datagram: bool,
+    pub(crate) shutdown: &'a ShutdownHandle,
+    /// Whether complete requests may run on the loop (`Mode::Async`) rather than always on a
+    /// worker (`Mode::Pool`).
+    pub(crate) inline: bool,
+}
+
+impl Conn<'_> {
+    /// Bytes received and not consumed yet.
+    pub fn received(&self) -> &[u8] {
+        self.input.bytes()
+    }
+
+    /// Marks the first `n` received bytes as used (at most all of them).
+    pub fn consume(&mut self, n: usize) {
+        self.input.consume(n);
+    }
+
+    /// Queues bytes to send. The loop sends them as the peer takes them; while more than
+    /// 64 KiB are waiting it stops reading this connection.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.output.write(bytes);
+    }
+
+    /// Bytes written and not sent yet.
+    pub fn pending(&self) -> usize {
+        self.output.bytes
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> &Address {
+        self.peer
+    }
+
+    /// The address of the listener the connection came in on.
+    pub fn local(&self) -> &Address {
+        self.local
+    }
+
+    /// True when this "connection" is one datagram.
+    pub fn is_datagram(&self) -> bool {
+        self.datagram
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+}
+
+impl fmt::Debug for Conn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .field("received", &self.input.bytes().len())
+            .field("pending", &self.output.bytes)
+            .finish()
+    }
+}
+
+/// How the event loop drives one connection: made from a [`Protocol`] with [`Session::new`],
+/// and returned by [`Handler::session`].
+pub struct Session(pub(crate) Box<dyn Driver>);
+
+impl Session {
+    /// A session driving `protocol`.
+    pub fn new(protocol: impl Protocol) -> Session {
+        Session(Box::new(Proto(protocol)))
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Session")
+    }
+}
+
+/// What a driver wants next (the crate-private superset of [`Flow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    Continue,
+    Close,
+    Abort,
+    /// Hand the connection to a worker thread: [`Driver::blocking`] runs there with the
+    /// blocking request, then the connection comes back to the loop.
+    Block,
+}
+
+impl From<Flow> for Step {
+    fn from(flow: Flow) -> Step {
+        match flow {
+            Flow::Continue => Step::Continue,
+            Flow::Close => Step::Close,
+            Flow::Abort => Step::Abort,
+        }
+    }
+}
+
+/// The loop's view of a connection's handler: a [`Protocol`], or the HTTP server.
+pub(crate) trait Driver: Send {
+    /// Most unconsumed input kept; reading pauses beyond it.
+    fn input_limit(&self) -> usize {
+        INPUT_LIMIT
+    }
+    fn data(&mut self, conn: &mut Conn<'_>) -> Step;
+    fn eof(&mut self, conn: &mut Conn<'_>) -> Step;
+    /// The connection's timer fired (see [`deadline`](Self::deadline)).
+    fn timed_out(&mut self, conn: &mut Conn<'_>) -> Step {
+        let _ = conn;
+        Step::Abort
+    }
+    /// When the connection must have made progress by. `last` is the last read or write
+    /// progress; `timeout` the server's per-connection timeout; `sending` whether output is
+    /// waiting for the peer.
+    fn deadline(&self, last: Instant, timeout: Option<Duration>, sending: bool) -> Option<Instant> {
+        let _ = sending;
+        timeout.and_then(|t| last.checked_add(t))
+    }
+    /// Between requests, with nothing in flight: a graceful stop closes it at once.
+    fn is_idle(&self) -> bool {
+        false
+    }
+    /// After [`Step::Block`], on a worker: `request` is the connection in blocking mode,
+    /// `input` the bytes received and not consumed (the driver leaves the unused rest there).
+    fn blocking(&mut self, request: &mut Request, input: &mut Vec<u8>) -> Step {
+        let _ = (request, input);
+        Step::Close
+    }
+    /// Whether `Mode::Pool` should drive this handler with a loop (workers per request).
+    fn serves_requests(&self) -> bool {
+        false
+    }
+    /// Handles one datagram (see [`Protocol`]); `None` when this driver cannot, and the
+    /// blocking handler must.
+    fn datagram(
+        &mut self,
+        input: &mut Input,
+        output: &mut Output,
+        peer: &Address,
+        local: &Address,
+        shutdown: &ShutdownHandle,
+    ) -> Option<Flow> {
+        let _ = (input, output, peer, local, shutdown);
+        None
+    }
+    fn lost(&mut self) {}
+}
+
+/// Default most unconsumed input bytes per connection.
+pub(crate) const INPUT_LIMIT: usize = 64 * 1024;
+/// Output bytes waiting beyond which the loop stops reading the connection.
+pub(crate) const OUTPUT_HIGH: usize = 64 * 1024;
+
+struct Proto<P>(P);
+
+impl<P: Protocol> Driver for Proto<P> {
+    fn data(&mut self, conn: &mut Conn<'_>) -> Step {
+        self.0.data_received(conn).into()
+    }
+    fn eof(&mut self, conn: &mut Conn<'_>) -> Step {
+        self.0.eof_received(conn).into()
+    }
+    fn datagram(
+        &mut self,
+        input: &mut Input,
+        output: &mut Output,
+        peer: &Address,
+        local: &Address,
+        shutdown: &ShutdownHandle,
+    ) -> Option<Flow> {
+        Some(datagram_calls(
+            &mut self.0,
+            input,
+            output,
+            peer,
+            local,
+            shutdown,
+        ))
+    }
+    fn lost(&mut self) {
+        self.0.connection_lost();
+    }
+}
+
+/// Received bytes not consumed yet: `buf[pos..]`.
+#[derive(Default)]
+pub(crate) struct Input {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) pos: usize,
+}
+
+impl Input {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Moves the unconsumed bytes out (for a worker), leaving this empty.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        let mut taken = std::mem::take(&mut self.buf);
+        taken.drain(..self.pos);
+        self.pos = 0;
+        taken
+    }
+
+    /// Makes room for `want` more bytes at the end; returns the writable tail.
+    pub(crate) fn spare(&mut self, want: usize) -> &mut [u8] {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + want, 0);
+        &mut self.buf[len..]
+    }
+
+    /// Keeps `n` of the bytes [`spare`](Self::spare) offered.
+    pub(crate) fn commit(&mut self, offered: usize, n: usize) {
+        let len = self.buf.len();
+        self.buf.truncate(len - offered + n.min(offered));
+    }
+
+    /// Frees a large buffer that is empty again.
+    pub(crate) fn trim(&mut self) {
+        if self.len() == 0 && self.buf.capacity() > 2 * INPUT_LIMIT {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+enum Chunk {
+    Bytes(Vec<u8>, usize),
+    File { file: File, offset: u64, left: u64 },
+}
+
+/// Output waiting for the peer, in order: bytes and file ranges.
+#[derive(Default)]
+pub(crate) struct Output {
+    chunks: VecDeque<Chunk>,
+    /// Bytes (not file ranges) waiting.
+    pub(crate) bytes: usize,
+    /// Something was written, if only an empty slice: a datagram reply is wanted.
+    pub(crate) touched: bool,
+    /// A sent buffer kept for the next answer.
+    spare: Vec<u8>,
+}
+
+impl Output {
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        self.touched = true;
+        if data.is_empty() {
+            return;
+        }
+        self.bytes += data.len();
+        if let Some(Chunk::Bytes(buf, _)) = self.chunks.back_mut() {
+            buf.extend_from_slice(data);
+        } else {
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.extend_from_slice(data);
+            self.chunks.push_back(Chunk::Bytes(buf, 0));
+        }
+    }
+
+    pub(crate) fn send_file(&mut self, file: File, offset: u64, len: u64) {
+        if len > 0 {
+            self.chunks.push_back(Chunk::File {
+                file,
+                offset,
+                left: len,
+            });
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// True when reading should pause: too many bytes waiting, or a file still being sent.
+    pub(crate) fn is_backed_up(&self) -> bool {
+        self.bytes > OUTPUT_HIGH || self.chunks.iter().any(|c| matches!(c, Chunk::File { .. }))
+    }
+
+    /// Sends what the socket takes. `Ok(true)`: progress was made.
+    pub(crate) fn send(&mut self, socket: &socket2::Socket) -> io::Result<bool> {
+        let mut progress = false;
+        while let Some(front) = self.chunks.front_mut() {
+            match front {
+                Chunk::Bytes(buf, pos) => {
+                    match socket.send_with_flags(&buf[*pos..], crate::request::SEND_FLAGS) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            progress = true;
+                            *pos += n;
+                            self.bytes -= n;
+                            if *pos < buf.len() {
+                                continue;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Chunk::File { file, offset, left } => {
+                    let mut pos = i64::try_from(*offset)
+                        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                    let chunk = usize::try_from((*left).min(1 << 20)).unwrap_or(1 << 20);
+                    match crate::sys::sendfile(socket, file, &mut pos, chunk) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the file shrank while it was being sent",
+                            ));
+                        }
+                        Ok(n) => {
+                            progress = true;
+                            *offset += n as u64;
+                            *left -= n as u64;
+                            if *left > 0 {
+                                continue;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            // The front chunk is done; keep a modest buffer for the next answer.
+            if let Some(Chunk::Bytes(mut buf, _)) = self.chunks.pop_front()
+                && buf.capacity() <= 4 * OUTPUT_HIGH
+            {
+                buf.clear();
+                self.spare = buf;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Everything written, as bytes (file ranges read), for a datagram reply or a blocking
+    /// connection.
+    pub(crate) fn drain_into(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        while let Some(chunk) = self.chunks.pop_front() {
+            match chunk {
+                Chunk::Bytes(buf, pos) => out.write_all(&buf[pos..])?,
+                Chunk::File { file, offset, left } => {
+                    crate::request::copy_file_to(out, &file, offset, left)?
+                }
+            }
+        }
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// A [`Handler`] made of a [`Protocol`] factory: the protocol runs on the event loops in
+/// [`Mode::Async`](crate::Mode::Async), and over the blocking [`Request`] in every other mode,
+/// so one implementation serves everywhere.
+///
+/// In blocking modes it reads up to 16 KiB at a time, calls the protocol, writes what it
+/// queued, and stops on [`Flow::Close`], [`Flow::Abort`] or after `eof_received`.
+pub struct ProtocolHandler<F> {
+    factory: F,
+}
+
+impl<F, P> ProtocolHandler<F>
+where
+    F: Fn() -> P + Send + Sync + 'static,
+    P: Protocol,
+{
+    /// Serves each connection with a fresh protocol from `factory`.
+    pub fn new(factory: F) -> ProtocolHandler<F> {
+        ProtocolHandler { factory }
+    }
+}
+
+impl<F> fmt::Debug for ProtocolHandler<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProtocolHandler")
+    }
+}
+
+impl<F, P> Handler for ProtocolHandler<F>
+where
+    F: Fn() -> P + Send + Sync + 'static,
+    P: Protocol,
+{
+    fn handle(&self, request: &mut Request) -> io::Result<()> {
+        drive_blocking(&mut (self.factory)(), request)
+    }
+
+    fn session(&self) -> Option<Session> {
+        Some(Session::new((self.factory)()))
+    }
+}
+
+/// Runs `protocol` over a blocking request until it closes.
+pub(crate) fn drive_blocking<P: Protocol + ?Sized>(
+    protocol: &mut P,
+    request: &mut Request,
+) -> io::Result<()> {
+    let result = drive_blocking_inner(protocol, request);
+    protocol.connection_lost();
+    result
+}
+
+fn drive_blocking_inner<P: Protocol + ?Sized>(
+    protocol: &mut P,
+    request: &mut Request,
+) -> io::Result<()> {
+    let peer = request.peer().clone();
+    let local = request.local().clone();
+    let shutdown = request.shutdown_handle();
+    let mut input = Input::default();
+    let mut output = Output::default();
+    if let Some(packet) = request.packet() {
+        input.buf = packet.to_vec();
+        let flow = datagram_calls(protocol, &mut input, &mut output, &peer, &local, &shutdown);
+        if flow == Flow::Abort {
+            return Ok(());
+        }
+        let touched = output.touched;
+        output.drain_into(request)?;
+        return if touched { request.flush() } else { Ok(()) };
+    }
+    loop {
+        let n = {
+            let spare = input.spare(16 * 1024);
+            let offered = spare.len();
+            let got = request.read(spare);
+            input.commit(offered, *got.as_ref().unwrap_or(&0));
+            got?
+        };
+        let mut conn = Conn {
+            input: &mut input,
+            output: &mut output,
+            peer: &peer,
+            local: &local,
+            datagram: false,
+            shutdown: &shutdown,
+            inline: false,
+        };
+        let flow = if n == 0 {
+            protocol.eof_received(&mut conn)
+        } else {
+            protocol.data_received(&mut conn)
+        };
+        if flow == Flow::Abort {
+            return Ok(());
+        }
+        output.drain_into(request)?;
+        request.flush()?;
+        if flow == Flow::Close || n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// One datagram: `data_received` with all of it (when not empty), then `eof_received`.
+pub(crate) fn datagram_calls<P: Protocol + ?Sized>(
+    protocol: &mut P,
+    input: &mut Input,
+    output: &mut Output,
+    peer: &Address,
+    local: &Address,
+    shutdown: &ShutdownHandle,
+) -> Flow {
+    let mut conn = Conn {
+        input,
+        output,
+        peer,
+        local,
+        datagram: true,
+        shutdown,
+        inline: true,
+    };
+    if !conn.received().is_empty() {
+        let flow = protocol.data_received(&mut conn);
+        if flow != Flow::Continue {
+            return flow;
+        }
+    }
+    match protocol.eof_received(&mut conn) {
+        Flow::Abort => Flow::Abort,
+        _ => Flow::Close,
+    }
+}
