@@ -252,6 +252,8 @@ pub(crate) trait Driver: Send {
     fn lost(&mut self) {}
 }
 
+/// Largest sent output buffer a connection keeps for its next answer.
+const SPARE_MAX: usize = 16 * 1024;
 /// Default most unconsumed input bytes per connection.
 pub(crate) const INPUT_LIMIT: usize = 64 * 1024;
 /// Output bytes waiting beyond which the loop stops reading the connection.
@@ -288,60 +290,68 @@ impl<P: Protocol> Driver for Proto<P> {
     }
 }
 
-/// Received bytes not consumed yet: `buf[pos..]`.
+/// Received bytes not consumed yet: `buf[pos..end]`. `buf` stays initialised to its full
+/// length, so reading into it never zeroes memory again.
 #[derive(Default)]
 pub(crate) struct Input {
-    pub(crate) buf: Vec<u8>,
-    pub(crate) pos: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
 }
 
 impl Input {
+    pub(crate) fn from_vec(buf: Vec<u8>) -> Input {
+        let end = buf.len();
+        Input { buf, pos: 0, end }
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
     pub(crate) fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.buf.len());
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        self.pos = (self.pos + n).min(self.end);
+        if self.pos == self.end {
             self.pos = 0;
+            self.end = 0;
         }
     }
 
     /// Moves the unconsumed bytes out (for a worker), leaving this empty.
     pub(crate) fn take(&mut self) -> Vec<u8> {
         let mut taken = std::mem::take(&mut self.buf);
+        taken.truncate(self.end);
         taken.drain(..self.pos);
         self.pos = 0;
+        self.end = 0;
         taken
     }
 
-    /// Makes room for `want` more bytes at the end; returns the writable tail.
+    /// Room for `want` more bytes after the unconsumed ones: the writable tail.
     pub(crate) fn spare(&mut self, want: usize) -> &mut [u8] {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
+        if self.pos > 0 && self.buf.len() - self.end < want {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + want, 0);
-        &mut self.buf[len..]
-    }
-
-    /// Keeps `n` of the bytes [`spare`](Self::spare) offered.
-    pub(crate) fn commit(&mut self, offered: usize, n: usize) {
-        let len = self.buf.len();
-        self.buf.truncate(len - offered + n.min(offered));
-    }
-
-    /// Frees a large buffer that is empty again.
-    pub(crate) fn trim(&mut self) {
-        if self.len() == 0 && self.buf.capacity() > 2 * INPUT_LIMIT {
-            self.buf = Vec::new();
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
         }
+        &mut self.buf[self.end..self.end + want]
+    }
+
+    /// Keeps `n` bytes of what [`spare`](Self::spare) offered.
+    pub(crate) fn commit(&mut self, offered: usize, n: usize) {
+        self.end += n.min(offered);
+    }
+
+    /// The buffer's size, used or not.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
     }
 }
 
@@ -439,13 +449,35 @@ impl Output {
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                        Err(e) if no_zero_copy(&e) => {
+                            // This file system cannot sendfile: copy the next piece instead.
+                            use std::os::unix::fs::FileExt;
+                            let want = usize::try_from((*left).min(64 * 1024)).unwrap_or(0);
+                            let mut piece = vec![0; want];
+                            let got = file.read_at(&mut piece, *offset)?;
+                            if got == 0 {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "the file shrank while it was being sent",
+                                ));
+                            }
+                            piece.truncate(got);
+                            *offset += got as u64;
+                            *left -= got as u64;
+                            if *left == 0 {
+                                self.chunks.pop_front();
+                            }
+                            self.bytes += got;
+                            self.chunks.push_front(Chunk::Bytes(piece, 0));
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
             }
             // The front chunk is done; keep a modest buffer for the next answer.
             if let Some(Chunk::Bytes(mut buf, _)) = self.chunks.pop_front()
-                && buf.capacity() <= 4 * OUTPUT_HIGH
+                && buf.capacity() <= SPARE_MAX
             {
                 buf.clear();
                 self.spare = buf;
@@ -468,6 +500,15 @@ impl Output {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// `sendfile(2)` refused for this file or platform (not a failure of the connection).
+fn no_zero_copy(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+        )
 }
 
 /// A [`Handler`] made of a [`Protocol`] factory: the protocol runs on the event loops in
@@ -531,7 +572,7 @@ fn drive_blocking_inner<P: Protocol + ?Sized>(
     let mut input = Input::default();
     let mut output = Output::default();
     if let Some(packet) = request.packet() {
-        input.buf = packet.to_vec();
+        input = Input::from_vec(packet.to_vec());
         let flow = datagram_calls(protocol, &mut input, &mut output, &peer, &local, &shutdown);
         if flow == Flow::Abort {
             return Ok(());

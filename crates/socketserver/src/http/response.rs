@@ -142,6 +142,10 @@ pub(crate) struct Sent {
     pub(crate) close_delimited: bool,
 }
 
+/// File bodies up to this size are read and written with the head instead of sent with
+/// `sendfile(2)` after it.
+const SMALL_FILE: u64 = 16 * 1024;
+
 const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
 
 /// Writes `response` to `out`. `head_only` for HEAD (the head says what GET would send).
@@ -213,6 +217,14 @@ pub(crate) fn write_response(
             ResponseBody::Bytes(b) => {
                 out.write_all(&b)?;
                 bytes = b.len() as u64;
+            }
+            ResponseBody::File { file, offset, len } if len <= SMALL_FILE => {
+                // One write with the head beats a second system call (and packet) for a
+                // few bytes: read them.
+                let mut data = vec![0; usize::try_from(len).unwrap_or(0)];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, offset)?;
+                out.write_all(&data)?;
+                bytes = len;
             }
             ResponseBody::File { file, offset, len } => {
                 out.send_file(file, offset, len)?;

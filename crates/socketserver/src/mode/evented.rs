@@ -40,6 +40,9 @@ const WAKER: Token = Token(usize::MAX);
 const READ_BUDGET: usize = 16;
 /// Bytes asked for per read.
 const READ_SIZE: usize = 64 * 1024;
+/// Unconsumed bytes a connection may keep in a buffer of their own size (the loop's big read
+/// buffer then goes back to the loop).
+const KEEP_SMALL: usize = 4 * 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -149,10 +152,7 @@ impl Evented {
         let Some(packet) = request.packet() else {
             return;
         };
-        let mut input = Input {
-            buf: packet.to_vec(),
-            pos: 0,
-        };
+        let mut input = Input::from_vec(packet.to_vec());
         let mut output = Output::default();
         let peer = request.peer().clone();
         let local = request.local().clone();
@@ -273,6 +273,9 @@ struct EventLoop {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Connections with readable data left after their read budget.
     again: Vec<(usize, u64)>,
+    /// The read buffer lent to whichever connection reads with nothing left over, so an
+    /// idle connection holds no buffer of its own.
+    scratch: Input,
     flavor: Flavor,
     timeout: Option<Duration>,
 }
@@ -298,6 +301,7 @@ impl EventLoop {
             generations: 0,
             timers: BinaryHeap::new(),
             again: Vec::new(),
+            scratch: Input::default(),
             flavor,
             timeout,
         };
@@ -440,7 +444,7 @@ impl EventLoop {
         entry.request = Some(request);
         entry.driver = Some(driver);
         entry.resume = !input.is_empty();
-        entry.input = Input { buf: input, pos: 0 };
+        entry.input = Input::from_vec(input);
         entry.readable = true;
         entry.writable = true;
         entry.last = Instant::now();
@@ -483,9 +487,9 @@ impl EventLoop {
         else {
             return self.close(token);
         };
-        if request.set_idle(false) {
-            entry.idle = false;
-        }
+        // Busy until the worker is done (a stop then lets it finish).
+        request.set_idle(false);
+        entry.idle = false;
         let mut output = std::mem::take(&mut entry.output);
         let mut input = entry.input.take();
         let generation = entry.generation;
@@ -593,6 +597,9 @@ impl EventLoop {
                 break;
             }
             budget -= 1;
+            if entry.input.len() == 0 && entry.input.capacity() < READ_SIZE {
+                std::mem::swap(&mut entry.input, &mut self.scratch);
+            }
             let spare = entry.input.spare(room.min(READ_SIZE));
             let offered = spare.len();
             let got = (&*socket).read(spare);
@@ -615,7 +622,6 @@ impl EventLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     entry.readable = false;
-                    entry.input.trim();
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -628,11 +634,21 @@ impl EventLoop {
         self.after_drive(token);
     }
 
-    /// Idle marking and the timer, after a connection was driven.
+    /// Buffer hand-back, idle marking and the timer, after a connection was driven.
     fn after_drive(&mut self, token: usize) {
         let Some(Some(entry)) = self.conns.get_mut(token) else {
             return;
         };
+        // The loop's big read buffer goes back to the loop once (nearly) empty; a few
+        // unconsumed bytes move to a buffer of their own size.
+        if entry.input.capacity() >= READ_SIZE && entry.input.len() <= KEEP_SMALL {
+            let mut big = std::mem::take(&mut entry.input);
+            entry.input = Input::from_vec(big.bytes().to_vec());
+            if self.scratch.capacity() < READ_SIZE {
+                big.consume(usize::MAX);
+                self.scratch = big;
+            }
+        }
         let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_ref()) else {
             return;
         };
