@@ -10,7 +10,9 @@
 //!   and collects the reply, so one handler serves TCP and UDP alike.
 //! - **Mode**, a [`Mode`]: `Sync` (one request at a time), `Threading` (a thread per
 //!   connection, the default), `Pool` (N workers, backpressure beyond), `Fork` (a process per
-//!   connection). The handler does not change between modes.
+//!   connection), `Async` (event loops, no thread per connection). The handler does not change
+//!   between modes; to run on the event loops rather than on `Async`'s worker threads it needs
+//!   an event-driven form, a sans-IO [`Protocol`] (see [`ProtocolHandler`]).
 //! - **Shutdown**, a [`ShutdownHandle`]: stop accepting at once, drain in-flight work within a
 //!   deadline, close what remains; callable from any thread, a handler's included, and woken
 //!   at once (there is no poll interval).
@@ -51,7 +53,10 @@
 //! is convenient and needs locks; forked children get a copy of it, which isolates requests
 //! (a crash or a leak dies with the child) but means a child's changes are lost when it exits.
 //! A pool bounds the number of threads, so an overload makes clients wait in the kernel's queue
-//! instead of exhausting the machine. See [`Mode`] for the table.
+//! instead of exhausting the machine. Event loops ([`Mode::Async`]) keep an explicit table of
+//! partly served connections and let epoll say which to work on next, the third way Python's
+//! documentation describes: thousands of idle or slow clients then cost memory, not threads.
+//! See [`Mode`] for the table.
 //!
 //! ## Python names and their counterparts
 //!
@@ -78,15 +83,14 @@
 //! | `max_packet_size` | [`ServerBuilder::max_packet_size`] (too large: reported, never truncated) |
 //! | `StreamRequestHandler.timeout`, `disable_nagle_algorithm` | [`ServerBuilder::timeout`], [`ServerBuilder::nodelay`] |
 //! | `server_bind()` / `server_activate()` | [`ServerBuilder::bind`] does both |
+//! | asyncio's `Protocol` (`data_received`, `eof_received`, `connection_lost`) | [`Protocol`], driven by [`Mode::Async`]'s loops |
 //! | the documentation's `MyTCPHandler`, `ThreadedTCPRequestHandler` | [`services::Upper`], [`services::ThreadName`] (and [`services::Echo`]) |
 //!
 //! Beyond Python: several listeners per server, a connection limit with backpressure
 //! ([`ServerBuilder::max_connections`]), a graceful drain with a deadline, SIGINT/SIGTERM
 //! handling ([`ServerBuilder::handle_signals`]), accept-error back-off, and inherited sockets.
 //!
-//! This crate supports Unix (Linux first); every transport and the modes `Sync`,
-//! `Threading`, `Pool` and `Fork` are available there (`Async` comes with the event-driven
-//! mode).
+//! This crate supports Unix (Linux first); every transport and every mode are available there.
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

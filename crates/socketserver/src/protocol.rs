@@ -80,9 +80,9 @@ pub enum Flow {
 /// datagram (none when nothing was written).
 pub trait Protocol: Send + 'static {
     /// Bytes arrived: they are in [`Conn::received`]. Consume what was used with
-    /// [`Conn::consume`]; the rest is offered again, after more bytes, on the next call. The
-    /// loop stops reading while 64 KiB are left unconsumed, so a protocol must consume (or
-    /// close) before that.
+    /// [`Conn::consume`]; the rest is offered again, after more bytes, on the next call. A
+    /// connection whose protocol leaves 64 KiB unconsumed is closed (nothing could progress),
+    /// so a protocol with bigger messages must keep its own buffer.
     fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow;
 
     /// The peer closed its side: no more bytes will come (unconsumed ones are still in
@@ -582,6 +582,12 @@ fn drive_blocking_inner<P: Protocol + ?Sized>(
         return if touched { request.flush() } else { Ok(()) };
     }
     loop {
+        if input.len() >= INPUT_LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the protocol left {} received bytes unconsumed", input.len()),
+            ));
+        }
         let n = {
             let spare = input.spare(16 * 1024);
             let offered = spare.len();

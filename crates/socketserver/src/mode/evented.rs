@@ -589,7 +589,16 @@ impl EventLoop {
                 continue;
             }
             let room = driver.input_limit().saturating_sub(entry.input.len());
-            if !entry.readable || entry.eof || entry.output.is_backed_up() || room == 0 {
+            if room == 0 && !entry.output.is_backed_up() {
+                // The driver let its input fill up without using it: nothing can progress.
+                log::warn!(
+                    "{}: closed: {} received bytes were left unconsumed",
+                    request.peer(),
+                    entry.input.len()
+                );
+                return self.close(token);
+            }
+            if !entry.readable || entry.eof || entry.output.is_backed_up() {
                 break;
             }
             if budget == 0 {
