@@ -585,7 +585,10 @@ fn drive_blocking_inner<P: Protocol + ?Sized>(
         if input.len() >= INPUT_LIMIT {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the protocol left {} received bytes unconsumed", input.len()),
+                format!(
+                    "the protocol left {} received bytes unconsumed",
+                    input.len()
+                ),
             ));
         }
         let n = {
