@@ -95,6 +95,11 @@ fn echo_is_byte_exact_over_every_transport_in_fork_mode() -> io::Result<()> {
 }
 
 #[test]
+fn echo_is_byte_exact_over_every_transport_in_async_mode() -> io::Result<()> {
+    echo_is_byte_exact_everywhere("async")
+}
+
+#[test]
 fn echo_serves_concurrent_large_streams_in_threading_mode() -> io::Result<()> {
     let dir = tempdir()?;
     let server = start_everywhere("echo", &[], dir.path())?;
@@ -262,6 +267,96 @@ fn threadname_in_sync_mode_shows_the_serving_thread() -> io::Result<()> {
 }
 
 #[test]
+fn upper_and_threadname_in_async_mode_over_every_transport() -> io::Result<()> {
+    let dir = tempdir()?;
+    let upper = start_everywhere("upper", &["--mode", "async"], dir.path())?;
+    for addr in &upper.addrs[..2] {
+        // No shutdown(Write): the server closes after its one line.
+        let mut conn = Conn::connect(addr)?;
+        conn.write_all(b"  hello world \n")?;
+        assert_eq!(conn.read_all()?, b"HELLO WORLD", "over {addr:?}");
+        let reply = stream_exchange(addr, b"  no newline here")?;
+        assert_eq!(reply, b"NO NEWLINE HERE", "over {addr:?}");
+    }
+    for addr in &upper.addrs[2..] {
+        let client = Dgram::new(addr, dir.path())?;
+        assert_eq!(client.exchange(b"  hello world \n")?, b"HELLO WORLD");
+        assert_eq!(client.exchange(b"a\nb\n")?, b"A\nB");
+    }
+
+    let dir = tempdir()?;
+    let threadname = start_everywhere("threadname", &["--mode", "async"], dir.path())?;
+    for addr in &threadname.addrs[..2] {
+        // Connections run on the event loops; two at once may share one.
+        let (a, b) = two_concurrent_names(addr)?;
+        for name in [&a, &b] {
+            assert!(
+                numbered(name, "socketserver-loop-").is_some(),
+                "{name:?} over {addr:?}"
+            );
+        }
+    }
+    for addr in &threadname.addrs[2..] {
+        // Datagrams are served by the thread that serves the listeners: `main`.
+        let client = Dgram::new(addr, dir.path())?;
+        assert_eq!(worker_of(&client.exchange(b"ping")?, b"ping"), "main");
+        let long = payload(3000);
+        let reply = client.exchange(&long)?;
+        assert!(reply.starts_with(b"main: "), "{addr:?}");
+        assert_same_bytes(&reply[6..], &long[..1024], "async: a 3000-byte datagram");
+    }
+    Ok(())
+}
+
+/// Names of the threads of process `pid`, as the kernel keeps them (15 bytes at most).
+fn thread_names_of(pid: u32) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        if let Ok(comm) = fs::read_to_string(task?.path().join("comm")) {
+            names.push(comm.trim_end().to_string());
+        }
+    }
+    Ok(names)
+}
+
+#[test]
+fn workers_sets_the_number_of_event_loops_in_async_mode() -> io::Result<()> {
+    let dir = tempdir()?;
+    let server = start_everywhere(
+        "threadname",
+        &["--mode", "async", "--workers", "3"],
+        dir.path(),
+    )?;
+    // Open connections do not add threads: the loops serve them all.
+    let held: Vec<Conn> = (0..20)
+        .map(|_| Conn::connect(&server.addrs[0]))
+        .collect::<io::Result<_>>()?;
+    for i in 0..12 {
+        let data = format!("request {i}");
+        let name = worker_of(
+            &stream_exchange(&server.addrs[i % 2], data.as_bytes())?,
+            data.as_bytes(),
+        );
+        assert!(
+            matches!(numbered(&name, "socketserver-loop-"), Some(0..=2)),
+            "{name:?} is not one of 3 loops"
+        );
+    }
+    let names = thread_names_of(server.pid())?;
+    let loops = names
+        .iter()
+        .filter(|n| n.starts_with("socketserver-lo"))
+        .count();
+    assert_eq!(loops, 3, "--workers 3 --mode async: threads {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("socketserver-co")),
+        "a thread per connection in async mode: {names:?}"
+    );
+    drop(held);
+    Ok(())
+}
+
+#[test]
 fn threadname_answers_datagrams_with_worker_and_at_most_1024_bytes() -> io::Result<()> {
     for (mode, prefix) in [
         ("threading", "socketserver-conn-"),
@@ -408,7 +503,7 @@ fn relative_unix_paths_are_relative_to_the_working_directory() -> io::Result<()>
 
 #[test]
 fn sigterm_and_sigint_exit_zero_promptly_and_remove_socket_files() -> io::Result<()> {
-    for mode in ["sync", "threading", "pool", "fork"] {
+    for mode in ["sync", "threading", "pool", "fork", "async"] {
         for signal in ["TERM", "INT"] {
             let dir = tempdir()?;
             let mut server = start_everywhere("echo", &["--mode", mode], dir.path())?;
@@ -502,6 +597,12 @@ fn sigterm_refuses_new_connections_but_lets_in_flight_echo_finish_in_sync_mode()
 }
 
 #[test]
+fn sigterm_refuses_new_connections_but_lets_in_flight_echo_finish_in_async_mode() -> io::Result<()>
+{
+    sigterm_drains_in_flight_echo("async")
+}
+
+#[test]
 fn sigterm_refuses_connections_still_waiting_to_be_accepted() -> io::Result<()> {
     let mut server = Server::start(&["echo", "--max-connections", "1", "--listen", TCP])?;
     let tcp = server.addrs[0].clone();
@@ -587,7 +688,7 @@ fn assert_cut(stuck: &mut Conn, what: &str) {
 
 #[test]
 fn second_signal_while_draining_exits_at_once() -> io::Result<()> {
-    for mode in ["threading", "pool", "fork", "sync"] {
+    for mode in ["threading", "pool", "fork", "sync", "async"] {
         let (mut server, mut stuck, _) = stuck_client_then_sigterm(mode, "30")?;
         // The first signal must have been delivered before the second is sent, or the kernel
         // could merge the two into one pending signal.
@@ -640,6 +741,11 @@ fn shutdown_timeout_bounds_the_drain_of_a_stuck_client_in_fork_mode() -> io::Res
 }
 
 #[test]
+fn shutdown_timeout_bounds_the_drain_of_a_stuck_client_in_async_mode() -> io::Result<()> {
+    shutdown_timeout_cuts_stuck_client("async")
+}
+
+#[test]
 fn shutdown_timeout_bounds_the_drain_of_a_stuck_client_in_sync_mode() -> io::Result<()> {
     shutdown_timeout_cuts_stuck_client("sync")
 }
@@ -662,7 +768,6 @@ fn bad_command_lines_are_one_line_and_exit_2() -> io::Result<()> {
         (&["echo", "--timeout", "-1"], &["-1"]),
         (&["echo", "--shutdown-timeout", "soon"], &["soon"]),
         (&["echo", "--frobnicate"], &["--frobnicate"]),
-        (&["echo", "--mode", "async", "--listen", TCP], &["async"]),
         (
             &["http", "--listen", TCP, "--dir", "/no/such/dir"],
             &["/no/such/dir"],
@@ -693,6 +798,14 @@ fn bad_command_lines_are_one_line_and_exit_2() -> io::Result<()> {
         ),
         (&["echo", "--workers", "3"], &["--workers"]),
         (
+            &["echo", "--mode", "sync", "--workers", "3"],
+            &["--workers"],
+        ),
+        (
+            &["echo", "--mode", "async", "--workers", "0"],
+            &["--workers 0"],
+        ),
+        (
             &["echo", "--max-connections", "0"],
             &["--max-connections 0"],
         ),
@@ -717,8 +830,8 @@ fn refused_mode_or_service_leaves_no_socket_file() -> io::Result<()> {
     let dir = tempdir()?;
     let path = dir.path().join("never.sock");
     let url = unix_url(&path);
-    let finished = run(&["echo", "--mode", "async", "--listen", &url])?;
-    assert_one_line_error(&finished, 2, &["async"]);
+    let finished = run(&["echo", "--mode", "turbo", "--listen", &url])?;
+    assert_one_line_error(&finished, 2, &["turbo"]);
     let finished = run(&["http", "--listen", &url, "--dir", "/no/such/dir"])?;
     assert_one_line_error(&finished, 2, &["/no/such/dir"]);
     let finished = run(&[
@@ -930,10 +1043,21 @@ fn max_connections_holds_a_third_connection_until_one_closes() -> io::Result<()>
 
 #[test]
 fn timeout_closes_an_idle_connection_but_not_an_active_one() -> io::Result<()> {
+    timeout_closes_idle_but_not_active("threading")
+}
+
+#[test]
+fn timeout_closes_an_idle_connection_but_not_an_active_one_in_async_mode() -> io::Result<()> {
+    timeout_closes_idle_but_not_active("async")
+}
+
+fn timeout_closes_idle_but_not_active(mode: &str) -> io::Result<()> {
     let dir = tempdir()?;
     let unix_arg = unix_url(&dir.path().join("idle.sock"));
     let server = Server::start(&[
         "echo",
+        "--mode",
+        mode,
         "--timeout",
         "1",
         "--listen",
@@ -954,7 +1078,7 @@ fn timeout_closes_an_idle_connection_but_not_an_active_one() -> io::Result<()> {
                         Ok(0) => {}
                         Ok(n) => panic!("{n} unexpected bytes on an idle connection"),
                         Err(e) if is_timeout(&e) => {
-                            panic!("{addr:?}: the idle connection was not closed within 5 s")
+                            panic!("{mode} {addr:?}: the idle connection was not closed within 5 s")
                         }
                         Err(_) => {}
                     }
@@ -978,7 +1102,7 @@ fn timeout_closes_an_idle_connection_but_not_an_active_one() -> io::Result<()> {
             let took = handle.join().expect("idle client panicked")?;
             assert!(
                 took >= Duration::from_millis(800) && took <= Duration::from_secs(3),
-                "an idle connection with --timeout 1 was closed after {took:?}"
+                "{mode}: an idle connection with --timeout 1 was closed after {took:?}"
             );
         }
         Ok(())

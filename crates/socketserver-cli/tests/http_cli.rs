@@ -104,6 +104,24 @@ impl Site {
     }
 }
 
+/// The modes the HTTP behaviour is checked in: threading (the default), pool (where the
+/// connections go through an event loop and the workers serve requests) and async.
+const MODES: [&[&str]; 3] = [
+    &[],
+    &["--mode", "pool", "--workers", "2"],
+    &["--mode", "async"],
+];
+
+/// Runs `test` with the extra arguments of each of [`MODES`], naming them on stderr (shown when
+/// the test fails) and in a returned error.
+fn in_modes(test: impl Fn(&[&str]) -> io::Result<()>) -> io::Result<()> {
+    for extra in MODES {
+        eprintln!("--- with {extra:?}");
+        test(extra).map_err(|e| io::Error::new(e.kind(), format!("with {extra:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// `socketserver http --listen tcp://127.0.0.1:0 --dir SITE EXTRA...`.
 fn start(site: &Site, extra: &[&str]) -> io::Result<Server> {
     let mut args = vec!["http", "--listen", TCP, "--dir", site.root()];
@@ -405,113 +423,120 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn files_are_served_byte_exact() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    assert_eq!(curl_sf(&[], &url(&server, "/a.txt")), HELLO);
-    assert_same_bytes(
-        &curl_sf(&[], &url(&server, "/big.bin")),
-        &site.big,
-        "curl -sf /big.bin",
-    );
-    // A symlink inside the root is served like its target.
-    assert_eq!(curl_sf(&[], &url(&server, "/inside.txt")), HELLO);
-    // A missing file fails `curl -f` with a 404.
-    let missing = get(&url(&server, "/no-such-file"))?;
-    assert_eq!(missing.code, 404, "{missing:?}");
-    Ok(())
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        assert_eq!(curl_sf(&[], &url(&server, "/a.txt")), HELLO);
+        assert_same_bytes(
+            &curl_sf(&[], &url(&server, "/big.bin")),
+            &site.big,
+            "curl -sf /big.bin",
+        );
+        // A symlink inside the root is served like its target.
+        assert_eq!(curl_sf(&[], &url(&server, "/inside.txt")), HELLO);
+        // A missing file fails `curl -f` with a 404.
+        let missing = get(&url(&server, "/no-such-file"))?;
+        assert_eq!(missing.code, 404, "{missing:?}");
+        Ok(())
+    })
 }
 
 #[test]
 fn head_shows_type_length_and_validators() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let head = String::from_utf8_lossy(&curl_sf(&["-I"], &url(&server, "/a.txt"))).into_owned();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    for (name, want) in [
-        ("Content-Length", "13"),
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Last-Modified", A_MTIME),
-        ("Accept-Ranges", "bytes"),
-    ] {
-        assert_eq!(header_in(&head, name).as_deref(), Some(want), "{head}");
-    }
-    let etag = header_in(&head, "ETag").unwrap_or_default();
-    assert!(
-        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
-        "a strong ETag: {head}"
-    );
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let head = String::from_utf8_lossy(&curl_sf(&["-I"], &url(&server, "/a.txt"))).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        for (name, want) in [
+            ("Content-Length", "13"),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Last-Modified", A_MTIME),
+            ("Accept-Ranges", "bytes"),
+        ] {
+            assert_eq!(header_in(&head, name).as_deref(), Some(want), "{head}");
+        }
+        let etag = header_in(&head, "ETag").unwrap_or_default();
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
+            "a strong ETag: {head}"
+        );
 
-    let head = String::from_utf8_lossy(&curl_sf(&["-I"], &url(&server, "/big.bin"))).into_owned();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(
-        header_in(&head, "Content-Length").as_deref(),
-        Some(BIG.to_string().as_str()),
-        "{head}"
-    );
-    assert_eq!(
-        header_in(&head, "Content-Type").as_deref(),
-        Some("application/octet-stream"),
-        "{head}"
-    );
+        let head =
+            String::from_utf8_lossy(&curl_sf(&["-I"], &url(&server, "/big.bin"))).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(
+            header_in(&head, "Content-Length").as_deref(),
+            Some(BIG.to_string().as_str()),
+            "{head}"
+        );
+        assert_eq!(
+            header_in(&head, "Content-Type").as_deref(),
+            Some("application/octet-stream"),
+            "{head}"
+        );
 
-    // If-None-Match with the ETag: 304, no body.
-    let again = fetch(
-        &["-H", &format!("If-None-Match: {etag}")],
-        &url(&server, "/a.txt"),
-    )?;
-    assert_eq!(again.code, 304, "{again:?}");
-    assert!(again.body.is_empty(), "{again:?}");
-    Ok(())
+        // If-None-Match with the ETag: 304, no body.
+        let again = fetch(
+            &["-H", &format!("If-None-Match: {etag}")],
+            &url(&server, "/a.txt"),
+        )?;
+        assert_eq!(again.code, 304, "{again:?}");
+        assert!(again.body.is_empty(), "{again:?}");
+        Ok(())
+    })
 }
 
 #[test]
 fn byte_ranges_give_206_and_416() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let first = fetch(&["-f", "-r", "0-99"], &url(&server, "/big.bin"))?;
-    assert_eq!(first.code, 206, "{:?}", first.head);
-    assert_same_bytes(&first.body, &site.big[..100], "-r 0-99");
-    assert_eq!(
-        first.header("Content-Range").as_deref(),
-        Some(format!("bytes 0-99/{BIG}").as_str())
-    );
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let first = fetch(&["-f", "-r", "0-99"], &url(&server, "/big.bin"))?;
+        assert_eq!(first.code, 206, "{:?}", first.head);
+        assert_same_bytes(&first.body, &site.big[..100], "-r 0-99");
+        assert_eq!(
+            first.header("Content-Range").as_deref(),
+            Some(format!("bytes 0-99/{BIG}").as_str())
+        );
 
-    let middle = fetch(&["-f", "-r", "1000000-1000009"], &url(&server, "/big.bin"))?;
-    assert_eq!(middle.code, 206, "{:?}", middle.head);
-    assert_same_bytes(
-        &middle.body,
-        &site.big[1_000_000..1_000_010],
-        "a middle range",
-    );
+        let middle = fetch(&["-f", "-r", "1000000-1000009"], &url(&server, "/big.bin"))?;
+        assert_eq!(middle.code, 206, "{:?}", middle.head);
+        assert_same_bytes(
+            &middle.body,
+            &site.big[1_000_000..1_000_010],
+            "a middle range",
+        );
 
-    let tail = fetch(&["-f", "-r", "-5"], &url(&server, "/a.txt"))?;
-    assert_eq!((tail.code, tail.body.as_slice()), (206, &b"orld\n"[..]));
+        let tail = fetch(&["-f", "-r", "-5"], &url(&server, "/a.txt"))?;
+        assert_eq!((tail.code, tail.body.as_slice()), (206, &b"orld\n"[..]));
 
-    // Past the end: 416 with the length.
-    let past = fetch(&["-r", "999999999-"], &url(&server, "/a.txt"))?;
-    assert_eq!(past.code, 416, "{past:?}");
-    assert_eq!(past.header("Content-Range").as_deref(), Some("bytes */13"));
+        // Past the end: 416 with the length.
+        let past = fetch(&["-r", "999999999-"], &url(&server, "/a.txt"))?;
+        assert_eq!(past.code, 416, "{past:?}");
+        assert_eq!(past.header("Content-Range").as_deref(), Some("bytes */13"));
 
-    // If-Range: the range only while the validator still matches.
-    let etag = get(&url(&server, "/a.txt"))?
-        .header("ETag")
-        .ok_or_else(|| common::other("no ETag"))?;
-    let if_range = format!("If-Range: {etag}");
-    let matching = fetch(&["-r", "0-4", "-H", &if_range], &url(&server, "/a.txt"))?;
-    assert_eq!(
-        (matching.code, matching.body.as_slice()),
-        (206, &b"hello"[..])
-    );
-    let stale = fetch(
-        &["-r", "0-4", "-H", "If-Range: \"not-the-etag\""],
-        &url(&server, "/a.txt"),
-    )?;
-    assert_eq!((stale.code, stale.body.as_slice()), (200, HELLO));
+        // If-Range: the range only while the validator still matches.
+        let etag = get(&url(&server, "/a.txt"))?
+            .header("ETag")
+            .ok_or_else(|| common::other("no ETag"))?;
+        let if_range = format!("If-Range: {etag}");
+        let matching = fetch(&["-r", "0-4", "-H", &if_range], &url(&server, "/a.txt"))?;
+        assert_eq!(
+            (matching.code, matching.body.as_slice()),
+            (206, &b"hello"[..])
+        );
+        let stale = fetch(
+            &["-r", "0-4", "-H", "If-Range: \"not-the-etag\""],
+            &url(&server, "/a.txt"),
+        )?;
+        assert_eq!((stale.code, stale.body.as_slice()), (200, HELLO));
 
-    // Several ranges: the whole file, 200.
-    let multi = fetch(&["-f", "-r", "0-1,5-6"], &url(&server, "/a.txt"))?;
-    assert_eq!((multi.code, multi.body.as_slice()), (200, HELLO));
-    Ok(())
+        // Several ranges: the whole file, 200.
+        let multi = fetch(&["-f", "-r", "0-1,5-6"], &url(&server, "/a.txt"))?;
+        assert_eq!((multi.code, multi.body.as_slice()), (200, HELLO));
+        Ok(())
+    })
 }
 
 #[test]
@@ -555,44 +580,46 @@ fn if_modified_since_gives_304_for_an_unmodified_file() -> io::Result<()> {
 
 #[test]
 fn directory_listing_escapes_names_and_index_html_wins() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let page = String::from_utf8_lossy(&curl_sf(&[], &url(&server, "/list/"))).into_owned();
-    for name in ["plain.txt", "inner/", "../"] {
-        assert!(page.contains(name), "listing lacks {name}: {page}");
-    }
-    assert!(
-        page.contains("&lt;b&gt;&amp;&quot;x&quot;.txt"),
-        "the hostile name is escaped: {page}"
-    );
-    assert!(
-        !page.contains("<b>"),
-        "the hostile name is never raw: {page}"
-    );
-    assert!(
-        page.contains("href=\"%3Cb%3E%26%22x%22.txt\""),
-        "the hostile link is percent-encoded: {page}"
-    );
-    // The link leads back to exactly that file.
-    assert_eq!(
-        curl_sf(&[], &url(&server, "/list/%3Cb%3E%26%22x%22.txt")),
-        b"hostile\n"
-    );
-    let listing = get(&url(&server, "/list/"))?;
-    assert_eq!(
-        listing.header("Content-Type").as_deref(),
-        Some("text/html; charset=utf-8")
-    );
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let page = String::from_utf8_lossy(&curl_sf(&[], &url(&server, "/list/"))).into_owned();
+        for name in ["plain.txt", "inner/", "../"] {
+            assert!(page.contains(name), "listing lacks {name}: {page}");
+        }
+        assert!(
+            page.contains("&lt;b&gt;&amp;&quot;x&quot;.txt"),
+            "the hostile name is escaped: {page}"
+        );
+        assert!(
+            !page.contains("<b>"),
+            "the hostile name is never raw: {page}"
+        );
+        assert!(
+            page.contains("href=\"%3Cb%3E%26%22x%22.txt\""),
+            "the hostile link is percent-encoded: {page}"
+        );
+        // The link leads back to exactly that file.
+        assert_eq!(
+            curl_sf(&[], &url(&server, "/list/%3Cb%3E%26%22x%22.txt")),
+            b"hostile\n"
+        );
+        let listing = get(&url(&server, "/list/"))?;
+        assert_eq!(
+            listing.header("Content-Type").as_deref(),
+            Some("text/html; charset=utf-8")
+        );
 
-    // The root's listing.
-    let root = String::from_utf8_lossy(&curl_sf(&[], &url(&server, "/"))).into_owned();
-    for name in ["a.txt", "big.bin", "list/", "site/"] {
-        assert!(root.contains(name), "root listing lacks {name}: {root}");
-    }
+        // The root's listing.
+        let root = String::from_utf8_lossy(&curl_sf(&[], &url(&server, "/"))).into_owned();
+        for name in ["a.txt", "big.bin", "list/", "site/"] {
+            assert!(root.contains(name), "root listing lacks {name}: {root}");
+        }
 
-    // index.html is served for its directory.
-    assert_eq!(curl_sf(&[], &url(&server, "/site/")), INDEX);
-    Ok(())
+        // index.html is served for its directory.
+        assert_eq!(curl_sf(&[], &url(&server, "/site/")), INDEX);
+        Ok(())
+    })
 }
 
 #[test]
@@ -679,40 +706,42 @@ fn symlinks_out_of_the_root_need_follow_symlinks() -> io::Result<()> {
 
 #[test]
 fn nothing_outside_the_directory_is_ever_served() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let addr = server.addrs[0].clone();
-    let targets = [
-        "/../outside/secret.txt",
-        "/%2e%2e/outside/secret.txt",
-        "/%2E%2E%2Foutside%2Fsecret.txt",
-        "/..%2foutside%2fsecret.txt",
-        "/list/../../outside/secret.txt",
-        "/list/%2e%2e/%2e%2e/outside/secret.txt",
-        "/..\\outside\\secret.txt",
-        "/%5c..%5coutside%5csecret.txt",
-        "//../outside/secret.txt",
-        "/%252e%252e/outside/secret.txt",
-        "/a.txt%00",
-        "/a.txt%00.html",
-        "/%00/../outside/secret.txt",
-        "http://x/../outside/secret.txt",
-    ];
-    for target in targets {
-        let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let raw = raw_one(&addr, request.as_bytes(), false)?;
-        assert!(
-            matches!(raw.status, 400 | 404),
-            "GET {target}: 400 or 404, got {raw:?}"
-        );
-        assert!(!contains(&raw.body, b"SECRET"), "GET {target}: {raw:?}");
-        assert!(!contains(&raw.body, HELLO), "GET {target}: {raw:?}");
-    }
-    // curl without its own normalisation.
-    let reply = fetch(&["--path-as-is"], &url(&server, "/../outside/secret.txt"))?;
-    assert!(matches!(reply.code, 400 | 404), "{reply:?}");
-    assert!(!contains(&reply.body, SECRET), "{reply:?}");
-    Ok(())
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let addr = server.addrs[0].clone();
+        let targets = [
+            "/../outside/secret.txt",
+            "/%2e%2e/outside/secret.txt",
+            "/%2E%2E%2Foutside%2Fsecret.txt",
+            "/..%2foutside%2fsecret.txt",
+            "/list/../../outside/secret.txt",
+            "/list/%2e%2e/%2e%2e/outside/secret.txt",
+            "/..\\outside\\secret.txt",
+            "/%5c..%5coutside%5csecret.txt",
+            "//../outside/secret.txt",
+            "/%252e%252e/outside/secret.txt",
+            "/a.txt%00",
+            "/a.txt%00.html",
+            "/%00/../outside/secret.txt",
+            "http://x/../outside/secret.txt",
+        ];
+        for target in targets {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let raw = raw_one(&addr, request.as_bytes(), false)?;
+            assert!(
+                matches!(raw.status, 400 | 404),
+                "GET {target}: 400 or 404, got {raw:?}"
+            );
+            assert!(!contains(&raw.body, b"SECRET"), "GET {target}: {raw:?}");
+            assert!(!contains(&raw.body, HELLO), "GET {target}: {raw:?}");
+        }
+        // curl without its own normalisation.
+        let reply = fetch(&["--path-as-is"], &url(&server, "/../outside/secret.txt"))?;
+        assert!(matches!(reply.code, 400 | 404), "{reply:?}");
+        assert!(!contains(&reply.body, SECRET), "{reply:?}");
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -902,58 +931,60 @@ fn access_lines(stderr: &str) -> Vec<Clf> {
 
 #[test]
 fn access_log_has_one_common_log_line_per_request() -> io::Result<()> {
-    let site = site()?;
-    let mut server = start(&site, &[])?;
-    assert_eq!(curl_sf(&[], &url(&server, "/a.txt")), HELLO);
-    assert_eq!(get(&url(&server, "/nothing-here"))?.code, 404);
-    curl_sf(&["-I"], &url(&server, "/a.txt"));
-    // Two requests on one connection: two lines.
-    let run = curl(&[
-        "-sf",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-        &url(&server, "/a.txt"),
-        &url(&server, "/list/"),
-    ])?;
-    assert!(run.status.success(), "{run:?}");
+    in_modes(|extra| {
+        let site = site()?;
+        let mut server = start(&site, extra)?;
+        assert_eq!(curl_sf(&[], &url(&server, "/a.txt")), HELLO);
+        assert_eq!(get(&url(&server, "/nothing-here"))?.code, 404);
+        curl_sf(&["-I"], &url(&server, "/a.txt"));
+        // Two requests on one connection: two lines.
+        let run = curl(&[
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url(&server, "/a.txt"),
+            &url(&server, "/list/"),
+        ])?;
+        assert!(run.status.success(), "{run:?}");
 
-    server.signal("TERM")?;
-    let status = server.wait_exit(Duration::from_secs(5))?;
-    assert_eq!(status.code(), Some(0));
-    let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
-    let lines = access_lines(&stderr);
-    let summary: Vec<(&str, u16)> = lines
-        .iter()
-        .map(|l| (l.request.as_str(), l.status))
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            ("GET /a.txt HTTP/1.1", 200),
-            ("GET /nothing-here HTTP/1.1", 404),
-            ("HEAD /a.txt HTTP/1.1", 200),
-            ("GET /a.txt HTTP/1.1", 200),
-            ("GET /list/ HTTP/1.1", 200),
-        ],
-        "{stderr}"
-    );
-    // The size is the body's, `-` for none.
-    assert_eq!(lines[0].size, "13", "{stderr}");
-    assert_eq!(lines[2].size, "-", "{stderr}");
-    assert!(
-        lines[4].size.parse::<u64>().is_ok_and(|n| n > 0),
-        "{stderr}"
-    );
-    assert!(lines.iter().all(|l| l.host == "127.0.0.1"), "{stderr}");
-    // stdout carries the `listening on` line only.
-    assert_eq!(server.rest_of_stdout(), Vec::<String>::new());
-    // Every line that is not an access line is a `socketserver: ` message.
-    for line in stderr.lines().filter(|l| parse_clf(l).is_none()) {
-        assert!(line.starts_with("socketserver: "), "{line:?} in {stderr}");
-    }
-    Ok(())
+        server.signal("TERM")?;
+        let status = server.wait_exit(Duration::from_secs(5))?;
+        assert_eq!(status.code(), Some(0));
+        let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
+        let lines = access_lines(&stderr);
+        let summary: Vec<(&str, u16)> = lines
+            .iter()
+            .map(|l| (l.request.as_str(), l.status))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("GET /a.txt HTTP/1.1", 200),
+                ("GET /nothing-here HTTP/1.1", 404),
+                ("HEAD /a.txt HTTP/1.1", 200),
+                ("GET /a.txt HTTP/1.1", 200),
+                ("GET /list/ HTTP/1.1", 200),
+            ],
+            "{stderr}"
+        );
+        // The size is the body's, `-` for none.
+        assert_eq!(lines[0].size, "13", "{stderr}");
+        assert_eq!(lines[2].size, "-", "{stderr}");
+        assert!(
+            lines[4].size.parse::<u64>().is_ok_and(|n| n > 0),
+            "{stderr}"
+        );
+        assert!(lines.iter().all(|l| l.host == "127.0.0.1"), "{stderr}");
+        // stdout carries the `listening on` line only.
+        assert_eq!(server.rest_of_stdout(), Vec::<String>::new());
+        // Every line that is not an access line is a `socketserver: ` message.
+        for line in stderr.lines().filter(|l| parse_clf(l).is_none()) {
+            assert!(line.starts_with("socketserver: "), "{line:?} in {stderr}");
+        }
+        Ok(())
+    })
 }
 
 #[test]
@@ -1036,30 +1067,34 @@ fn quiet_prints_no_access_lines() -> io::Result<()> {
 
 #[test]
 fn http_over_a_unix_socket() -> io::Result<()> {
-    let site = site()?;
-    let socket = site.tmp.path().join("http.sock");
-    let listen = unix_url(&socket);
-    let mut server = Server::start(&["http", "--listen", &listen, "--dir", site.root()])?;
-    assert_eq!(server.addrs, [Addr::Unix(socket.clone())]);
-    let path = path_str(&socket);
-    let unix = ["--unix-socket", path.as_str()];
-    assert_eq!(curl_sf(&unix, "http://localhost/a.txt"), HELLO);
-    assert_same_bytes(
-        &curl_sf(&unix, "http://localhost/big.bin"),
-        &site.big,
-        "curl --unix-socket /big.bin",
-    );
-    let page = String::from_utf8_lossy(&curl_sf(&unix, "http://localhost/list/")).into_owned();
-    assert!(page.contains("plain.txt"), "{page}");
+    in_modes(|extra| {
+        let site = site()?;
+        let socket = site.tmp.path().join("http.sock");
+        let listen = unix_url(&socket);
+        let mut args = vec!["http", "--listen", &listen, "--dir", site.root()];
+        args.extend_from_slice(extra);
+        let mut server = Server::start(&args)?;
+        assert_eq!(server.addrs, [Addr::Unix(socket.clone())]);
+        let path = path_str(&socket);
+        let unix = ["--unix-socket", path.as_str()];
+        assert_eq!(curl_sf(&unix, "http://localhost/a.txt"), HELLO);
+        assert_same_bytes(
+            &curl_sf(&unix, "http://localhost/big.bin"),
+            &site.big,
+            "curl --unix-socket /big.bin",
+        );
+        let page = String::from_utf8_lossy(&curl_sf(&unix, "http://localhost/list/")).into_owned();
+        assert!(page.contains("plain.txt"), "{page}");
 
-    server.signal("TERM")?;
-    assert_eq!(server.wait_exit(Duration::from_secs(5))?.code(), Some(0));
-    assert!(!socket.exists(), "the socket file is removed at exit");
-    let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
-    let lines = access_lines(&stderr);
-    assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(lines.iter().all(|l| l.host == "unix"), "{stderr}");
-    Ok(())
+        server.signal("TERM")?;
+        assert_eq!(server.wait_exit(Duration::from_secs(5))?.code(), Some(0));
+        assert!(!socket.exists(), "the socket file is removed at exit");
+        let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
+        let lines = access_lines(&stderr);
+        assert_eq!(lines.len(), 3, "{stderr}");
+        assert!(lines.iter().all(|l| l.host == "unix"), "{stderr}");
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1068,71 +1103,76 @@ fn http_over_a_unix_socket() -> io::Result<()> {
 
 #[test]
 fn request_line_over_8_kib_gets_414() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let addr = &server.addrs[0];
-    // "GET /" + name + " HTTP/1.1" is 8192 bytes: accepted (no such file).
-    let name = "a".repeat(8192 - "GET / HTTP/1.1".len());
-    let request = format!("GET /{name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let at_limit = raw_one(addr, request.as_bytes(), false)?;
-    assert_eq!(at_limit.status, 404, "a request line of 8192 bytes");
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let addr = &server.addrs[0];
+        // "GET /" + name + " HTTP/1.1" is 8192 bytes: accepted (no such file).
+        let name = "a".repeat(8192 - "GET / HTTP/1.1".len());
+        let request = format!("GET /{name} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let at_limit = raw_one(addr, request.as_bytes(), false)?;
+        assert_eq!(at_limit.status, 404, "a request line of 8192 bytes");
 
-    let request = format!("GET /{name}a HTTP/1.1\r\nHost: x\r\n\r\n");
-    let over = raw_one(addr, request.as_bytes(), false)?;
-    assert!(
-        over.status_line.starts_with("HTTP/1.1 414 "),
-        "a request line of 8193 bytes: {over:?}"
-    );
-    let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "b".repeat(100_000));
-    let way_over = raw_one(addr, request.as_bytes(), false)?;
-    assert_eq!(way_over.status, 414, "{way_over:?}");
-    Ok(())
+        let request = format!("GET /{name}a HTTP/1.1\r\nHost: x\r\n\r\n");
+        let over = raw_one(addr, request.as_bytes(), false)?;
+        assert!(
+            over.status_line.starts_with("HTTP/1.1 414 "),
+            "a request line of 8193 bytes: {over:?}"
+        );
+        let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "b".repeat(100_000));
+        let way_over = raw_one(addr, request.as_bytes(), false)?;
+        assert_eq!(way_over.status, 414, "{way_over:?}");
+        Ok(())
+    })
 }
 
 #[test]
 fn header_section_over_64_kib_or_over_100_fields_gets_431() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let addr = &server.addrs[0];
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let addr = &server.addrs[0];
 
-    let fine = format!(
-        "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(60_000)
-    );
-    let ok = raw_one(addr, fine.as_bytes(), false)?;
-    assert_eq!(
-        (ok.status, ok.body.as_slice()),
-        (200, HELLO),
-        "a 60 KB head"
-    );
+        let fine = format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(60_000)
+        );
+        let ok = raw_one(addr, fine.as_bytes(), false)?;
+        assert_eq!(
+            (ok.status, ok.body.as_slice()),
+            (200, HELLO),
+            "a 60 KB head"
+        );
 
-    let big = format!(
-        "GET /a.txt HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(70_000)
-    );
-    let too_big = raw_one(addr, big.as_bytes(), false)?;
-    assert!(
-        too_big.status_line.starts_with("HTTP/1.1 431 "),
-        "a 70 KB header: {too_big:?}"
-    );
-    assert!(!contains(&too_big.body, HELLO));
+        let big = format!(
+            "GET /a.txt HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        let too_big = raw_one(addr, big.as_bytes(), false)?;
+        assert!(
+            too_big.status_line.starts_with("HTTP/1.1 431 "),
+            "a 70 KB header: {too_big:?}"
+        );
+        assert!(!contains(&too_big.body, HELLO));
 
-    let fields = |n: usize| {
-        let mut request = String::from("GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-        for i in 2..n {
-            request.push_str(&format!("X-Field-{i}: {i}\r\n"));
-        }
-        request.push_str("\r\n");
-        request
-    };
-    let hundred = raw_one(addr, fields(100).as_bytes(), false)?;
-    assert_eq!(hundred.status, 200, "100 header fields: {hundred:?}");
-    let too_many = raw_one(addr, fields(101).as_bytes(), false)?;
-    assert!(
-        too_many.status_line.starts_with("HTTP/1.1 431 "),
-        "101 header fields: {too_many:?}"
-    );
-    Ok(())
+        let fields = |n: usize| {
+            let mut request =
+                String::from("GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+            for i in 2..n {
+                request.push_str(&format!("X-Field-{i}: {i}\r\n"));
+            }
+            request.push_str("\r\n");
+            request
+        };
+        let hundred = raw_one(addr, fields(100).as_bytes(), false)?;
+        assert_eq!(hundred.status, 200, "100 header fields: {hundred:?}");
+        let too_many = raw_one(addr, fields(101).as_bytes(), false)?;
+        assert!(
+            too_many.status_line.starts_with("HTTP/1.1 431 "),
+            "101 header fields: {too_many:?}"
+        );
+        Ok(())
+    })
 }
 
 #[test]
@@ -1314,21 +1354,22 @@ fn timeout_cuts_off_a_trickling_client_in_threading_mode() -> io::Result<()> {
 }
 
 #[test]
-#[ignore = "issue 4 (event-driven mode): in pool mode a connection still holds its worker \
-            while it trickles its head; the contract says it holds none"]
 fn timeout_cuts_off_a_trickling_client_in_pool_mode_with_one_worker() -> io::Result<()> {
     trickling_client_is_cut_off(&["--mode", "pool", "--workers", "1"])
 }
 
 #[test]
-#[ignore = "issue 4 (event-driven mode): in pool mode an idle keep-alive connection still \
-            holds its worker; the contract says workers serve requests, not connections"]
-fn pool_mode_idle_keep_alive_connection_holds_no_worker() -> io::Result<()> {
+fn timeout_cuts_off_a_trickling_client_in_async_mode_with_one_loop() -> io::Result<()> {
+    trickling_client_is_cut_off(&["--mode", "async", "--workers", "1"])
+}
+
+/// An idle keep-alive connection holds nothing a request needs: with one worker (or one loop)
+/// another client is served at once, and the idle connection stays usable.
+fn idle_keep_alive_connection_holds_nothing(extra: &[&str]) -> io::Result<()> {
     let site = site()?;
-    let server = start(
-        &site,
-        &["--mode", "pool", "--workers", "1", "--timeout", "5"],
-    )?;
+    let mut args = vec!["--timeout", "5"];
+    args.extend_from_slice(extra);
+    let server = start(&site, &args)?;
     let mut holder = Conn::connect(&server.addrs[0])?;
     holder.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
     let first = read_response(&mut holder, false)?;
@@ -1339,7 +1380,7 @@ fn pool_mode_idle_keep_alive_connection_holds_no_worker() -> io::Result<()> {
     let took = asked.elapsed();
     assert!(
         took < Duration::from_secs(2),
-        "pool --workers 1: a file took {took:?} while another connection idled between requests"
+        "{extra:?}: a file took {took:?} while another connection idled between requests"
     );
     // And the idle connection is still usable.
     holder.write_all(b"GET /list/plain.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
@@ -1351,105 +1392,121 @@ fn pool_mode_idle_keep_alive_connection_holds_no_worker() -> io::Result<()> {
     Ok(())
 }
 
+#[test]
+fn pool_mode_idle_keep_alive_connection_holds_no_worker() -> io::Result<()> {
+    idle_keep_alive_connection_holds_nothing(&["--mode", "pool", "--workers", "1"])
+}
+
+#[test]
+fn async_mode_idle_keep_alive_connection_holds_no_loop() -> io::Result<()> {
+    idle_keep_alive_connection_holds_nothing(&["--mode", "async", "--workers", "1"])
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Keep-alive and pipelining
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn pipelined_requests_are_answered_in_order() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let bytes = raw_exchange(
-        &server.addrs[0],
-        b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let bytes = raw_exchange(
+            &server.addrs[0],
+            b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n\
           HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n\
           GET /list/plain.txt HTTP/1.1\r\nHost: x\r\n\r\n\
           GET /missing HTTP/1.1\r\nHost: x\r\n\r\n\
           GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\nConnection: close\r\n\r\n",
-    )?;
-    let mut rest = bytes.as_slice();
-    let mut responses = Vec::new();
-    for head_only in [false, true, false, false, false] {
-        let (raw, used) = parse_response(rest, head_only)?.ok_or_else(|| {
-            common::other(format!(
-                "response {} incomplete: {:?}",
-                responses.len() + 1,
-                String::from_utf8_lossy(rest)
-            ))
-        })?;
-        responses.push(raw);
-        rest = &rest[used..];
-    }
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(rest));
-    let summary: Vec<(u16, &[u8])> = responses
-        .iter()
-        .map(|r| (r.status, r.body.as_slice()))
-        .collect();
-    assert_eq!(summary[0], (200, HELLO));
-    assert_eq!(summary[1], (200, &b""[..]));
-    assert_eq!(
-        responses[1].header("Content-Length").as_deref(),
-        Some(BIG.to_string().as_str())
-    );
-    assert_eq!(summary[2], (200, &b"plain\n"[..]));
-    assert_eq!(summary[3].0, 404);
-    assert_eq!(summary[4], (206, &site.big[10..20]));
-    assert_eq!(responses[4].header("Connection").as_deref(), Some("close"));
-    Ok(())
+        )?;
+        let mut rest = bytes.as_slice();
+        let mut responses = Vec::new();
+        for head_only in [false, true, false, false, false] {
+            let (raw, used) = parse_response(rest, head_only)?.ok_or_else(|| {
+                common::other(format!(
+                    "response {} incomplete: {:?}",
+                    responses.len() + 1,
+                    String::from_utf8_lossy(rest)
+                ))
+            })?;
+            responses.push(raw);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(rest));
+        let summary: Vec<(u16, &[u8])> = responses
+            .iter()
+            .map(|r| (r.status, r.body.as_slice()))
+            .collect();
+        assert_eq!(summary[0], (200, HELLO));
+        assert_eq!(summary[1], (200, &b""[..]));
+        assert_eq!(
+            responses[1].header("Content-Length").as_deref(),
+            Some(BIG.to_string().as_str())
+        );
+        assert_eq!(summary[2], (200, &b"plain\n"[..]));
+        assert_eq!(summary[3].0, 404);
+        assert_eq!(summary[4], (206, &site.big[10..20]));
+        assert_eq!(responses[4].header("Connection").as_deref(), Some("close"));
+        Ok(())
+    })
 }
 
 #[test]
 fn many_pipelined_requests_in_one_write_are_all_answered() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let mut request = Vec::new();
-    for i in 0..100 {
-        let path = if i % 2 == 0 {
-            "/a.txt"
-        } else {
-            "/list/plain.txt"
-        };
-        request.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-    }
-    request.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let bytes = raw_exchange(&server.addrs[0], &request)?;
-    let mut rest = bytes.as_slice();
-    for i in 0..101 {
-        let (raw, used) = parse_response(rest, false)?
-            .ok_or_else(|| common::other(format!("response {i} missing or incomplete")))?;
-        let want: &[u8] = if i % 2 == 0 { HELLO } else { b"plain\n" };
-        assert_eq!(
-            (raw.status, raw.body.as_slice()),
-            (200, want),
-            "response {i}"
-        );
-        rest = &rest[used..];
-    }
-    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(rest));
-    Ok(())
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let mut request = Vec::new();
+        for i in 0..100 {
+            let path = if i % 2 == 0 {
+                "/a.txt"
+            } else {
+                "/list/plain.txt"
+            };
+            request.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        }
+        request.extend_from_slice(b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let bytes = raw_exchange(&server.addrs[0], &request)?;
+        let mut rest = bytes.as_slice();
+        for i in 0..101 {
+            let (raw, used) = parse_response(rest, false)?
+                .ok_or_else(|| common::other(format!("response {i} missing or incomplete")))?;
+            let want: &[u8] = if i % 2 == 0 { HELLO } else { b"plain\n" };
+            assert_eq!(
+                (raw.status, raw.body.as_slice()),
+                (200, want),
+                "response {i}"
+            );
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(rest));
+        Ok(())
+    })
 }
 
 #[test]
 fn curl_reuses_one_connection_for_several_urls() -> io::Result<()> {
-    let site = site()?;
-    let server = start(&site, &[])?;
-    let run = curl(&[
-        "-sf",
-        "-w",
-        "%{http_code} %{num_connects}\n",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-        &url(&server, "/a.txt"),
-        &url(&server, "/big.bin"),
-        &url(&server, "/list/"),
-    ])?;
-    assert!(run.status.success(), "{run:?}");
-    assert_eq!(run.text(), "200 1\n200 0\n200 0\n", "{run:?}");
-    Ok(())
+    in_modes(|extra| {
+        let site = site()?;
+        let server = start(&site, extra)?;
+        let run = curl(&[
+            "-sf",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url(&server, "/a.txt"),
+            &url(&server, "/big.bin"),
+            &url(&server, "/list/"),
+        ])?;
+        assert!(run.status.success(), "{run:?}");
+        assert_eq!(run.text(), "200 1\n200 0\n200 0\n", "{run:?}");
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1513,6 +1570,11 @@ fn sigterm_closes_idle_keep_alive_connections_at_once_in_threading_mode() -> io:
 #[test]
 fn sigterm_closes_idle_keep_alive_connections_at_once_in_pool_mode() -> io::Result<()> {
     sigterm_closes_idle_connections_at_once(&["--mode", "pool", "--workers", "2"])
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_at_once_in_async_mode() -> io::Result<()> {
+    sigterm_closes_idle_connections_at_once(&["--mode", "async"])
 }
 
 #[test]

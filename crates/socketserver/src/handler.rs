@@ -75,6 +75,14 @@ pub trait Handler: Send + Sync + 'static {
     fn session(&self) -> Option<Session> {
         None
     }
+
+    /// Whether this handler's sessions serve requests rather than connections (the HTTP
+    /// server), so that `Mode::Pool` waits for requests on an event loop and its workers
+    /// serve one request at a time. Not meant to be overridden outside this crate.
+    #[doc(hidden)]
+    fn serves_requests(&self) -> bool {
+        false
+    }
 }
 
 impl<F> Handler for F
@@ -145,5 +153,9 @@ impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
 
     fn session(&self) -> Option<Session> {
         (**self).session()
+    }
+
+    fn serves_requests(&self) -> bool {
+        (**self).serves_requests()
     }
 }

@@ -108,6 +108,7 @@ pub struct Conn<'a> {
     pub(crate) shutdown: &'a ShutdownHandle,
     /// Whether complete requests may run on the loop (`Mode::Async`) rather than always on a
     /// worker (`Mode::Pool`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) inline: bool,
 }
 
@@ -183,6 +184,7 @@ impl fmt::Debug for Session {
 
 /// What a driver wants next (the crate-private superset of [`Flow`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // only HTTP blocks
 pub(crate) enum Step {
     Continue,
     Close,
@@ -231,10 +233,6 @@ pub(crate) trait Driver: Send {
     fn blocking(&mut self, request: &mut Request, input: &mut Vec<u8>) -> Step {
         let _ = (request, input);
         Step::Close
-    }
-    /// Whether `Mode::Pool` should drive this handler with a loop (workers per request).
-    fn serves_requests(&self) -> bool {
-        false
     }
     /// Handles one datagram (see [`Protocol`]); `None` when this driver cannot, and the
     /// blocking handler must.
@@ -355,6 +353,7 @@ impl Input {
     }
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // only HTTP sends files
 enum Chunk {
     Bytes(Vec<u8>, usize),
     File { file: File, offset: u64, left: u64 },
@@ -388,6 +387,7 @@ impl Output {
         }
     }
 
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn send_file(&mut self, file: File, offset: u64, len: u64) {
         if len > 0 {
             self.chunks.push_back(Chunk::File {

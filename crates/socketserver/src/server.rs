@@ -343,7 +343,7 @@ impl Server {
                 config.block_on_close,
             )),
             // HTTP under a pool: the workers serve requests, one loop waits for them.
-            Mode::Pool { workers } if serves_requests(&*handler) => Box::new(mode::Evented::new(
+            Mode::Pool { workers } if handler.serves_requests() => Box::new(mode::Evented::new(
                 Arc::clone(&handler),
                 1,
                 workers,
@@ -508,12 +508,6 @@ impl Server {
             }),
         }
     }
-}
-
-/// Whether the handler's sessions serve requests rather than connections (HTTP), so that
-/// `Mode::Pool` drives its connections with a loop.
-fn serves_requests(handler: &dyn Handler) -> bool {
-    handler.session().is_some_and(|s| s.0.serves_requests())
 }
 
 impl Drop for Server {

@@ -13,6 +13,20 @@ use common::*;
 use socketserver::http::{self, Http, Limits, Response, StaticFiles, StatusCode};
 use socketserver::{Address, Mode, ServerBuilder};
 
+/// The modes every HTTP behaviour is checked in (besides the mode-specific tests): threading,
+/// pool (where HTTP connections go through an event loop and workers serve requests) and async.
+const HTTP_MODES: [Mode; 3] = [Mode::Threading, Mode::Pool { workers: 2 }, ASYNC];
+
+/// Runs `test` in each of `modes`, naming the mode on stderr (shown when the test fails) and in
+/// a returned error.
+fn in_modes(modes: &[Mode], test: impl Fn(Mode) -> io::Result<()>) -> io::Result<()> {
+    for &mode in modes {
+        eprintln!("--- mode {mode}");
+        test(mode).map_err(|e| io::Error::new(e.kind(), format!("{mode}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// A response as received.
 #[derive(Debug)]
 struct Reply {
@@ -162,7 +176,12 @@ fn raw(addr: &Address, bytes: &[u8]) -> io::Result<Reply> {
 
 #[test]
 fn get_and_head_are_byte_exact_for_small_and_large_files() -> io::Result<()> {
-    for mode in [Mode::Sync, Mode::Threading, Mode::Pool { workers: 2 }] {
+    for mode in [
+        Mode::Sync,
+        Mode::Threading,
+        Mode::Pool { workers: 2 },
+        ASYNC,
+    ] {
         let site = site(mode);
         let addr = &site.server.addr;
         let reply = get(addr, "GET", "/hello.txt", "")?;
@@ -194,59 +213,64 @@ fn get_and_head_are_byte_exact_for_small_and_large_files() -> io::Result<()> {
 
 #[test]
 fn directories_serve_index_html_or_an_escaped_listing() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let addr = &site.server.addr;
-    let docs = get(addr, "GET", "/docs/", "")?;
-    assert_eq!(
-        (docs.status, docs.body.as_slice()),
-        (200, b"<h1>docs</h1>".as_slice())
-    );
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let addr = &site.server.addr;
+        let docs = get(addr, "GET", "/docs/", "")?;
+        assert_eq!(
+            (docs.status, docs.body.as_slice()),
+            (200, b"<h1>docs</h1>".as_slice())
+        );
 
-    let list = get(addr, "GET", "/list/", "")?;
-    assert_eq!(list.status, 200);
-    assert_eq!(
-        list.header("content-type"),
-        Some("text/html; charset=utf-8")
-    );
-    let html = String::from_utf8(list.body).unwrap();
-    assert!(html.contains("&lt;b&gt;&amp;&quot;x&quot;.txt"), "{html}");
-    assert!(!html.contains("<b>&"), "unescaped name in {html}");
-    assert!(html.contains("href=\"a%20b.txt\""), "{html}");
-    assert!(html.contains("href=\"sub/\""), "{html}");
-    assert!(html.contains("../"), "no parent link in {html}");
-    // The link leads back to the file.
-    let tricky = get(addr, "GET", "/list/%3Cb%3E%26%22x%22.txt", "")?;
-    assert_eq!(tricky.body, b"tricky");
+        let list = get(addr, "GET", "/list/", "")?;
+        assert_eq!(list.status, 200);
+        assert_eq!(
+            list.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        let html = String::from_utf8(list.body).unwrap();
+        assert!(html.contains("&lt;b&gt;&amp;&quot;x&quot;.txt"), "{html}");
+        assert!(!html.contains("<b>&"), "unescaped name in {html}");
+        assert!(html.contains("href=\"a%20b.txt\""), "{html}");
+        assert!(html.contains("href=\"sub/\""), "{html}");
+        assert!(html.contains("../"), "no parent link in {html}");
+        // The link leads back to the file.
+        let tricky = get(addr, "GET", "/list/%3Cb%3E%26%22x%22.txt", "")?;
+        assert_eq!(tricky.body, b"tricky");
 
-    let root = String::from_utf8(get(addr, "GET", "/", "")?.body).unwrap();
-    assert!(
-        root.contains("hello.txt") && !root.contains(".secret"),
-        "{root}"
-    );
-    Ok(())
+        let root = String::from_utf8(get(addr, "GET", "/", "")?.body).unwrap();
+        assert!(
+            root.contains("hello.txt") && !root.contains(".secret"),
+            "{root}"
+        );
+        Ok(())
+    })
 }
 
 #[test]
 fn a_directory_without_its_slash_is_redirected_safely() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let addr = &site.server.addr;
-    let reply = get(addr, "GET", "/docs?x=1", "")?;
-    assert_eq!(reply.status, 301);
-    assert_eq!(reply.header("location"), Some("/docs/?x=1"));
-    for target in ["//docs", "///docs", "//docs/..%2f..%2fdocs"] {
-        let reply = get(addr, "GET", target, "")?;
-        if let Some(location) = reply.header("location") {
-            assert!(!location.starts_with("//"), "{target} -> {location}");
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let addr = &site.server.addr;
+        let reply = get(addr, "GET", "/docs?x=1", "")?;
+        assert_eq!(reply.status, 301);
+        assert_eq!(reply.header("location"), Some("/docs/?x=1"));
+        for target in ["//docs", "///docs", "//docs/..%2f..%2fdocs"] {
+            let reply = get(addr, "GET", target, "")?;
+            if let Some(location) = reply.header("location") {
+                assert!(!location.starts_with("//"), "{target} -> {location}");
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn errors_have_real_status_lines_and_bodies() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let addr = &site.server.addr;
-    let cases: Vec<(Vec<u8>, u16)> = vec![
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let addr = &site.server.addr;
+        let cases: Vec<(Vec<u8>, u16)> = vec![
         (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 404),
         (
             b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(),
@@ -286,23 +310,29 @@ fn errors_have_real_status_lines_and_bodies() -> io::Result<()> {
             431,
         ),
     ];
-    for (request, status) in cases {
-        let reply = raw(addr, &request)?;
-        let shown = String::from_utf8_lossy(&request[..request.len().min(60)]).into_owned();
-        assert_eq!(reply.status, status, "{shown:?}");
-        assert!(!reply.body.is_empty(), "{shown:?}: empty error body");
-        if status == 405 {
-            assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+        for (request, status) in cases {
+            let reply = raw(addr, &request)?;
+            let shown = String::from_utf8_lossy(&request[..request.len().min(60)]).into_owned();
+            assert_eq!(reply.status, status, "{shown:?}");
+            assert!(!reply.body.is_empty(), "{shown:?}: empty error body");
+            if status == 405 {
+                assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+            }
         }
-    }
-    // The server is still serving after all that.
-    assert_eq!(get(addr, "GET", "/hello.txt", "")?.status, 200);
-    Ok(())
+        // The server is still serving after all that.
+        assert_eq!(get(addr, "GET", "/hello.txt", "")?.status, 200);
+        Ok(())
+    })
 }
 
 #[test]
 fn keep_alive_and_pipelining_answer_in_order_on_one_connection() -> io::Result<()> {
-    for mode in [Mode::Sync, Mode::Threading] {
+    for mode in [
+        Mode::Sync,
+        Mode::Threading,
+        Mode::Pool { workers: 2 },
+        ASYNC,
+    ] {
         let site = site(mode);
         let (mut r, mut w) = connect(&site.server.addr)?;
         if mode != Mode::Sync {
@@ -336,206 +366,214 @@ fn keep_alive_and_pipelining_answer_in_order_on_one_connection() -> io::Result<(
 
 #[test]
 fn http10_closes_unless_asked_to_keep_alive() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let (mut r, mut w) = connect(&site.server.addr)?;
-    w.write_all(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")?;
-    let reply = read_reply(&mut r, false)?;
-    assert_eq!(reply.header("connection"), Some("keep-alive"));
-    w.write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")?;
-    let reply = read_reply(&mut r, false)?;
-    assert_eq!(reply.header("connection"), Some("close"));
-    assert_eq!(reply.body, b"hello, world\n");
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let (mut r, mut w) = connect(&site.server.addr)?;
+        w.write_all(b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")?;
+        let reply = read_reply(&mut r, false)?;
+        assert_eq!(reply.header("connection"), Some("keep-alive"));
+        w.write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n")?;
+        let reply = read_reply(&mut r, false)?;
+        assert_eq!(reply.header("connection"), Some("close"));
+        assert_eq!(reply.body, b"hello, world\n");
+        Ok(())
+    })
 }
 
 #[test]
 fn ranges_and_conditional_requests() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let addr = &site.server.addr;
-    let big = big_file();
-    let len = big.len();
-    let part = get(addr, "GET", "/big.bin", "Range: bytes=100-199\r\n")?;
-    assert_eq!(part.status, 206);
-    assert_eq!(
-        part.header("content-range"),
-        Some(format!("bytes 100-199/{len}").as_str())
-    );
-    assert_eq!(part.body, &big[100..200]);
-    let suffix = get(addr, "GET", "/big.bin", "Range: bytes=-10\r\n")?;
-    assert_eq!(suffix.body, &big[len - 10..]);
-    let past = get(addr, "GET", "/big.bin", &format!("Range: bytes={len}-\r\n"))?;
-    assert_eq!(past.status, 416);
-    assert_eq!(
-        past.header("content-range"),
-        Some(format!("bytes */{len}").as_str())
-    );
-    for malformed in ["bytes=5-1", "bytes=a-b", "bytes=0-1,5-6", "lines=0-1"] {
-        let whole = get(
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let addr = &site.server.addr;
+        let big = big_file();
+        let len = big.len();
+        let part = get(addr, "GET", "/big.bin", "Range: bytes=100-199\r\n")?;
+        assert_eq!(part.status, 206);
+        assert_eq!(
+            part.header("content-range"),
+            Some(format!("bytes 100-199/{len}").as_str())
+        );
+        assert_eq!(part.body, &big[100..200]);
+        let suffix = get(addr, "GET", "/big.bin", "Range: bytes=-10\r\n")?;
+        assert_eq!(suffix.body, &big[len - 10..]);
+        let past = get(addr, "GET", "/big.bin", &format!("Range: bytes={len}-\r\n"))?;
+        assert_eq!(past.status, 416);
+        assert_eq!(
+            past.header("content-range"),
+            Some(format!("bytes */{len}").as_str())
+        );
+        for malformed in ["bytes=5-1", "bytes=a-b", "bytes=0-1,5-6", "lines=0-1"] {
+            let whole = get(
+                addr,
+                "GET",
+                "/hello.txt",
+                &format!("Range: {malformed}\r\n"),
+            )?;
+            assert_eq!(
+                (whole.status, whole.body.as_slice()),
+                (200, b"hello, world\n".as_slice()),
+                "{malformed}"
+            );
+        }
+
+        let first = get(addr, "GET", "/hello.txt", "")?;
+        let etag = first.header("etag").unwrap().to_string();
+        let modified = first.header("last-modified").unwrap().to_string();
+        assert_eq!(
+            get(
+                addr,
+                "GET",
+                "/hello.txt",
+                &format!("If-None-Match: {etag}\r\n")
+            )?
+            .status,
+            304
+        );
+        assert_eq!(
+            get(
+                addr,
+                "GET",
+                "/hello.txt",
+                &format!("If-Modified-Since: {modified}\r\n")
+            )?
+            .status,
+            304
+        );
+        assert_eq!(
+            get(addr, "GET", "/hello.txt", "If-None-Match: \"other\"\r\n")?.status,
+            200
+        );
+        assert_eq!(
+            get(
+                addr,
+                "GET",
+                "/hello.txt",
+                "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
+            )?
+            .status,
+            200
+        );
+        // If-Range: a matching validator keeps the range, a stale one gets the whole file.
+        let kept = get(
             addr,
             "GET",
             "/hello.txt",
-            &format!("Range: {malformed}\r\n"),
+            &format!("Range: bytes=0-4\r\nIf-Range: {etag}\r\n"),
         )?;
         assert_eq!(
-            (whole.status, whole.body.as_slice()),
-            (200, b"hello, world\n".as_slice()),
-            "{malformed}"
+            (kept.status, kept.body.as_slice()),
+            (206, b"hello".as_slice())
         );
-    }
-
-    let first = get(addr, "GET", "/hello.txt", "")?;
-    let etag = first.header("etag").unwrap().to_string();
-    let modified = first.header("last-modified").unwrap().to_string();
-    assert_eq!(
-        get(
+        let stale = get(
             addr,
             "GET",
             "/hello.txt",
-            &format!("If-None-Match: {etag}\r\n")
-        )?
-        .status,
-        304
-    );
-    assert_eq!(
-        get(
-            addr,
-            "GET",
-            "/hello.txt",
-            &format!("If-Modified-Since: {modified}\r\n")
-        )?
-        .status,
-        304
-    );
-    assert_eq!(
-        get(addr, "GET", "/hello.txt", "If-None-Match: \"other\"\r\n")?.status,
-        200
-    );
-    assert_eq!(
-        get(
-            addr,
-            "GET",
-            "/hello.txt",
-            "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\n"
-        )?
-        .status,
-        200
-    );
-    // If-Range: a matching validator keeps the range, a stale one gets the whole file.
-    let kept = get(
-        addr,
-        "GET",
-        "/hello.txt",
-        &format!("Range: bytes=0-4\r\nIf-Range: {etag}\r\n"),
-    )?;
-    assert_eq!(
-        (kept.status, kept.body.as_slice()),
-        (206, b"hello".as_slice())
-    );
-    let stale = get(
-        addr,
-        "GET",
-        "/hello.txt",
-        "Range: bytes=0-4\r\nIf-Range: \"stale\"\r\n",
-    )?;
-    assert_eq!(stale.status, 200);
-    Ok(())
+            "Range: bytes=0-4\r\nIf-Range: \"stale\"\r\n",
+        )?;
+        assert_eq!(stale.status, 200);
+        Ok(())
+    })
 }
 
 #[test]
 fn nothing_outside_the_root_is_ever_served() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let addr = &site.server.addr;
-    let outside = site.outside.path().join("sentinel.txt");
-    let abs = outside.display().to_string();
-    let abs_enc = abs.replace('/', "%2f");
-    let ups = "../".repeat(12);
-    let mut attempts: Vec<String> = vec![
-        "/../sentinel.txt".into(),
-        "/..%2fsentinel.txt".into(),
-        "/%2e%2e/sentinel.txt".into(),
-        "/%2e%2e%2fsentinel.txt".into(),
-        "/%252e%252e/sentinel.txt".into(),
-        "/..%5csentinel.txt".into(),
-        "/%5c..%5csentinel.txt".into(),
-        "//../sentinel.txt".into(),
-        "/./../sentinel.txt".into(),
-        "/list/../../sentinel.txt".into(),
-        "/escape.txt".into(),
-        "/escape-dir/sentinel.txt".into(),
-        "/escape-dir/".into(),
-        "/trap/".into(),
-        "/trap/index.html".into(),
-        "/hello.txt%00".into(),
-        "/escape.txt%00.html".into(),
-        "/%c0%ae%c0%ae/sentinel.txt".into(),
-        "/..;/sentinel.txt".into(),
-        "/.%2e/sentinel.txt".into(),
-        "/%2e./sentinel.txt".into(),
-        "/....//sentinel.txt".into(),
-        "/..%252f..%252fsentinel.txt".into(),
-        format!("/{ups}sentinel.txt"),
-        format!("/{}", ups.replace('/', "%2f")),
-        abs.clone(),
-        format!("/{abs_enc}"),
-        format!("/%2f{}", &abs_enc[3..]),
-        format!("/..{abs}"),
-        format!("/{ups}{}", abs.trim_start_matches('/')),
-        "/\\..\\..\\sentinel.txt".into(),
-        "/%5c%2e%2e%5csentinel.txt".into(),
-        "/.secret".into(),
-        "/%2esecret".into(),
-        "/list/..%2f..%2f..%2fetc/passwd".into(),
-        format!("http://host/{ups}sentinel.txt"),
-    ];
-    attempts.dedup();
-    assert!(attempts.len() >= 30);
-    for target in &attempts {
-        // Raw bytes: no client normalises the path for us.
-        let reply = raw(
-            addr,
-            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )?;
-        assert!(
-            !String::from_utf8_lossy(&reply.body).contains("SENTINEL"),
-            "{target} leaked the sentinel"
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let addr = &site.server.addr;
+        let outside = site.outside.path().join("sentinel.txt");
+        let abs = outside.display().to_string();
+        let abs_enc = abs.replace('/', "%2f");
+        let ups = "../".repeat(12);
+        let mut attempts: Vec<String> = vec![
+            "/../sentinel.txt".into(),
+            "/..%2fsentinel.txt".into(),
+            "/%2e%2e/sentinel.txt".into(),
+            "/%2e%2e%2fsentinel.txt".into(),
+            "/%252e%252e/sentinel.txt".into(),
+            "/..%5csentinel.txt".into(),
+            "/%5c..%5csentinel.txt".into(),
+            "//../sentinel.txt".into(),
+            "/./../sentinel.txt".into(),
+            "/list/../../sentinel.txt".into(),
+            "/escape.txt".into(),
+            "/escape-dir/sentinel.txt".into(),
+            "/escape-dir/".into(),
+            "/trap/".into(),
+            "/trap/index.html".into(),
+            "/hello.txt%00".into(),
+            "/escape.txt%00.html".into(),
+            "/%c0%ae%c0%ae/sentinel.txt".into(),
+            "/..;/sentinel.txt".into(),
+            "/.%2e/sentinel.txt".into(),
+            "/%2e./sentinel.txt".into(),
+            "/....//sentinel.txt".into(),
+            "/..%252f..%252fsentinel.txt".into(),
+            format!("/{ups}sentinel.txt"),
+            format!("/{}", ups.replace('/', "%2f")),
+            abs.clone(),
+            format!("/{abs_enc}"),
+            format!("/%2f{}", &abs_enc[3..]),
+            format!("/..{abs}"),
+            format!("/{ups}{}", abs.trim_start_matches('/')),
+            "/\\..\\..\\sentinel.txt".into(),
+            "/%5c%2e%2e%5csentinel.txt".into(),
+            "/.secret".into(),
+            "/%2esecret".into(),
+            "/list/..%2f..%2f..%2fetc/passwd".into(),
+            format!("http://host/{ups}sentinel.txt"),
+        ];
+        attempts.dedup();
+        assert!(attempts.len() >= 30);
+        for target in &attempts {
+            // Raw bytes: no client normalises the path for us.
+            let reply = raw(
+                addr,
+                format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )?;
+            assert!(
+                !String::from_utf8_lossy(&reply.body).contains("SENTINEL"),
+                "{target} leaked the sentinel"
+            );
+            assert!(
+                !reply.body.starts_with(b"dotfile"),
+                "{target} served a dotfile"
+            );
+            // `..` segments are dropped, so some of these land on a page inside the root (200).
+            assert!(
+                matches!(reply.status, 200 | 301 | 400 | 403 | 404),
+                "{target}: {}",
+                reply.status
+            );
+        }
+        // A symlink that stays inside the root is fine.
+        assert_eq!(
+            get(addr, "GET", "/inside-link.txt", "")?.body,
+            b"hello, world\n"
         );
-        assert!(
-            !reply.body.starts_with(b"dotfile"),
-            "{target} served a dotfile"
-        );
-        // `..` segments are dropped, so some of these land on a page inside the root (200).
-        assert!(
-            matches!(reply.status, 200 | 301 | 400 | 403 | 404),
-            "{target}: {}",
-            reply.status
-        );
-    }
-    // A symlink that stays inside the root is fine.
-    assert_eq!(
-        get(addr, "GET", "/inside-link.txt", "")?.body,
-        b"hello, world\n"
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn follow_symlinks_and_hidden_are_opt_in() -> io::Result<()> {
-    let site = site_with(
-        Mode::Threading,
-        |f| f.follow_symlinks(true).hidden(true),
-        Limits::default(),
-    );
-    let addr = &site.server.addr;
-    assert_eq!(
-        get(addr, "GET", "/escape.txt", "")?.body,
-        b"SENTINEL-OUTSIDE-ROOT"
-    );
-    assert_eq!(get(addr, "GET", "/.secret", "")?.body, b"dotfile");
-    // `..` never climbs, even with both options.
-    let reply = get(addr, "GET", "/../sentinel.txt", "")?;
-    assert_ne!(reply.body, b"SENTINEL-OUTSIDE-ROOT");
-    let _ = &site.root;
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site_with(
+            mode,
+            |f| f.follow_symlinks(true).hidden(true),
+            Limits::default(),
+        );
+        let addr = &site.server.addr;
+        assert_eq!(
+            get(addr, "GET", "/escape.txt", "")?.body,
+            b"SENTINEL-OUTSIDE-ROOT"
+        );
+        assert_eq!(get(addr, "GET", "/.secret", "")?.body, b"dotfile");
+        // `..` never climbs, even with both options.
+        let reply = get(addr, "GET", "/../sentinel.txt", "")?;
+        assert_ne!(reply.body, b"SENTINEL-OUTSIDE-ROOT");
+        let _ = &site.root;
+        Ok(())
+    })
 }
 
 fn echo_body(req: &mut http::Request<'_>) -> Response {
@@ -547,80 +585,73 @@ fn echo_body(req: &mut http::Request<'_>) -> Response {
 
 #[test]
 fn chunked_and_sized_uploads_reach_the_handler_and_100_continue_is_sent() -> io::Result<()> {
-    let server = TestServer::start(
-        Transport::Tcp,
-        Mode::Threading,
-        Http::new(echo_body).access_log(false),
-    );
-    let (mut r, mut w) = connect(&server.addr)?;
-    w.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nTrailer: x\r\n\r\n")?;
-    assert_eq!(read_reply(&mut r, false)?.body, b"hello, world");
-    w.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")?;
-    assert_eq!(read_reply(&mut r, false)?.body, b"abcd");
-    // Expect: 100-continue: the interim answer comes before we send the body.
-    w.write_all(
-        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
-    )?;
-    let interim = read_reply(&mut r, true)?;
-    assert_eq!(interim.status, 100);
-    w.write_all(b"xyz")?;
-    assert_eq!(read_reply(&mut r, false)?.body, b"xyz");
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let server =
+            TestServer::start(Transport::Tcp, mode, Http::new(echo_body).access_log(false));
+        let (mut r, mut w) = connect(&server.addr)?;
+        w.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nTrailer: x\r\n\r\n")?;
+        assert_eq!(read_reply(&mut r, false)?.body, b"hello, world");
+        w.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")?;
+        assert_eq!(read_reply(&mut r, false)?.body, b"abcd");
+        // Expect: 100-continue: the interim answer comes before we send the body.
+        w.write_all(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        )?;
+        let interim = read_reply(&mut r, true)?;
+        assert_eq!(interim.status, 100);
+        w.write_all(b"xyz")?;
+        assert_eq!(read_reply(&mut r, false)?.body, b"xyz");
+        Ok(())
+    })
 }
 
 #[test]
 fn an_unread_body_is_skipped_so_the_next_request_parses() -> io::Result<()> {
-    let ignore = |_: &mut http::Request<'_>| Response::text(StatusCode::OK, "ignored\n");
-    let server = TestServer::start(
-        Transport::Unix,
-        Mode::Threading,
-        Http::new(ignore).access_log(false),
-    );
-    let (mut r, mut w) = connect(&server.addr)?;
-    w.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    assert_eq!(read_reply(&mut r, false)?.status, 200);
-    assert_eq!(read_reply(&mut r, false)?.body, b"ignored\n");
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let ignore = |_: &mut http::Request<'_>| Response::text(StatusCode::OK, "ignored\n");
+        let server = TestServer::start(Transport::Unix, mode, Http::new(ignore).access_log(false));
+        let (mut r, mut w) = connect(&server.addr)?;
+        w.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        assert_eq!(read_reply(&mut r, false)?.status, 200);
+        assert_eq!(read_reply(&mut r, false)?.body, b"ignored\n");
+        Ok(())
+    })
 }
 
 #[test]
 fn a_panicking_service_answers_500_and_the_server_goes_on() -> io::Result<()> {
-    let service = |req: &mut http::Request<'_>| {
-        if req.path() == "/boom" {
-            panic!("boom");
-        }
-        Response::text(StatusCode::OK, "fine")
-    };
-    let server = TestServer::start(
-        Transport::Tcp,
-        Mode::Threading,
-        Http::new(service).access_log(false),
-    );
-    let reply = get(&server.addr, "GET", "/boom", "")?;
-    assert_eq!(reply.status, 500);
-    assert_eq!(get(&server.addr, "GET", "/", "")?.body, b"fine");
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let service = |req: &mut http::Request<'_>| {
+            if req.path() == "/boom" {
+                panic!("boom");
+            }
+            Response::text(StatusCode::OK, "fine")
+        };
+        let server = TestServer::start(Transport::Tcp, mode, Http::new(service).access_log(false));
+        let reply = get(&server.addr, "GET", "/boom", "")?;
+        assert_eq!(reply.status, 500);
+        assert_eq!(get(&server.addr, "GET", "/", "")?.body, b"fine");
+        Ok(())
+    })
 }
 
 #[test]
 fn responses_of_unknown_length_are_chunked() -> io::Result<()> {
-    let stream = |_: &mut http::Request<'_>| {
-        Response::new(StatusCode::OK).reader(io::Cursor::new(pattern(100_000)))
-    };
-    let server = TestServer::start(
-        Transport::Tcp,
-        Mode::Threading,
-        Http::new(stream).access_log(false),
-    );
-    let reply = get(&server.addr, "GET", "/", "")?;
-    assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(reply.body, pattern(100_000));
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let stream = |_: &mut http::Request<'_>| {
+            Response::new(StatusCode::OK).reader(io::Cursor::new(pattern(100_000)))
+        };
+        let server = TestServer::start(Transport::Tcp, mode, Http::new(stream).access_log(false));
+        let reply = get(&server.addr, "GET", "/", "")?;
+        assert_eq!(reply.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(reply.body, pattern(100_000));
+        Ok(())
+    })
 }
 
 #[test]
 fn a_trickling_client_is_cut_off_and_does_not_delay_others() -> io::Result<()> {
-    for mode in [Mode::Threading, Mode::Pool { workers: 2 }] {
+    for mode in HTTP_MODES {
         let mut limits = Limits::default();
         limits.header_timeout = Duration::from_millis(600);
         let site = site_with(mode, |f| f, limits);
@@ -656,23 +687,25 @@ fn a_trickling_client_is_cut_off_and_does_not_delay_others() -> io::Result<()> {
 
 #[test]
 fn shutdown_closes_idle_keep_alive_connections_at_once() -> io::Result<()> {
-    let site = site(Mode::Threading);
-    let (mut r, mut w) = connect(&site.server.addr)?;
-    write!(w, "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    assert_eq!(read_reply(&mut r, false)?.status, 200);
-    // The connection is idle now; a graceful stop must not wait 30 s (or the shutdown
-    // timeout) for it.
-    let started = Instant::now();
-    let Site { server, .. } = site;
-    server.shutdown().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
-    let mut rest = Vec::new();
-    assert_eq!(r.read_to_end(&mut rest).unwrap_or(0), 0);
-    Ok(())
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let (mut r, mut w) = connect(&site.server.addr)?;
+        write!(w, "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        assert_eq!(read_reply(&mut r, false)?.status, 200);
+        // The connection is idle now; a graceful stop must not wait 30 s (or the shutdown
+        // timeout) for it.
+        let started = Instant::now();
+        let Site { server, .. } = site;
+        server.shutdown().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let mut rest = Vec::new();
+        assert_eq!(r.read_to_end(&mut rest).unwrap_or(0), 0);
+        Ok(())
+    })
 }
 
 #[test]
@@ -684,15 +717,115 @@ fn static_files_refuse_a_root_that_is_not_a_directory() {
 }
 
 #[test]
-fn http_runs_over_unix_sockets_in_pool_mode() -> io::Result<()> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("x.txt"), b"over unix")?;
-    let server = ServerBuilder::new()
-        .listen(Address::Unix(dir.path().join("http.sock")))
-        .mode(Mode::Pool { workers: 2 })
-        .bind(Http::new(StaticFiles::new(dir.path())?).access_log(false))
-        .unwrap();
-    let server = TestServer::serve(Arc::new(server), tempfile::tempdir()?);
-    assert_eq!(get(&server.addr, "GET", "/x.txt", "")?.body, b"over unix");
+fn http_runs_over_unix_sockets_in_pool_and_async_modes() -> io::Result<()> {
+    for mode in [Mode::Pool { workers: 2 }, ASYNC] {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("x.txt"), b"over unix")?;
+        std::fs::write(dir.path().join("big.bin"), big_file())?;
+        let server = ServerBuilder::new()
+            .listen(Address::Unix(dir.path().join("http.sock")))
+            .mode(mode)
+            .bind(Http::new(StaticFiles::new(dir.path())?).access_log(false))
+            .unwrap();
+        let server = TestServer::serve(Arc::new(server), tempfile::tempdir()?);
+        assert_eq!(
+            get(&server.addr, "GET", "/x.txt", "")?.body,
+            b"over unix",
+            "{mode}"
+        );
+        let big = get(&server.addr, "GET", "/big.bin", "")?;
+        assert!(big.body == big_file(), "{mode}: {} bytes", big.body.len());
+    }
+    Ok(())
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> io::Result<()> {
+    in_modes(&HTTP_MODES, |mode| {
+        let mut limits = Limits::default();
+        limits.idle_timeout = Duration::from_millis(400);
+        let site = site_with(mode, |f| f, limits);
+        let (mut r, mut w) = connect(&site.server.addr)?;
+        write!(w, "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        assert_eq!(read_reply(&mut r, false)?.body, b"hello, world\n");
+        let idle_since = Instant::now();
+        let mut rest = Vec::new();
+        match r.read_to_end(&mut rest) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("{mode}: an idle keep-alive connection was never closed")
+            }
+            _ => {}
+        }
+        let took = idle_since.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{mode}: closed after {took:?} idle (idle timeout 400 ms)"
+        );
+        assert!(rest.is_empty(), "{mode}: {rest:?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() -> io::Result<()> {
+    in_modes(&HTTP_MODES, |mode| {
+        let mut limits = Limits::default();
+        limits.write_timeout = Duration::from_millis(300);
+        let site = site_with(mode, |f| f, limits);
+        let (mut r, mut w) = connect(&site.server.addr)?;
+        // 20 pipelined requests for 3 MiB each: far more than the socket buffers hold.
+        w.write_all(
+            b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+                .repeat(20)
+                .as_slice(),
+        )?;
+        // The client stalls (reads nothing) for well past the write timeout.
+        thread::sleep(Duration::from_millis(1500));
+        let total = 20 * big_file().len();
+        let mut got = 0;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("{mode}: the connection was neither finished nor cut off")
+                }
+                Err(_) => break, // a reset is a cut
+            }
+        }
+        assert!(
+            got < total,
+            "{mode}: all {total} bytes arrived: the stalled write was never cut off"
+        );
+        // The server goes on.
+        assert_eq!(get(&site.server.addr, "GET", "/hello.txt", "")?.status, 200);
+        Ok(())
+    })
+}
+
+#[test]
+fn async_http_services_run_on_the_workers() -> io::Result<()> {
+    let service =
+        |_: &mut http::Request<'_>| Response::text(StatusCode::OK, socketserver::worker_name());
+    let server = TestServer::start(Transport::Tcp, ASYNC, Http::new(service).access_log(false));
+    let (mut r, mut w) = connect(&server.addr)?;
+    for _ in 0..3 {
+        write!(w, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let reply = read_reply(&mut r, false)?;
+        let name = String::from_utf8_lossy(&reply.body).into_owned();
+        assert!(name.starts_with("socketserver-worker-"), "{name:?}");
+    }
     Ok(())
 }

@@ -36,7 +36,7 @@ fn load(addr: &socketserver::Address, clients: usize, each: usize) -> io::Result
 }
 
 fn no_fd_or_thread_leak_after_thousands_of_connections() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in TRANSPORTS {
             let fds = proc_count("fd");
             let threads = proc_count("task");

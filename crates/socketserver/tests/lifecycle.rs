@@ -14,7 +14,7 @@ use socketserver::{Address, Error, Handler, Listener, Mode, Request, Server, Ser
 
 #[test]
 fn shutdown_returns_promptly_when_idle() {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in TRANSPORTS {
             let server = TestServer::start(transport, mode, Echo);
             let started = Instant::now();
@@ -31,7 +31,7 @@ fn shutdown_returns_promptly_when_idle() {
 
 #[test]
 fn shutdown_drains_in_flight_echo_byte_exact_and_refuses_new_connections() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in STREAMS {
             let server = TestServer::start(transport, mode, Echo);
             let mut stream = Stream::connect(&server.addr)?;
@@ -81,7 +81,7 @@ fn shutdown_drains_in_flight_echo_byte_exact_and_refuses_new_connections() -> io
 
 #[test]
 fn shutdown_closes_what_remains_after_the_deadline() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         let server = TestServer::start_with(
             Transport::Tcp,
             |b| b.mode(mode).shutdown_timeout(Duration::from_millis(300)),
@@ -107,7 +107,7 @@ fn shutdown_closes_what_remains_after_the_deadline() -> io::Result<()> {
 
 #[test]
 fn close_cuts_a_drain_short() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         let server = TestServer::start_with(
             Transport::Unix,
             |b| b.mode(mode).shutdown_timeout(Duration::from_secs(60)),
@@ -132,7 +132,7 @@ fn close_cuts_a_drain_short() -> io::Result<()> {
 
 #[test]
 fn a_handler_can_shut_its_own_server_down() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         let handler = |req: &mut Request| {
             req.shutdown_handle().shutdown();
             req.write_all(b"bye")
@@ -359,7 +359,7 @@ fn a_slow_client_does_not_delay_others_except_in_sync_mode() -> io::Result<()> {
 
 #[test]
 fn the_connection_timeout_closes_an_idle_client_and_is_reported() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         let errors = Errors::default();
         let handle = |req: &mut Request| socketserver::Handler::handle(&Echo, req);
         let server = TestServer::start_with(
@@ -522,11 +522,22 @@ fn adopted_sockets_are_served_and_their_files_kept() -> io::Result<()> {
 }
 
 #[test]
-fn async_mode_is_refused_until_it_exists() {
-    let err = Server::builder("tcp://127.0.0.1:0".parse().unwrap())
-        .mode(Mode::Async)
-        .bind(Echo)
-        .unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. }));
-    assert!(err.to_string().contains("async"), "{err}");
+fn async_mode_parses_to_its_defaults_and_serves() -> io::Result<()> {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let parsed: Mode = "async".parse().unwrap();
+    assert_eq!(parsed, Mode::evented());
+    assert_eq!(
+        parsed,
+        Mode::Async {
+            loops: cores,
+            workers: 4 * cores
+        }
+    );
+    assert_eq!(parsed.to_string(), "async");
+    assert_eq!(ASYNC.to_string(), "async");
+
+    let server = TestServer::start(Transport::Tcp, Mode::evented(), Upper);
+    assert_eq!(exchange(&server.addr, b"evented\n")?, b"EVENTED");
+    server.shutdown().unwrap();
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Every transport under every thread-based mode: bytes exact, services, hooks.
-//! (Fork mode runs the same checks in `fork.rs`.)
+//! Every transport under every mode that runs in-process (sync, threading, pool and the
+//! event-driven async mode): bytes exact, services, hooks. (Fork mode runs the same checks in
+//! `fork.rs`.)
 
 mod common;
 
@@ -14,7 +15,7 @@ use socketserver::{Address, Mode, Request};
 
 #[test]
 fn echo_is_byte_exact_on_every_transport_and_mode() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in TRANSPORTS {
             let server = TestServer::start(transport, mode, Echo);
             let payload = if transport.is_stream() {
@@ -37,7 +38,7 @@ fn echo_is_byte_exact_on_every_transport_and_mode() -> io::Result<()> {
 
 #[test]
 fn echo_of_one_byte_writes_is_byte_exact() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in STREAMS {
             let server = TestServer::start(transport, mode, Echo);
             let mut stream = Stream::connect(&server.addr)?;
@@ -65,7 +66,7 @@ fn echo_of_one_byte_writes_is_byte_exact() -> io::Result<()> {
 #[test]
 fn echo_answers_each_piece_before_the_client_sends_the_next() -> io::Result<()> {
     // Interactive use: the server's write buffer must be flushed before it waits for input.
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in STREAMS {
             let server = TestServer::start(transport, mode, Echo);
             let mut stream = Stream::connect(&server.addr)?;
@@ -83,7 +84,7 @@ fn echo_answers_each_piece_before_the_client_sends_the_next() -> io::Result<()> 
 
 #[test]
 fn datagram_echo_round_trips_sizes_up_to_64k_and_empty() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in DATAGRAMS {
             let server = TestServer::start(transport, mode, Echo);
             let client = Dgram::new(&server.addr)?;
@@ -104,7 +105,7 @@ fn datagram_echo_round_trips_sizes_up_to_64k_and_empty() -> io::Result<()> {
 
 #[test]
 fn upper_replies_with_stripped_uppercased_line() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in TRANSPORTS {
             let server = TestServer::start(transport, mode, Upper);
             assert_eq!(
@@ -124,16 +125,18 @@ fn upper_replies_with_stripped_uppercased_line() -> io::Result<()> {
 
 #[test]
 fn upper_reads_at_most_64k() -> io::Result<()> {
-    let server = TestServer::start(Transport::Tcp, Mode::Threading, Upper);
-    let mut line = vec![b'a'; 100 * 1024];
-    line.push(b'\n');
-    let mut stream = Stream::connect(&server.addr)?;
-    stream.write_all(&line)?;
-    let mut reply = Vec::new();
-    // The server replies after 64 KiB and closes; the rest of our line may meet a reset.
-    let _ = stream.read_to_end(&mut reply);
-    assert_eq!(reply.len(), 64 * 1024);
-    assert!(reply.iter().all(|&b| b == b'A'));
+    for mode in [Mode::Threading, ASYNC] {
+        let server = TestServer::start(Transport::Tcp, mode, Upper);
+        let mut line = vec![b'a'; 100 * 1024];
+        line.push(b'\n');
+        let mut stream = Stream::connect(&server.addr)?;
+        stream.write_all(&line)?;
+        let mut reply = Vec::new();
+        // The server replies after 64 KiB and closes; the rest of our line may meet a reset.
+        let _ = stream.read_to_end(&mut reply);
+        assert_eq!(reply.len(), 64 * 1024, "{mode}");
+        assert!(reply.iter().all(|&b| b == b'A'), "{mode}");
+    }
     Ok(())
 }
 
@@ -143,8 +146,16 @@ fn threadname_names_the_worker_of_each_mode() -> io::Result<()> {
         (Mode::Sync, SERVING_THREAD),
         (Mode::Threading, "socketserver-conn-"),
         (Mode::Pool { workers: 2 }, "socketserver-worker-"),
+        (ASYNC, "socketserver-loop-"),
     ] {
         for transport in TRANSPORTS {
+            // Async mode runs connections on its loops, datagram protocols on the thread that
+            // calls serve_forever.
+            let prefix = if mode == ASYNC && !transport.is_stream() {
+                SERVING_THREAD
+            } else {
+                prefix
+            };
             let server = TestServer::start(transport, mode, ThreadName);
             let reply = String::from_utf8(exchange(&server.addr, b"Hello World")?).unwrap();
             let (name, data) = reply.split_once(": ").unwrap();
@@ -181,32 +192,38 @@ fn threading_and_pool_serve_concurrent_requests_on_different_threads() -> io::Re
 
 #[test]
 fn threadname_reads_one_receive_of_at_most_1024_bytes() -> io::Result<()> {
-    let server = TestServer::start(Transport::Tcp, Mode::Threading, ThreadName);
-    let reply = exchange(&server.addr, &[b'z'; 4000])?;
-    let text = String::from_utf8(reply).unwrap();
-    let (_, data) = text.split_once(": ").unwrap();
-    assert!(
-        !data.is_empty() && data.len() <= 1024,
-        "{} bytes",
-        data.len()
-    );
+    for mode in [Mode::Threading, ASYNC] {
+        let server = TestServer::start(Transport::Tcp, mode, ThreadName);
+        let reply = exchange(&server.addr, &[b'z'; 4000])?;
+        let text = String::from_utf8(reply).unwrap();
+        let (_, data) = text.split_once(": ").unwrap();
+        assert!(
+            !data.is_empty() && data.len() <= 1024 && data.bytes().all(|b| b == b'z'),
+            "{mode}: {} bytes",
+            data.len()
+        );
+    }
     Ok(())
 }
 
 #[test]
 fn oversized_datagram_is_reported_never_truncated() -> io::Result<()> {
-    for transport in DATAGRAMS {
+    for (mode, transport) in [Mode::Threading, ASYNC]
+        .into_iter()
+        .flat_map(|mode| DATAGRAMS.map(|transport| (mode, transport)))
+    {
         let errors = Errors::default();
         let handler = Recording {
             handle: |req: &mut Request| socketserver::Handler::handle(&Echo, req),
             errors: errors.clone(),
         };
-        let server = TestServer::start_with(transport, |b| b.max_packet_size(1000), handler);
+        let server =
+            TestServer::start_with(transport, |b| b.mode(mode).max_packet_size(1000), handler);
         let client = Dgram::new(&server.addr)?;
         client.send(&pattern(1001))?;
         client.send(&pattern(1000))?;
         // Only the datagram that fits comes back.
-        assert_eq!(client.recv()?, pattern(1000), "{transport:?}");
+        assert_eq!(client.recv()?, pattern(1000), "{mode} {transport:?}");
         let lines = errors.lines();
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
@@ -223,25 +240,27 @@ fn request_knows_peer_and_local_addresses() -> io::Result<()> {
         let text = format!("{} {}", req.peer(), req.local());
         req.write_all(text.as_bytes())
     };
-    let server = TestServer::start(Transport::Tcp, Mode::Threading, handler);
-    let mut stream = Stream::connect(&server.addr)?;
-    let me = stream.local_addr_string();
-    stream.shutdown_write()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    assert_eq!(reply, format!("{me} {}", server.addr));
+    for mode in [Mode::Threading, ASYNC] {
+        let server = TestServer::start(Transport::Tcp, mode, handler);
+        let mut stream = Stream::connect(&server.addr)?;
+        let me = stream.local_addr_string();
+        stream.shutdown_write()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        assert_eq!(reply, format!("{me} {}", server.addr));
 
-    let server = TestServer::start(Transport::Udp, Mode::Threading, handler);
-    let client = Dgram::new(&server.addr)?;
-    client.send(b"?")?;
-    let reply = String::from_utf8(client.recv()?).unwrap();
-    let Dgram::Udp(socket, _) = &client else {
-        unreachable!()
-    };
-    assert_eq!(
-        reply,
-        format!("udp://{} {}", socket.local_addr()?, server.addr)
-    );
+        let server = TestServer::start(Transport::Udp, mode, handler);
+        let client = Dgram::new(&server.addr)?;
+        client.send(b"?")?;
+        let reply = String::from_utf8(client.recv()?).unwrap();
+        let Dgram::Udp(socket, _) = &client else {
+            unreachable!()
+        };
+        assert_eq!(
+            reply,
+            format!("udp://{} {}", socket.local_addr()?, server.addr)
+        );
+    }
     Ok(())
 }
 
@@ -306,7 +325,7 @@ impl socketserver::Handler for Denying {
 
 #[test]
 fn denied_requests_never_reach_the_handler() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in TRANSPORTS {
             let handled = Arc::new(AtomicUsize::new(0));
             let server = TestServer::start(
@@ -340,7 +359,7 @@ fn denied_requests_never_reach_the_handler() -> io::Result<()> {
 
 #[test]
 fn a_panicking_handler_is_reported_once_and_the_server_keeps_serving() -> io::Result<()> {
-    for mode in thread_modes() {
+    for mode in all_modes() {
         for transport in TRANSPORTS {
             let errors = Errors::default();
             let handle = |req: &mut Request| {
@@ -405,5 +424,57 @@ fn a_failing_handler_is_reported_with_the_client_address() -> io::Result<()> {
     stream.read_to_end(&mut buf)?;
     server.shutdown().unwrap();
     assert_eq!(errors.lines(), vec![format!("{me}: no such thing")]);
+    Ok(())
+}
+
+#[test]
+fn a_blocking_closure_handler_runs_on_the_workers_in_async_mode() -> io::Result<()> {
+    // A plain `Handler` has no session: async mode runs it on its worker threads, one
+    // connection at a time per worker, so one connection blocked in the handler leaves the
+    // other worker free.
+    let handler = |req: &mut Request| {
+        let mut line = String::new();
+        req.read_line(&mut line)?;
+        let reply = format!("{}: {}", socketserver::worker_name(), line.trim());
+        req.write_all(reply.as_bytes())
+    };
+    for transport in STREAMS {
+        let server = TestServer::start(transport, ASYNC, handler);
+        let mut slow = Stream::connect(&server.addr)?;
+        slow.write_all(b"sl")?; // no newline yet: its worker waits for the rest
+        let mut fast = Stream::connect(&server.addr)?;
+        fast.set_timeout(Some(Duration::from_secs(2)))?;
+        fast.write_all(b"fast\n")?;
+        let mut reply = String::new();
+        fast.read_to_string(&mut reply)?;
+        let (name, data) = reply
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("{transport:?}: {reply:?}"));
+        assert!(
+            name.starts_with("socketserver-worker-"),
+            "{transport:?}: {reply}"
+        );
+        assert_eq!(data, "fast", "{transport:?}");
+
+        slow.write_all(b"ow\n")?;
+        let mut reply = String::new();
+        slow.read_to_string(&mut reply)?;
+        let (name, data) = reply
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("{transport:?}: {reply:?}"));
+        assert!(
+            name.starts_with("socketserver-worker-"),
+            "{transport:?}: {reply}"
+        );
+        assert_eq!(data, "slow", "{transport:?}");
+        server.shutdown().unwrap();
+    }
+    // Datagrams reach a blocking handler in async mode too.
+    for transport in DATAGRAMS {
+        let server = TestServer::start(transport, ASYNC, handler);
+        let reply = String::from_utf8(exchange(&server.addr, b"dgram\n")?).unwrap();
+        assert!(reply.ends_with(": dgram"), "{transport:?}: {reply}");
+        server.shutdown().unwrap();
+    }
     Ok(())
 }

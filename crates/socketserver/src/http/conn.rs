@@ -191,6 +191,15 @@ impl<S: Service> Handler for Http<S> {
         self.serve(stream, &peer, started)
     }
 
+    fn serves_requests(&self) -> bool {
+        // HTTPS connections have no session: under a pool they hold a worker each.
+        #[cfg(feature = "tls")]
+        if self.config.tls.is_some() {
+            return false;
+        }
+        true
+    }
+
     fn session(&self) -> Option<crate::Session> {
         // TLS runs on a worker per connection (the handshake and records are blocking code).
         #[cfg(feature = "tls")]

@@ -161,10 +161,6 @@ impl<S: Service> Driver for HttpSession<S> {
             }
         }
     }
-
-    fn serves_requests(&self) -> bool {
-        true
-    }
 }
 
 impl<S: Service> HttpSession<S> {

@@ -87,6 +87,9 @@ pub(crate) struct Evented {
     worker_count: usize,
     /// The handler has an event-driven form.
     evented: bool,
+    /// The session made to find that out, kept for the first connection (so a protocol
+    /// factory runs exactly once per connection).
+    spare: Option<Session>,
 }
 
 impl Evented {
@@ -97,7 +100,8 @@ impl Evented {
         flavor: Flavor,
         timeout: Option<Duration>,
     ) -> io::Result<Evented> {
-        let evented = handler.session().is_some();
+        let spare = handler.session();
+        let evented = spare.is_some();
         let (jobs, job_queue) = unbounded::<Job>();
         let mut this = Evented {
             handler,
@@ -108,6 +112,7 @@ impl Evented {
             workers: Vec::new(),
             worker_count: workers.max(1),
             evented,
+            spare,
         };
         for n in 0..this.worker_count {
             let queue = job_queue.clone();
@@ -195,7 +200,7 @@ impl Dispatch for Evented {
 
     fn dispatch(&mut self, request: Request) {
         let session = if self.evented {
-            self.handler.session()
+            self.spare.take().or_else(|| self.handler.session())
         } else {
             None
         };

@@ -3,10 +3,10 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -43,6 +43,23 @@ impl Transport {
 /// of the test process, so it must not run beside other tests' sockets).
 pub fn thread_modes() -> [Mode; 3] {
     [Mode::Sync, Mode::Threading, Mode::Pool { workers: 4 }]
+}
+
+/// The event-driven mode as these tests run it: fixed small sizes, so thread counts are known
+/// (2 loop threads, 2 worker threads).
+pub const ASYNC: Mode = Mode::Async {
+    loops: 2,
+    workers: 2,
+};
+
+/// Every mode that runs inside this process: the thread-based ones plus the event-driven one.
+pub fn all_modes() -> [Mode; 4] {
+    [
+        Mode::Sync,
+        Mode::Threading,
+        Mode::Pool { workers: 4 },
+        ASYNC,
+    ]
 }
 
 /// Name of the thread that runs `serve_forever` in tests (what sync mode reports).
@@ -332,4 +349,101 @@ pub fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(2));
     }
     false
+}
+
+/// The names of this process's threads, as the kernel keeps them (`/proc/self/task/*/comm`:
+/// at most 15 bytes, so `socketserver-loop-0` shows as `socketserver-lo`).
+pub fn thread_names() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        // A thread may end between the listing and the read: skip it.
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|comm| comm.trim_end_matches('\n').to_string())
+        .collect()
+}
+
+/// How many of this process's threads have a name starting with `prefix`; the prefix is cut to
+/// the 15 bytes the kernel keeps of a thread name.
+pub fn threads_named(prefix: &str) -> usize {
+    let prefix = &prefix[..prefix.len().min(15)];
+    thread_names()
+        .iter()
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// Serialises the tests of one binary that count process-wide resources (threads, fds).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's server threads: (loop threads, worker threads, any other `socketserver-`
+/// thread). Names as the kernel keeps them: 15 bytes.
+pub fn server_threads() -> (usize, usize, Vec<String>) {
+    let names = thread_names();
+    let loops = names
+        .iter()
+        .filter(|n| n.starts_with("socketserver-lo"))
+        .count();
+    let workers = names
+        .iter()
+        .filter(|n| n.starts_with("socketserver-wo"))
+        .count();
+    let others = names
+        .into_iter()
+        .filter(|n| {
+            n.starts_with("socketserver-")
+                && !n.starts_with("socketserver-lo")
+                && !n.starts_with("socketserver-wo")
+        })
+        .collect();
+    (loops, workers, others)
+}
+
+/// Waits (bounded) until no `socketserver-` thread is left in the process.
+#[track_caller]
+pub fn assert_no_server_thread_left(what: &str) {
+    assert!(
+        wait_until(|| threads_named("socketserver-") == 0),
+        "{what}: server threads left behind: {:?}",
+        thread_names()
+            .into_iter()
+            .filter(|n| n.starts_with("socketserver-"))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A TCP client with timeouts.
+pub fn tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// True for the errors a read gets when its timeout expires.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Raises the soft limit on open files to the hard limit; `None` (after saying so) when even
+/// the hard limit is too low for `needed` descriptors.
+pub fn raise_fd_limit(needed: u64) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if hard < needed {
+        eprintln!("the hard limit on open files is {hard} (< {needed}): skipping");
+        return None;
+    }
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    Some(hard)
 }
