@@ -174,7 +174,9 @@ DESCRIPTIONS = {
     "ours-threading": "socketserver `--mode threading` (thread per connection)",
     "ours-pool": "socketserver `--mode pool` (default workers: 4 per core of the one it is pinned to = 4)",
     "ours-fork": "socketserver `--mode fork` (default `--max-children 40`)",
-    "ours-async": "socketserver `--mode async` (default: one event loop per core of the one it is pinned to = 1, plus 4 workers)",
+    "ours-async": "socketserver `--mode async` (default: one event loop per core of the one it is pinned to = 1, plus 4 workers; the loop accepts)",
+    "ours-async-handoff": "socketserver `--mode async --accept handoff` (the serving thread accepts and hands connections to the loop)",
+    "ours-async-reuseport": "socketserver `--mode async --accept reuseport` (a SO_REUSEPORT listener per loop; with one loop, one listener)",
     "tokio": "tokio, multi-thread runtime (one worker: pinned, it sees one CPU), a task per "
              "connection (bench/peers/tokio_echo)",
     "mio": "a single-threaded mio (epoll) loop (bench/peers/mio_echo)",

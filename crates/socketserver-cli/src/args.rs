@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum, error::ErrorKind};
-use socketserver::{Address, Mode};
+use socketserver::{Address, AsyncAccept, Mode};
 
 /// What `socketserver` serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -17,6 +17,17 @@ pub enum Service {
     Threadname,
     /// Static files over HTTP/1.1, like `python -m http.server`.
     Http,
+}
+
+/// How --mode async takes connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AcceptArg {
+    /// Every loop accepts from the same listener
+    Shared,
+    /// Every loop has its own TCP listener on the port (SO_REUSEPORT)
+    Reuseport,
+    /// The serving thread accepts and hands connections to the loops
+    Handoff,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -50,6 +61,10 @@ struct Cli {
     /// (default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+
+    /// How --mode async takes new connections (default: shared)
+    #[arg(long, value_enum, value_name = "HOW")]
+    accept: Option<AcceptArg>,
 
     /// Most child processes at once for --mode fork
     #[arg(long, value_name = "N", default_value_t = 40)]
@@ -132,6 +147,7 @@ pub struct Options {
     pub service: Service,
     pub listen: Vec<Address>,
     pub mode: Mode,
+    pub accept: AsyncAccept,
     pub max_connections: Option<usize>,
     pub timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
@@ -226,6 +242,11 @@ fn validate(cli: Cli) -> Result<Options, String> {
             "--workers applies to --mode pool and --mode async, not --mode {mode}"
         ));
     }
+    if cli.accept.is_some() && cli.mode != ModeArg::Async {
+        return Err(format!(
+            "--accept applies to --mode async, not --mode {mode}"
+        ));
+    }
     if cli.max_children == 0 {
         return Err("--max-children 0: fork mode needs at least 1 child".into());
     }
@@ -260,6 +281,11 @@ fn validate(cli: Cli) -> Result<Options, String> {
         service: cli.service,
         listen,
         mode,
+        accept: match cli.accept {
+            None | Some(AcceptArg::Shared) => AsyncAccept::Shared,
+            Some(AcceptArg::Handoff) => AsyncAccept::Handoff,
+            Some(AcceptArg::Reuseport) => AsyncAccept::ReusePort,
+        },
         max_connections: cli.max_connections,
         timeout: timeout.filter(|t| !t.is_zero()),
         shutdown_timeout: cli.shutdown_timeout,
@@ -337,6 +363,8 @@ mod tests {
         assert!(usage(&["echo", "--timeout", "-1"]).contains("must not be negative"));
         assert!(usage(&[]).contains("<SERVICE>"));
         assert!(usage(&["echo", "--mode", "async", "--workers", "0"]).contains("event loop"));
+        assert!(usage(&["echo", "--accept", "shared"]).contains("--accept"));
+        assert!(usage(&["echo", "--mode", "async", "--accept", "sometimes"]).contains("sometimes"));
         assert!(usage(&["http", "--dir", "/no/such/dir"]).contains("/no/such/dir"));
         assert!(usage(&["http", "--listen", "udp://127.0.0.1:0"]).contains("udp://"));
         assert!(usage(&["echo", "--workers", "3"]).contains("--workers"));

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
 fn run(options: Options) -> Result<(), Failure> {
     let mut builder = ServerBuilder::new()
         .mode(options.mode)
+        .async_accept(options.accept)
         .shutdown_timeout(options.shutdown_timeout)
         .timeout(options.timeout)
         .backlog(options.backlog)

@@ -42,8 +42,13 @@ fn start_everywhere(service: &str, extra: &[&str], dir: &Path) -> io::Result<Ser
 // ---------------------------------------------------------------------------------------------
 
 fn echo_is_byte_exact_everywhere(mode: &str) -> io::Result<()> {
+    echo_is_byte_exact_with(&["--mode", mode])
+}
+
+fn echo_is_byte_exact_with(args: &[&str]) -> io::Result<()> {
+    let mode = args.join(" ");
     let dir = tempdir()?;
-    let server = start_everywhere("echo", &["--mode", mode], dir.path())?;
+    let server = start_everywhere("echo", args, dir.path())?;
     let big = payload(1 << 20);
     let all_bytes: Vec<u8> = (0..=255).collect();
     for addr in &server.addrs[..2] {
@@ -97,6 +102,14 @@ fn echo_is_byte_exact_over_every_transport_in_fork_mode() -> io::Result<()> {
 #[test]
 fn echo_is_byte_exact_over_every_transport_in_async_mode() -> io::Result<()> {
     echo_is_byte_exact_everywhere("async")
+}
+
+#[test]
+fn echo_is_byte_exact_over_every_transport_with_every_async_accept() -> io::Result<()> {
+    for accept in ["shared", "reuseport", "handoff"] {
+        echo_is_byte_exact_with(&["--mode", "async", "--workers", "2", "--accept", accept])?;
+    }
+    Ok(())
 }
 
 #[test]

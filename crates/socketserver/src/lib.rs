@@ -117,7 +117,7 @@ mod transport;
 pub use addr::Address;
 pub use error::{Error, Result};
 pub use handler::Handler;
-pub use mode::{Mode, worker_name};
+pub use mode::{AsyncAccept, Mode, worker_name};
 pub use protocol::{Conn, Flow, Protocol, ProtocolHandler, Session};
 pub use request::Request;
 pub use server::{Server, ServerBuilder};

@@ -210,6 +210,8 @@ pub(crate) trait Driver: Send {
     fn input_limit(&self) -> usize {
         INPUT_LIMIT
     }
+    /// The connection starts being driven (a session may be made before its connection).
+    fn connected(&mut self) {}
     fn data(&mut self, conn: &mut Conn<'_>) -> Step;
     fn eof(&mut self, conn: &mut Conn<'_>) -> Step;
     /// The connection's timer fired (see [`deadline`](Self::deadline)).

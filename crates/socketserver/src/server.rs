@@ -20,7 +20,7 @@ use crate::handler::{panic_message, report};
 use crate::mode::{self, Dispatch};
 use crate::shutdown::{Entry, Shared, Slot};
 use crate::transport::{Kind, Listener, SocketOptions, address_of};
-use crate::{Address, Error, Handler, Mode, Request, Result, ShutdownHandle};
+use crate::{Address, AsyncAccept, Error, Handler, Mode, Request, Result, ShutdownHandle};
 
 const WAKER: Token = Token(usize::MAX - 1);
 /// A forked child asking for a shutdown (see `Shared::remote`).
@@ -30,8 +30,8 @@ const REMOTE: Token = Token(usize::MAX - 3);
 const ACCEPT_BATCH: usize = 64;
 /// How long a forced close waits for handlers to notice their sockets were shut down.
 const FORCE_GRACE: Duration = Duration::from_secs(1);
-const BACKOFF_START: Duration = Duration::from_millis(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(5);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Server settings; every default is stated on the matching [`ServerBuilder`] setter.
 #[derive(Clone, Debug)]
@@ -46,6 +46,7 @@ struct Config {
     block_on_close: bool,
     handle_signals: bool,
     service_interval: Option<Duration>,
+    async_accept: AsyncAccept,
 }
 
 impl Default for Config {
@@ -65,6 +66,7 @@ impl Default for Config {
             block_on_close: true,
             handle_signals: false,
             service_interval: None,
+            async_accept: AsyncAccept::default(),
         }
     }
 }
@@ -191,6 +193,14 @@ impl ServerBuilder {
         self
     }
 
+    /// How [`Mode::Async`] takes new stream connections (see [`AsyncAccept`]). Default:
+    /// [`AsyncAccept::Shared`]: every loop accepts. Only used when the handler has an
+    /// event-driven form (otherwise the serving thread accepts for the workers).
+    pub fn async_accept(mut self, accept: AsyncAccept) -> Self {
+        self.config.async_accept = accept;
+        self
+    }
+
     /// Run [`Handler::service_actions`] at least this often, even when nothing happens.
     /// Default: `None`, only after each wake-up of the loop.
     pub fn service_interval(mut self, interval: Option<Duration>) -> Self {
@@ -276,23 +286,53 @@ impl Server {
         let ServerBuilder {
             addrs,
             adopted,
-            config,
+            mut config,
         } = builder;
         if addrs.is_empty() && adopted.is_empty() {
             return Err(Error::Unsupported {
                 what: "no address to listen on: add one with listen()".into(),
             });
         }
+        // Async mode: the session that tells whether the handler is event-driven (kept for
+        // the first connection), and whether the loops accept by themselves.
+        let (probe, loops) = match config.mode {
+            Mode::Async { loops, .. } => (handler.session(), loops.max(1)),
+            _ => (None, 1),
+        };
+        let loop_accept = if probe.is_some() {
+            config.async_accept
+        } else {
+            AsyncAccept::Handoff
+        };
+        if loop_accept == AsyncAccept::ReusePort {
+            config.socket.reuse_port = true;
+        }
         let mut listeners = Vec::with_capacity(addrs.len() + adopted.len());
         for addr in &addrs {
             listeners.push(Listener::bind(addr, &config.socket)?);
         }
         listeners.extend(adopted);
+        // One more TCP listener per extra loop on the same port, for the kernel to spread
+        // connections over (`SO_REUSEPORT`); other listeners are shared by the loops.
+        let mut extra: Vec<Vec<Listener>> = Vec::with_capacity(listeners.len());
+        for listener in &listeners {
+            let mut more = Vec::new();
+            if loop_accept == AsyncAccept::ReusePort
+                && listener.kind == Kind::Tcp
+                && !listener.adopted
+            {
+                for _ in 1..loops {
+                    more.push(Listener::bind(&listener.local, &config.socket)?);
+                }
+            }
+            extra.push(more);
+        }
 
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let listening = listeners
             .iter()
+            .chain(extra.iter().flatten())
             .filter(|l| l.kind.is_stream() && !l.adopted)
             .map(|l| (Arc::clone(&l.socket), l.kind == Kind::Unix))
             .collect();
@@ -323,13 +363,50 @@ impl Server {
             remote_write,
             drain,
         ));
+        let on_loops = |l: &Listener| loop_accept != AsyncAccept::Handoff && l.kind.is_stream();
+        let locals_shared: Vec<Arc<Address>> = listeners
+            .iter()
+            .map(|l| Arc::new(l.local.clone()))
+            .collect();
         for (i, listener) in listeners.iter().enumerate() {
+            if on_loops(listener) {
+                continue; // the event loops watch it
+            }
             poll.registry().register(
                 &mut SourceFd(&listener.raw_fd()),
                 Token(i),
                 Interest::READABLE,
             )?;
         }
+        // For each loop, the stream listeners it accepts from.
+        let accept = (loop_accept != AsyncAccept::Handoff).then(|| {
+            let per_loop = (0..loops)
+                .map(|n| {
+                    listeners
+                        .iter()
+                        .zip(&extra)
+                        .zip(&locals_shared)
+                        .filter(|((l, _), _)| on_loops(l))
+                        .map(|((l, more), local)| {
+                            let socket = match n {
+                                0 => &l.socket,
+                                n => more.get(n - 1).map_or(&l.socket, |m| &m.socket),
+                            };
+                            mode::LoopListener::new(Arc::clone(socket), l.kind, Arc::clone(local))
+                        })
+                        .collect()
+                })
+                .collect();
+            mode::LoopAccept {
+                per_loop,
+                shared: Arc::clone(&shared),
+                settings: StreamSettings {
+                    nodelay: config.nodelay,
+                    timeout: config.timeout,
+                },
+                limit: config.max_connections,
+            }
+        });
         let fds: Vec<RawFd> = listeners.iter().map(Listener::raw_fd).collect();
         let signals: Vec<i32> = if config.handle_signals {
             crate::signals::SIGNALS.to_vec()
@@ -345,10 +422,12 @@ impl Server {
             // HTTP under a pool: the workers serve requests, one loop waits for them.
             Mode::Pool { workers } if handler.serves_requests() => Box::new(mode::Evented::new(
                 Arc::clone(&handler),
+                handler.session(),
                 1,
                 workers,
                 mode::Flavor::Pool,
                 config.timeout,
+                None,
             )?),
             Mode::Pool { workers } => {
                 Box::new(mode::Pool::new(Arc::clone(&handler), workers.max(1))?)
@@ -359,23 +438,32 @@ impl Server {
                 fds.clone(),
                 signals.clone(),
             )),
-            Mode::Async { loops, workers } => Box::new(mode::Evented::new(
+            Mode::Async { workers, .. } => Box::new(mode::Evented::new(
                 Arc::clone(&handler),
+                probe,
                 loops,
                 workers,
                 mode::Flavor::Async,
                 config.timeout,
+                accept,
             )?),
         };
         dispatcher.register(poll.registry())?;
         let locals: Vec<Address> = listeners.iter().map(|l| l.local.clone()).collect();
         let served = listeners
             .into_iter()
-            .map(|listener| Served {
+            .zip(locals_shared)
+            .map(|(listener, local)| Served {
+                ready: !on_loops(&listener),
+                local,
+                listener,
+            })
+            .chain(extra.into_iter().flatten().map(|listener| Served {
+                // Bound for the loops; kept here so it closes with the others.
                 local: Arc::new(listener.local.clone()),
                 listener,
-                ready: true,
-            })
+                ready: false,
+            }))
             .collect();
         let lp = Loop {
             poll,
@@ -564,7 +652,7 @@ struct Loop {
 // A `Request` is returned once per accept and moved straight into dispatch; boxing it would
 // cost an allocation per request to save a few hundred bytes of stack.
 #[allow(clippy::large_enum_variant)]
-enum Accepted {
+pub(crate) enum Accepted {
     Request(Request),
     /// Nothing to serve this time (denied, dropped or skipped); try again.
     Skipped,
@@ -749,41 +837,12 @@ impl Loop {
         let served = &self.listeners[i];
         let kind = served.listener.kind;
         let socket = &served.listener.socket;
-        let handle = ShutdownHandle {
-            shared: Arc::clone(shared),
-        };
         if kind.is_stream() {
-            let (conn, addr) = match socket.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
-                Err(e) => return Err(e),
+            let settings = StreamSettings {
+                nodelay: self.config.nodelay,
+                timeout: self.config.timeout,
             };
-            let peer = address_of(&addr, kind);
-            if !verified(handler, &peer) {
-                return Ok(Accepted::Skipped);
-            }
-            // BSDs hand out accepted sockets with the listener's O_NONBLOCK; requests use
-            // blocking sockets with timeouts.
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            conn.set_nonblocking(false)?;
-            if kind == Kind::Tcp && self.config.nodelay {
-                let _ = conn.set_tcp_nodelay(true);
-            }
-            if let Some(timeout) = self.config.timeout {
-                conn.set_read_timeout(Some(timeout))?;
-                conn.set_write_timeout(Some(timeout))?;
-            }
-            let conn = Arc::new(conn);
-            let slot = Slot::new(shared, Entry::Socket(Arc::clone(&conn)));
-            let local = Arc::clone(&served.local);
-            Ok(Accepted::Request(Request::stream(
-                conn,
-                peer,
-                local,
-                handle,
-                self.config.timeout,
-                slot,
-            )))
+            accept_stream(socket, kind, &served.local, shared, handler, &settings)
         } else {
             // MSG_TRUNC reports a datagram's real length, so one byte of slack is enough to
             // tell "exactly the limit" from "too large".
@@ -808,6 +867,9 @@ impl Loop {
             if !verified(handler, &peer) {
                 return Ok(Accepted::Skipped);
             }
+            let handle = ShutdownHandle {
+                shared: Arc::clone(shared),
+            };
             let data = self.recv_buf[..len].to_vec();
             let slot = Slot::new(shared, Entry::Nothing);
             let local = Arc::clone(&served.local);
@@ -896,6 +958,58 @@ pub(crate) fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, E
     }
 }
 
+/// What accepting a stream connection needs from the settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamSettings {
+    pub(crate) nodelay: bool,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Accepts one stream connection from `socket` (non-blocking): verify it, set its options,
+/// give it an in-flight slot. Shared by the serving loop and the event loops of `Mode::Async`.
+pub(crate) fn accept_stream(
+    socket: &socket2::Socket,
+    kind: Kind,
+    local: &Arc<Address>,
+    shared: &Arc<Shared>,
+    handler: &dyn Handler,
+    settings: &StreamSettings,
+) -> io::Result<Accepted> {
+    let (conn, addr) = match socket.accept() {
+        Ok(pair) => pair,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
+        Err(e) => return Err(e),
+    };
+    let peer = address_of(&addr, kind);
+    if !verified(handler, &peer) {
+        return Ok(Accepted::Skipped);
+    }
+    // BSDs hand out accepted sockets with the listener's O_NONBLOCK; requests use
+    // blocking sockets with timeouts.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    conn.set_nonblocking(false)?;
+    if kind == Kind::Tcp && settings.nodelay {
+        let _ = conn.set_tcp_nodelay(true);
+    }
+    if let Some(timeout) = settings.timeout {
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
+    }
+    let conn = Arc::new(conn);
+    let slot = Slot::new(shared, Entry::Socket(Arc::clone(&conn)));
+    let handle = ShutdownHandle {
+        shared: Arc::clone(shared),
+    };
+    Ok(Accepted::Request(Request::stream(
+        conn,
+        peer,
+        Arc::clone(local),
+        handle,
+        settings.timeout,
+        slot,
+    )))
+}
+
 fn verified(handler: &dyn Handler, peer: &Address) -> bool {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.verify(peer))) {
         Ok(allowed) => allowed,
@@ -912,7 +1026,7 @@ fn verified(handler: &dyn Handler, peer: &Address) -> bool {
     }
 }
 
-enum AcceptError {
+pub(crate) enum AcceptError {
     /// The failure belongs to one connection: carry on at once.
     Retry,
     /// The process or system is out of a resource: pause, then try again.
@@ -921,7 +1035,7 @@ enum AcceptError {
     Fatal,
 }
 
-fn classify(err: &io::Error) -> AcceptError {
+pub(crate) fn classify(err: &io::Error) -> AcceptError {
     use nix::libc::*;
     match err.raw_os_error() {
         Some(

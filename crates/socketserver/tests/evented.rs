@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use socketserver::services::Echo;
 use socketserver::{
-    Address, Conn, Flow, Handler, Mode, Protocol, ProtocolHandler, Request, ServerBuilder, Session,
+    Address, AsyncAccept, Conn, Flow, Handler, Mode, Protocol, ProtocolHandler, Request,
+    ServerBuilder, Session,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -741,4 +742,94 @@ fn an_async_server_that_never_served_leaves_no_thread() {
         "fds {fds} -> {}",
         proc_count("fd")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// How the loops take connections
+// ---------------------------------------------------------------------------------------------
+
+const ACCEPTS: [AsyncAccept; 3] = [
+    AsyncAccept::Shared,
+    AsyncAccept::ReusePort,
+    AsyncAccept::Handoff,
+];
+
+#[test]
+fn every_accept_strategy_serves_streams_spread_over_the_loops_and_stops() -> io::Result<()> {
+    let _serial = serial();
+    for accept in ACCEPTS {
+        for transport in STREAMS {
+            let server = TestServer::start_with(
+                transport,
+                |b| b.mode(ASYNC).async_accept(accept),
+                socketserver::services::ThreadName,
+            );
+            let mut loops_seen = std::collections::HashSet::new();
+            for i in 0..40 {
+                let reply = exchange(&server.addr, format!("n{i}").as_bytes())?;
+                let reply = String::from_utf8_lossy(&reply).into_owned();
+                let (name, data) = reply.split_once(": ").expect("name: data");
+                assert!(name.starts_with("socketserver-loop-"), "{accept:?} {reply}");
+                assert_eq!(data, format!("n{i}"), "{accept:?} {transport:?}");
+                loops_seen.insert(name.to_string());
+            }
+            // Hand-off is round robin; with the loops accepting, which loop wins is the
+            // kernel's choice, so only hand-off is sure to use both within 40 connections.
+            if accept == AsyncAccept::Handoff {
+                assert_eq!(
+                    loops_seen.len(),
+                    2,
+                    "{accept:?} {transport:?}: {loops_seen:?}"
+                );
+            }
+            let addr = server.addr.clone();
+            server.shutdown().unwrap();
+            assert!(
+                exchange(&addr, b"late").is_err(),
+                "{accept:?} {transport:?}: served after the stop"
+            );
+        }
+    }
+    assert_no_server_thread_left("after every accept strategy");
+    Ok(())
+}
+
+#[test]
+fn loops_that_accept_keep_to_the_connection_limit() -> io::Result<()> {
+    let _serial = serial();
+    for accept in ACCEPTS {
+        let server = TestServer::start_with(
+            Transport::Tcp,
+            |b| b.mode(ASYNC).async_accept(accept).max_connections(2),
+            Echo,
+        );
+        // Two echo connections held open: the limit.
+        let mut held = Vec::new();
+        for i in 0..2u8 {
+            let mut s = Stream::connect(&server.addr)?;
+            s.write_all(&[i])?;
+            let mut one = [0u8; 1];
+            s.read_exact(&mut one)?;
+            assert_eq!(one[0], i);
+            held.push(s);
+        }
+        // A third connects (the kernel queues it) but is not served while both are open.
+        let mut third = Stream::connect(&server.addr)?;
+        third.set_timeout(Some(Duration::from_millis(300)))?;
+        third.write_all(b"x")?;
+        let mut one = [0u8; 1];
+        match third.read(&mut one) {
+            Err(e) if is_timeout(&e) => {}
+            other => panic!("{accept:?}: served beyond the limit: {other:?}"),
+        }
+        // One closes: the third is served.
+        drop(held.pop());
+        third.set_timeout(Some(IO_TIMEOUT))?;
+        third.read_exact(&mut one)?;
+        assert_eq!(&one, b"x", "{accept:?}");
+        drop(third);
+        drop(held);
+        server.shutdown().unwrap();
+    }
+    Ok(())
 }

@@ -280,6 +280,30 @@ fn trickling_clients_hold_no_worker_in_pool_mode() -> io::Result<()> {
 // The loop's timers, shutdown
 // ---------------------------------------------------------------------------------------------
 
+/// Regression: the session made when the server is bound (to learn that the handler is
+/// event-driven) serves the first connection; its header deadline must run from that
+/// connection's start, not from the bind.
+#[test]
+fn the_first_connection_gets_its_whole_header_timeout_however_late_it_comes() -> io::Result<()> {
+    let _serial = serial();
+    for mode in [ASYNC, Mode::Pool { workers: 2 }] {
+        let mut limits = Limits::default();
+        limits.header_timeout = Duration::from_millis(300);
+        let (server, _root) = http_server(|b| b.mode(mode), limits);
+        thread::sleep(Duration::from_millis(600));
+        // Connected, then a moment of silence well within the header timeout.
+        let mut client = Stream::connect(&server.addr)?;
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            get_on(&mut client, "/hello.txt")?,
+            (200, HELLO.to_vec()),
+            "{mode}"
+        );
+        server.shutdown().unwrap();
+    }
+    Ok(())
+}
+
 #[test]
 fn async_http_idle_and_header_timers_close_connections() -> io::Result<()> {
     let _serial = serial();

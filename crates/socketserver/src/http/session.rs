@@ -54,6 +54,12 @@ impl<S: Service> Driver for HttpSession<S> {
         self.http.config.limits.max_head.saturating_add(4096)
     }
 
+    fn connected(&mut self) {
+        // The first head is due within the header timeout of now, not of when this session
+        // was made (the server's probe at bind serves the first connection).
+        self.started = Instant::now();
+    }
+
     fn data(&mut self, conn: &mut Conn<'_>) -> Step {
         let limits = self.http.config.head_limits();
         loop {

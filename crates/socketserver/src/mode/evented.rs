@@ -33,9 +33,62 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::{Dispatch, join_threads};
 use crate::handler::run;
 use crate::protocol::{Conn, Driver, Input, Output, Step};
-use crate::{Handler, Request, Session};
+use crate::server::{AcceptError, Accepted, StreamSettings, accept_stream, classify};
+use crate::shutdown::Shared;
+use crate::transport::Kind;
+use crate::{Address, Handler, Request, Session};
 
 const WAKER: Token = Token(usize::MAX);
+/// Listener `i` of a loop has token `LISTENERS + i` (connections count up from 0).
+const LISTENERS: usize = usize::MAX / 2;
+/// Most accepts per listener per turn.
+const ACCEPT_BATCH: usize = 64;
+/// How often a loop at the connection limit looks again.
+const LIMIT_RETRY: Duration = Duration::from_millis(10);
+
+/// A stream listener an event loop accepts from itself ([`crate::AsyncAccept::Shared`] and
+/// `ReusePort`).
+pub(crate) struct LoopListener {
+    socket: Arc<socket2::Socket>,
+    kind: Kind,
+    local: Arc<Address>,
+    /// Edge-triggered readiness not yet drained to `WouldBlock`.
+    ready: bool,
+}
+
+impl LoopListener {
+    pub(crate) fn new(socket: Arc<socket2::Socket>, kind: Kind, local: Arc<Address>) -> Self {
+        LoopListener {
+            socket,
+            kind,
+            local,
+            ready: true,
+        }
+    }
+}
+
+/// What the loops need to accept by themselves: per loop, its listeners.
+pub(crate) struct LoopAccept {
+    pub(crate) per_loop: Vec<Vec<LoopListener>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) settings: StreamSettings,
+    pub(crate) limit: Option<usize>,
+}
+
+/// One loop's accepting state.
+struct Acceptor {
+    listeners: Vec<LoopListener>,
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    settings: StreamSettings,
+    limit: Option<usize>,
+    /// Accepting paused until then (resource exhaustion: 5 ms doubling to 1 s).
+    backoff: Option<(Duration, Instant)>,
+    /// At the connection limit: look again then.
+    retry: Option<Instant>,
+    /// The server's probe session, for this loop's first connection.
+    spare: Option<Session>,
+}
 /// Reads per connection per turn before others get their go.
 const READ_BUDGET: usize = 16;
 /// Bytes asked for per read.
@@ -93,14 +146,18 @@ pub(crate) struct Evented {
 }
 
 impl Evented {
+    /// `probe` is `handler.session()`, made by the caller to learn whether the handler is
+    /// event-driven; `accept`, when the loops accept by themselves.
     pub(crate) fn new(
         handler: Arc<dyn Handler>,
+        probe: Option<Session>,
         loops: usize,
         workers: usize,
         flavor: Flavor,
         timeout: Option<Duration>,
+        accept: Option<LoopAccept>,
     ) -> io::Result<Evented> {
-        let spare = handler.session();
+        let spare = probe;
         let evented = spare.is_some();
         let (jobs, job_queue) = unbounded::<Job>();
         let mut this = Evented {
@@ -132,8 +189,30 @@ impl Evented {
             }
         }
         if evented {
+            let mut accept = accept;
             for n in 0..loops.max(1) {
-                match EventLoop::spawn(n, jobs.clone(), flavor, timeout) {
+                let acceptor = accept.as_mut().map(|a| {
+                    let listeners =
+                        std::mem::take(a.per_loop.get_mut(n).unwrap_or(&mut Vec::new()));
+                    // The probe serves the first connection, wherever it arrives first.
+                    let spare = if listeners.is_empty() {
+                        None
+                    } else {
+                        this.spare.take()
+                    };
+                    (listeners, spare, a)
+                });
+                let acceptor = acceptor.map(|(listeners, spare, a)| Acceptor {
+                    listeners,
+                    shared: Arc::clone(&a.shared),
+                    handler: Arc::clone(&this.handler),
+                    settings: a.settings,
+                    limit: a.limit,
+                    backoff: None,
+                    retry: None,
+                    spare,
+                });
+                match EventLoop::spawn(n, jobs.clone(), flavor, timeout, acceptor) {
                     Ok(handle) => this.loops.push(handle),
                     Err(e) => {
                         this.close(true);
@@ -283,6 +362,8 @@ struct EventLoop {
     scratch: Input,
     flavor: Flavor,
     timeout: Option<Duration>,
+    /// Set when this loop accepts by itself.
+    acceptor: Option<Acceptor>,
 }
 
 impl EventLoop {
@@ -291,9 +372,24 @@ impl EventLoop {
         jobs: Sender<Job>,
         flavor: Flavor,
         timeout: Option<Duration>,
+        acceptor: Option<Acceptor>,
     ) -> io::Result<LoopHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        if let Some(acceptor) = &acceptor {
+            for (i, listener) in acceptor.listeners.iter().enumerate() {
+                let fd = listener.socket.as_raw_fd();
+                let token = LISTENERS + i;
+                // Shared by every loop: one of them is woken per connection, not all.
+                if crate::sys::epoll_add_exclusive(poll.as_raw_fd(), fd, token as u64).is_err() {
+                    poll.registry().register(
+                        &mut SourceFd(&fd),
+                        Token(token),
+                        Interest::READABLE,
+                    )?;
+                }
+            }
+        }
         let (sender, receiver) = unbounded();
         let event_loop = EventLoop {
             poll,
@@ -309,6 +405,7 @@ impl EventLoop {
             scratch: Input::default(),
             flavor,
             timeout,
+            acceptor,
         };
         let thread = thread::Builder::new()
             .name(format!("socketserver-loop-{n}"))
@@ -324,7 +421,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<usize> = Vec::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && !self.can_accept() {
                 self.next_timer()
             } else {
                 Some(Duration::ZERO)
@@ -345,6 +442,16 @@ impl EventLoop {
                     continue;
                 }
                 let token = event.token().0;
+                if token >= LISTENERS {
+                    if let Some(l) = self
+                        .acceptor
+                        .as_mut()
+                        .and_then(|a| a.listeners.get_mut(token - LISTENERS))
+                    {
+                        l.ready = true;
+                    }
+                    continue;
+                }
                 if let Some(Some(entry)) = self.conns.get_mut(token) {
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
                         entry.readable = true;
@@ -358,6 +465,7 @@ impl EventLoop {
             if woken && self.messages() {
                 break;
             }
+            self.accept();
             for &token in &ready {
                 self.drive(token);
             }
@@ -371,6 +479,107 @@ impl EventLoop {
         for token in 0..self.conns.len() {
             self.close(token);
         }
+    }
+
+    /// True when a listener has connections waiting and nothing stops accepting them now.
+    fn can_accept(&self) -> bool {
+        let Some(a) = &self.acceptor else {
+            return false;
+        };
+        let now = Instant::now();
+        a.listeners.iter().any(|l| l.ready)
+            && a.backoff.is_none_or(|(_, until)| until <= now)
+            && a.retry.is_none_or(|at| at <= now)
+    }
+
+    /// Accepts from this loop's own listeners (not in `Handoff` mode).
+    fn accept(&mut self) {
+        let Some(mut a) = self.acceptor.take() else {
+            return;
+        };
+        if !a.shared.is_running() {
+            // Stopping: never accept again (the listeners are shut down or left alone).
+            for l in &a.listeners {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&l.socket.as_raw_fd()));
+            }
+            return;
+        }
+        let now = Instant::now();
+        if a.backoff.is_some_and(|(_, until)| until > now) || a.retry.is_some_and(|at| at > now) {
+            self.acceptor = Some(a);
+            return;
+        }
+        a.retry = None;
+        'listeners: for i in 0..a.listeners.len() {
+            let mut batch = 0;
+            while a.listeners[i].ready && batch < ACCEPT_BATCH {
+                batch += 1;
+                if !a.shared.is_running() {
+                    break 'listeners;
+                }
+                if a.limit.is_some_and(|limit| a.shared.in_flight() >= limit) {
+                    a.retry = Some(now + LIMIT_RETRY);
+                    break 'listeners;
+                }
+                let l = &a.listeners[i];
+                match accept_stream(
+                    &l.socket,
+                    l.kind,
+                    &l.local,
+                    &a.shared,
+                    &*a.handler,
+                    &a.settings,
+                ) {
+                    Ok(Accepted::Request(request)) => {
+                        a.backoff = None;
+                        match a.spare.take().or_else(|| a.handler.session()) {
+                            Some(session) => self.add(request, session.0),
+                            None => drop(request),
+                        }
+                    }
+                    Ok(Accepted::Skipped) => a.backoff = None,
+                    Ok(Accepted::Drained) => {
+                        a.backoff = None;
+                        a.listeners[i].ready = false;
+                    }
+                    Err(_) if !a.shared.is_running() => break 'listeners,
+                    Err(e) => match classify(&e) {
+                        AcceptError::Retry => {}
+                        AcceptError::Backoff => {
+                            let delay = match a.backoff {
+                                Some((delay, _)) => (delay * 2).min(crate::server::BACKOFF_MAX),
+                                None => {
+                                    log::warn!(
+                                        "{}: accept failed: {}; pausing accepts (5 ms doubling to 1 s) until it clears",
+                                        a.listeners[i].local,
+                                        crate::error::describe(&e)
+                                    );
+                                    crate::server::BACKOFF_START
+                                }
+                            };
+                            a.backoff = Some((delay, Instant::now() + delay));
+                            break 'listeners;
+                        }
+                        AcceptError::Fatal => {
+                            log::error!(
+                                "{}: accept failed: {}; this loop stops accepting from it",
+                                a.listeners[i].local,
+                                crate::error::describe(&e)
+                            );
+                            let _ = self
+                                .poll
+                                .registry()
+                                .deregister(&mut SourceFd(&a.listeners[i].socket.as_raw_fd()));
+                            a.listeners[i].ready = false;
+                        }
+                    },
+                }
+            }
+        }
+        self.acceptor = Some(a);
     }
 
     /// Takes new connections, returning ones and stop requests. Returns true on stop.
@@ -389,7 +598,8 @@ impl EventLoop {
         matches!(self.conns.get(token), Some(Some(e)) if e.generation == generation)
     }
 
-    fn add(&mut self, request: Request, driver: Box<dyn Driver>) {
+    fn add(&mut self, request: Request, mut driver: Box<dyn Driver>) {
+        driver.connected();
         let Some(socket) = request.socket().map(Arc::clone) else {
             return;
         };
@@ -688,12 +898,17 @@ impl EventLoop {
     }
 
     fn next_timer(&mut self) -> Option<Duration> {
-        let Reverse((when, _, _)) = self.timers.peek()?;
-        Some(
-            when.saturating_duration_since(Instant::now())
-                // Round up: waking a little early would only spin.
-                + Duration::from_millis(1),
-        )
+        let mut next = self.timers.peek().map(|Reverse((when, _, _))| *when);
+        if let Some(a) = &self.acceptor {
+            for at in [a.backoff.map(|(_, until)| until), a.retry]
+                .into_iter()
+                .flatten()
+            {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        // Round up: waking a little early would only spin.
+        next.map(|when| when.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
     fn fire_timers(&mut self) {

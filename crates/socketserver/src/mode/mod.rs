@@ -26,7 +26,7 @@ mod pool;
 mod sync;
 mod threading;
 
-pub(crate) use self::evented::{Evented, Flavor};
+pub(crate) use self::evented::{Evented, Flavor, LoopAccept, LoopListener};
 #[cfg(unix)]
 pub(crate) use self::fork::Fork;
 pub(crate) use self::pool::Pool;
@@ -154,6 +154,32 @@ impl fmt::Display for Mode {
             Mode::Async { .. } => "async",
         })
     }
+}
+
+/// How [`Mode::Async`] takes new stream connections. Datagrams are always received by the
+/// serving thread. Measured on this project's machine (ARCHITECTURE.md, "Event loops"): on
+/// persistent connections the three cost the same; on connect-per-request loads the loops
+/// accepting themselves (`Shared`, `ReusePort`) save about a third of the server's CPU per
+/// connection over `Handoff`, and `Shared` and `ReusePort` measure the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AsyncAccept {
+    /// Every loop accepts from the same listeners itself (the default): no hand-off between
+    /// threads, and a busy loop simply accepts less. On Linux the listener is watched with
+    /// `EPOLLEXCLUSIVE`, so one loop wakes per new connection, not all of them. Verify, the
+    /// connection limit (a loop at the limit looks again every 10 ms) and the accept back-off
+    /// work as in every mode. [`Server::handle_request`](crate::Server::handle_request) then
+    /// sees only datagrams.
+    #[default]
+    Shared,
+    /// Each loop gets a TCP listener of its own on the same port (`SO_REUSEPORT`, set on every
+    /// one), and the kernel spreads connections over them by hash, whatever each loop's load.
+    /// Unix and adopted listeners stay shared. `SO_REUSEPORT` also lets other processes of
+    /// the same user bind the port.
+    ReusePort,
+    /// The serving thread accepts and hands each connection to a loop, round robin, over a
+    /// channel and the loop's waker (a context switch per connection).
+    Handoff,
 }
 
 static FORKED_CHILD: AtomicBool = AtomicBool::new(false);

@@ -10,6 +10,9 @@
 //! - `child_prepare(close_fds, block_signals)`: what a forked child does before it runs a handler.
 //! - `exit_child(code)`: leave a forked child without running the parent's destructors.
 //! - `reap(pid)`, `kill(pid)`: waitpid(WNOHANG) and SIGKILL for the fork mode.
+//! - `epoll_add_exclusive(epoll, fd, token)`: watch a listener shared by several event loops
+//!   so that one loop, not all, wakes per connection (`Unsupported` where there is no such
+//!   flag: the caller then registers it plainly).
 
 #[cfg(unix)]
 mod unix;

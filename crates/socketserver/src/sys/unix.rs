@@ -201,3 +201,29 @@ pub(crate) fn poll_readable(
         .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
         .collect())
 }
+
+/// Adds a listening socket to the epoll instance `epoll` (a mio `Poll`) for readability,
+/// edge-triggered, with `EPOLLEXCLUSIVE`: of several event loops watching the same listener,
+/// the kernel wakes one per new connection instead of all of them (the thundering herd).
+/// `token` is what mio reports for it. Removed with mio's `deregister`, like any source.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn epoll_add_exclusive(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
+    use nix::libc;
+    let mut event = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+        u64: token,
+    };
+    // SAFETY: `epoll` and `fd` are open descriptors owned by the caller for the duration of
+    // the call, and `event` is a valid, initialised `epoll_event` that the kernel only reads.
+    let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn epoll_add_exclusive(_epoll: RawFd, _fd: RawFd, _token: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
