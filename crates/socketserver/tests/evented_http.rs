@@ -304,6 +304,36 @@ fn the_first_connection_gets_its_whole_header_timeout_however_late_it_comes() ->
     Ok(())
 }
 
+/// Static files run on the loop and never read a body: a client that announces a big body and
+/// trickles it gets its answer at once and is closed, holding no worker meanwhile.
+#[test]
+fn a_trickled_body_to_static_files_is_answered_at_once_and_closed() -> io::Result<()> {
+    let _serial = serial();
+    let (server, _root) = http_server(|b| b.mode(ASYNC), Limits::default());
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut c = Stream::connect(&server.addr)?;
+        c.write_all(b"POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nab")?;
+        clients.push(c);
+    }
+    // More clients than workers (2): none waits for another.
+    for mut c in clients {
+        c.set_timeout(Some(Duration::from_secs(3)))?;
+        let mut reply = Vec::new();
+        c.read_to_end(&mut reply)?;
+        let (status, _) = parse_reply(&reply)?;
+        assert_eq!(status, 405, "{:?}", String::from_utf8_lossy(&reply));
+        assert!(
+            String::from_utf8_lossy(&reply).contains("Connection: close"),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    assert_eq!(get(&server.addr, "/hello.txt")?, (200, HELLO.to_vec()));
+    server.shutdown().unwrap();
+    Ok(())
+}
+
 #[test]
 fn async_http_idle_and_header_timers_close_connections() -> io::Result<()> {
     let _serial = serial();

@@ -54,22 +54,7 @@ fn shutdown_drains_in_flight_echo_byte_exact_and_refuses_new_connections() -> io
             );
 
             // The in-flight connection still gets every byte it was promised.
-            let rest = pattern(2_000_000);
-            let mut writer = stream.try_clone()?;
-            let sent = rest.clone();
-            let writing = thread::spawn(move || {
-                writer.write_all(&sent)?;
-                writer.shutdown_write()
-            });
-            let mut tail = Vec::new();
-            stream.read_to_end(&mut tail)?;
-            writing.join().unwrap()?;
-            assert!(
-                tail == rest,
-                "{mode} {transport:?}: {} of {} bytes",
-                tail.len(),
-                rest.len()
-            );
+            assert_in_flight_echo_completes(&mut stream, &format!("{mode} {transport:?}"))?;
             server.join().unwrap();
             if let Some(path) = addr.path() {
                 assert!(!path.exists(), "socket file left behind");

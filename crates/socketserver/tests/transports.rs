@@ -445,28 +445,22 @@ fn a_blocking_closure_handler_runs_on_the_workers_in_async_mode() -> io::Result<
         let mut fast = Stream::connect(&server.addr)?;
         fast.set_timeout(Some(Duration::from_secs(2)))?;
         fast.write_all(b"fast\n")?;
-        let mut reply = String::new();
-        fast.read_to_string(&mut reply)?;
-        let (name, data) = reply
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("{transport:?}: {reply:?}"));
-        assert!(
-            name.starts_with("socketserver-worker-"),
-            "{transport:?}: {reply}"
-        );
-        assert_eq!(data, "fast", "{transport:?}");
-
+        let answered_by_a_worker = |stream: &mut Stream, want: &str| -> io::Result<()> {
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            let (name, data) = reply
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("{transport:?}: {reply:?}"));
+            assert!(
+                name.starts_with("socketserver-worker-"),
+                "{transport:?}: {reply}"
+            );
+            assert_eq!(data, want, "{transport:?}");
+            Ok(())
+        };
+        answered_by_a_worker(&mut fast, "fast")?;
         slow.write_all(b"ow\n")?;
-        let mut reply = String::new();
-        slow.read_to_string(&mut reply)?;
-        let (name, data) = reply
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("{transport:?}: {reply:?}"));
-        assert!(
-            name.starts_with("socketserver-worker-"),
-            "{transport:?}: {reply}"
-        );
-        assert_eq!(data, "slow", "{transport:?}");
+        answered_by_a_worker(&mut slow, "slow")?;
         server.shutdown().unwrap();
     }
     // Datagrams reach a blocking handler in async mode too.

@@ -78,11 +78,12 @@ pub trait Service: Send + Sync + 'static {
     /// service leaves unread is discarded (or the connection closed) by the server.
     fn call(&self, request: &mut Request<'_>) -> Response;
 
-    /// Whether `call` is quick and never waits for anything but the local file system (no
-    /// network, no locks held by others, no sleeping), so that in
-    /// [`Mode::Async`](crate::Mode::Async) the event loop may call it directly for requests
-    /// without a body. Otherwise (the default) each request runs on a worker thread.
-    /// [`StaticFiles`] says yes.
+    /// Whether `call` is quick, never waits for anything but the local file system (no
+    /// network, no locks held by others, no sleeping) and never needs a request body, so
+    /// that in [`Mode::Async`](crate::Mode::Async) the event loop calls it directly. Such a
+    /// service reads every body as empty; a request that came with a body is answered and
+    /// its connection then closed. Otherwise (the default) each request runs on a worker
+    /// thread, body and all. [`StaticFiles`] says yes.
     fn runs_inline(&self) -> bool {
         false
     }

@@ -1,9 +1,11 @@
 //! HTTP on the event loop: the loop reads and parses request heads, so a connection that is
 //! idle between requests, or trickling its head, costs no thread.
 //!
-//! A complete request runs on the loop when the service [runs inline](super::Service::runs_inline),
-//! has no body and the mode allows it (`Mode::Async`): the response is queued in the
-//! connection's output, file bodies as `sendfile(2)` ranges. Otherwise the connection goes to a
+//! A complete request runs on the loop when the service [runs inline](super::Service::runs_inline)
+//! and the mode allows it (`Mode::Async`): the response is queued in the connection's output,
+//! file bodies as `sendfile(2)` ranges. Such a service never sees a request body (it reads as
+//! empty), and a request that came with one is answered and the connection closed, so a
+//! client trickling a body holds nothing but its buffer. Otherwise the connection goes to a
 //! worker for that one request (in blocking mode, through the same code as every other mode),
 //! and comes back to the loop for the next head.
 
@@ -12,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use super::conn::Http;
-use super::parse::{self, Framing, Parse};
+use super::parse::{self, Parse};
 use super::request::{ConnIo, Wire};
 use super::{Service, StatusCode};
 use crate::Request;
@@ -81,11 +83,7 @@ impl<S: Service> Driver for HttpSession<S> {
                 }
             };
             conn.consume(head.len);
-            let bodiless = matches!(
-                parse::framing(&head),
-                Ok(Framing::None | Framing::Length(0))
-            );
-            if !(conn.inline && bodiless && self.http.service.runs_inline()) {
+            if !(conn.inline && self.http.service.runs_inline()) {
                 self.pending = Some(head);
                 return Step::Block;
             }
@@ -192,7 +190,8 @@ struct OutputWire<'o> {
 
 impl Read for OutputWire<'_> {
     fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
-        // Only requests without a body run on the loop: nothing is ever read here.
+        // Services on the loop get no body: it ends at once (and the connection closes
+        // after the answer, since the body was not read).
         Ok(0)
     }
 }

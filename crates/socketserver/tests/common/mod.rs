@@ -447,3 +447,25 @@ pub fn raise_fd_limit(needed: u64) -> Option<u64> {
     }
     Some(hard)
 }
+
+/// After a stop: the in-flight echo connection `stream` still gets every byte it sends (2 MB
+/// more, then its end of file), byte-exact. `what` names the case in failures.
+pub fn assert_in_flight_echo_completes(stream: &mut Stream, what: &str) -> io::Result<()> {
+    let rest = pattern(2_000_000);
+    let mut writer = stream.try_clone()?;
+    let sent = rest.clone();
+    let writing = thread::spawn(move || {
+        writer.write_all(&sent)?;
+        writer.shutdown_write()
+    });
+    let mut tail = Vec::new();
+    stream.read_to_end(&mut tail)?;
+    writing.join().unwrap()?;
+    assert!(
+        tail == rest,
+        "{what}: {} of {} bytes after the shutdown",
+        tail.len(),
+        rest.len()
+    );
+    Ok(())
+}
