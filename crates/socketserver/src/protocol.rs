@@ -313,22 +313,18 @@ impl Input {
         self.end - self.pos
     }
 
+    /// Forgets every byte (the allocation is kept).
+    pub(crate) fn clear(&mut self) {
+        self.pos = 0;
+        self.end = 0;
+    }
+
     pub(crate) fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.end);
+        self.pos = self.pos.saturating_add(n).min(self.end);
         if self.pos == self.end {
             self.pos = 0;
             self.end = 0;
         }
-    }
-
-    /// Moves the unconsumed bytes out (for a worker), leaving this empty.
-    pub(crate) fn take(&mut self) -> Vec<u8> {
-        let mut taken = std::mem::take(&mut self.buf);
-        taken.truncate(self.end);
-        taken.drain(..self.pos);
-        self.pos = 0;
-        self.end = 0;
-        taken
     }
 
     /// Room for `want` more bytes after the unconsumed ones: the writable tail.
@@ -359,6 +355,17 @@ impl Input {
 enum Chunk {
     Bytes(Vec<u8>, usize),
     File { file: File, offset: u64, left: u64 },
+}
+
+/// How [`Output::send`] stopped, with the bytes it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Everything queued went out.
+    Drained(usize),
+    /// The socket would block: wait for it to be writable.
+    Blocked(usize),
+    /// The per-turn limit was reached; the socket may take more.
+    Budget(usize),
 }
 
 /// Output waiting for the peer, in order: bytes and file ranges.
@@ -409,16 +416,20 @@ impl Output {
         self.bytes > OUTPUT_HIGH || self.chunks.iter().any(|c| matches!(c, Chunk::File { .. }))
     }
 
-    /// Sends what the socket takes. `Ok(true)`: progress was made.
-    pub(crate) fn send(&mut self, socket: &socket2::Socket) -> io::Result<bool> {
-        let mut progress = false;
+    /// Sends what the socket takes, at most about `limit` bytes (so one fast reader cannot
+    /// hold the loop); says how it stopped and how many bytes went out.
+    pub(crate) fn send(&mut self, socket: &socket2::Socket, limit: usize) -> io::Result<Sent> {
+        let mut sent = 0usize;
         while let Some(front) = self.chunks.front_mut() {
+            if sent >= limit {
+                return Ok(Sent::Budget(sent));
+            }
             match front {
                 Chunk::Bytes(buf, pos) => {
                     match socket.send_with_flags(&buf[*pos..], crate::request::SEND_FLAGS) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => {
-                            progress = true;
+                            sent += n;
                             *pos += n;
                             self.bytes -= n;
                             if *pos < buf.len() {
@@ -426,7 +437,16 @@ impl Output {
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // New output is appended to this buffer: drop what was sent
+                            // once it is half of it, so the buffer stays within twice what
+                            // waits (reading stops beyond 64 KiB of that).
+                            if *pos * 2 >= buf.len() {
+                                buf.drain(..*pos);
+                                *pos = 0;
+                            }
+                            return Ok(Sent::Blocked(sent));
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -442,7 +462,7 @@ impl Output {
                             ));
                         }
                         Ok(n) => {
-                            progress = true;
+                            sent += n;
                             *offset += n as u64;
                             *left -= n as u64;
                             if *left > 0 {
@@ -450,7 +470,9 @@ impl Output {
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return Ok(Sent::Blocked(sent));
+                        }
                         Err(e) if no_zero_copy(&e) => {
                             // This file system cannot sendfile: copy the next piece instead.
                             use std::os::unix::fs::FileExt;
@@ -485,7 +507,7 @@ impl Output {
                 self.spare = buf;
             }
         }
-        Ok(progress)
+        Ok(Sent::Drained(sent))
     }
 
     /// Everything written, as bytes (file ranges read), for a datagram reply or a blocking
@@ -652,5 +674,71 @@ pub(crate) fn datagram_calls<P: Protocol + ?Sized>(
     match protocol.eof_received(&mut conn) {
         Flow::Abort => Flow::Abort,
         _ => Flow::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Socket, Type};
+
+    /// Bytes held by the output's buffers, sent or not.
+    fn held(output: &Output) -> usize {
+        output
+            .chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Bytes(buf, _) => buf.len(),
+                Chunk::File { .. } => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn input_consumes_and_clears_without_overflow() {
+        let mut input = Input::default();
+        let spare = input.spare(10);
+        spare.copy_from_slice(b"0123456789");
+        input.commit(10, 10);
+        input.consume(3);
+        assert_eq!(input.bytes(), b"3456789");
+        input.consume(usize::MAX);
+        assert_eq!(input.bytes(), b"");
+        let spare = input.spare(2);
+        spare.copy_from_slice(b"ab");
+        input.commit(2, 2);
+        input.consume(1);
+        input.clear();
+        assert_eq!(input.len(), 0);
+        assert_eq!(input.spare(1).len(), 1);
+    }
+
+    #[test]
+    fn a_slowly_drained_output_keeps_its_buffer_bounded() {
+        let (ours, peer) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let _ = ours.set_send_buffer_size(4096);
+        let mut output = Output::default();
+        let mut sink = vec![0u8; 4096];
+        let mut received = 0usize;
+        let mut written = 0usize;
+        for round in 0..2000 {
+            // Like the loop: more is written only while little waits.
+            if !output.is_backed_up() {
+                let piece = vec![(round % 251) as u8; 8 * 1024];
+                output.write(&piece);
+                written += piece.len();
+            }
+            output.send(&ours, usize::MAX).unwrap();
+            // The peer reads slower than we write.
+            received += std::io::Read::read(&mut &peer, &mut sink).unwrap();
+            assert!(
+                held(&output) <= 2 * output.bytes + 8 * 1024,
+                "round {round}: {} bytes held for {} waiting",
+                held(&output),
+                output.bytes
+            );
+        }
+        assert!(written > 4 * 1024 * 1024 && received > 0);
     }
 }

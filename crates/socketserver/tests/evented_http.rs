@@ -334,6 +334,36 @@ fn a_trickled_body_to_static_files_is_answered_at_once_and_closed() -> io::Resul
     Ok(())
 }
 
+/// Answered before its body was read, a request whose client is still sending must not lose
+/// its answer to a reset: the loop shuts its side down and discards the rest for a while.
+#[test]
+fn an_answer_before_the_body_survives_the_body_still_arriving() -> io::Result<()> {
+    let _serial = serial();
+    let (server, _root) = http_server(|b| b.mode(ASYNC), Limits::default());
+    for _ in 0..5 {
+        let mut client = Stream::connect(&server.addr)?;
+        let mut writer = client.try_clone()?;
+        let body = vec![b'x'; 4 << 20];
+        let sending = thread::spawn(move || {
+            let head = format!(
+                "PUT /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            writer.write_all(head.as_bytes())?;
+            // The server answers after the head: the body may be cut off, not the answer.
+            let _ = writer.write_all(&body);
+            io::Result::Ok(())
+        });
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply)?;
+        sending.join().unwrap()?;
+        let (status, _) = parse_reply(&reply)?;
+        assert_eq!(status, 405, "{:?}", String::from_utf8_lossy(&reply));
+    }
+    server.shutdown().unwrap();
+    Ok(())
+}
+
 #[test]
 fn async_http_idle_and_header_timers_close_connections() -> io::Result<()> {
     let _serial = serial();

@@ -30,6 +30,11 @@ pub(crate) struct HttpSession<S> {
     head_since: Option<Instant>,
     /// A parsed head waiting for a worker.
     pending: Option<parse::Head>,
+    /// Bytes of the head being received already looked at without finding its end: a head
+    /// trickled a byte at a time is parsed once when it ends, not once per byte.
+    scanned: usize,
+    /// The request line's end was among them.
+    line_seen: bool,
 }
 
 impl<S: Service> HttpSession<S> {
@@ -40,13 +45,35 @@ impl<S: Service> HttpSession<S> {
             first: true,
             head_since: None,
             pending: None,
+            scanned: 0,
+            line_seen: false,
         }
+    }
+
+    /// Whether the bytes received so far are worth parsing: the head's end (an empty line)
+    /// or the end of its request line arrived since the last look, or a size limit was
+    /// crossed (the parser then refuses it).
+    fn worth_parsing(&mut self, received: &[u8]) -> bool {
+        let limits = &self.http.config.limits;
+        // Two bytes back: an end split over two reads is still seen.
+        let from = self.scanned.saturating_sub(2).min(received.len());
+        let fresh = &received[from..];
+        let ended =
+            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        let line_now = !self.line_seen && fresh.contains(&b'\n');
+        self.line_seen |= line_now;
+        let too_long = received.len() > limits.max_head
+            || (!self.line_seen && received.len() > limits.max_request_line);
+        self.scanned = received.len();
+        ended || line_now || too_long
     }
 
     /// A request is over: the next one starts from scratch.
     fn done(&mut self) {
         self.first = false;
         self.head_since = None;
+        self.scanned = 0;
+        self.line_seen = false;
     }
 }
 
@@ -74,6 +101,9 @@ impl<S: Service> Driver for HttpSession<S> {
             }
             if self.head_since.is_none() {
                 self.head_since = Some(Instant::now());
+            }
+            if !self.worth_parsing(conn.received()) {
+                return Step::Continue;
             }
             let head = match parse::parse_head(conn.received(), &limits) {
                 Ok(Parse::Partial) => return Step::Continue,

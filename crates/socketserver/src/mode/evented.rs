@@ -32,7 +32,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::{Dispatch, join_threads};
 use crate::handler::run;
-use crate::protocol::{Conn, Driver, Input, Output, Step};
+use crate::protocol::{Conn, Driver, Input, Output, Sent, Step};
 use crate::server::{AcceptError, Accepted, StreamSettings, accept_stream, classify};
 use crate::shutdown::Shared;
 use crate::transport::Kind;
@@ -96,6 +96,11 @@ const READ_SIZE: usize = 64 * 1024;
 /// Unconsumed bytes a connection may keep in a buffer of their own size (the loop's big read
 /// buffer then goes back to the loop).
 const KEEP_SMALL: usize = 4 * 1024;
+/// Bytes sent to one connection per turn before others get their go.
+const WRITE_BUDGET: usize = 4 * 1024 * 1024;
+/// How long, and how many bytes, a closing connection's unread input is discarded for.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -164,7 +169,8 @@ impl Evented {
             handler,
             loops: Vec::new(),
             next: 0,
-            jobs: Some(jobs.clone()),
+            // The only sender outside the loops: `close` drops it, and the workers end.
+            jobs: Some(jobs),
             job_queue: job_queue.clone(),
             workers: Vec::new(),
             worker_count: workers.max(1),
@@ -212,7 +218,10 @@ impl Evented {
                     retry: None,
                     spare,
                 });
-                match EventLoop::spawn(n, jobs.clone(), flavor, timeout, acceptor) {
+                let Some(jobs) = this.jobs.clone() else {
+                    break;
+                };
+                match EventLoop::spawn(n, jobs, flavor, timeout, acceptor) {
                     Ok(handle) => this.loops.push(handle),
                     Err(e) => {
                         this.close(true);
@@ -278,13 +287,16 @@ impl Dispatch for Evented {
     }
 
     fn dispatch(&mut self, request: Request) {
-        let session = if self.evented {
-            self.spare.take().or_else(|| self.handler.session())
-        } else {
-            None
-        };
-        let Some(session) = session else {
+        if !self.evented {
             return self.to_worker(request);
+        }
+        let session = match self.spare.take() {
+            Some(session) => session,
+            None => match new_session(&*self.handler, &request) {
+                Ok(Some(session)) => session,
+                Ok(None) => return self.to_worker(request),
+                Err(()) => return, // reported; the connection closes
+            },
         };
         if request.is_datagram() {
             return self.datagram(request, session);
@@ -322,6 +334,14 @@ impl Dispatch for Evented {
     }
 }
 
+impl Drop for Evented {
+    /// A server that failed to start after its loops began (or was never closed) must not
+    /// leave them accepting and serving: stop them and the workers.
+    fn drop(&mut self) {
+        self.close(true);
+    }
+}
+
 /// One connection owned by a loop.
 struct Entry {
     /// `None` while a worker has the connection.
@@ -339,6 +359,9 @@ struct Entry {
     idle: bool,
     /// Unconsumed input waits for the output to drain: call the driver again then.
     resume: bool,
+    /// Closing, output sent, discarding what the peer still sends: until when, and how many
+    /// more bytes.
+    linger: Option<(Instant, usize)>,
     last: Instant,
     /// The deadline currently in the timer heap, if any.
     armed: Option<Instant>,
@@ -409,7 +432,17 @@ impl EventLoop {
         };
         let thread = thread::Builder::new()
             .name(format!("socketserver-loop-{n}"))
-            .spawn(move || event_loop.run())?;
+            .spawn(move || {
+                // A bug here must not pass silently: its connections close as it unwinds.
+                if let Err(payload) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event_loop.run()))
+                {
+                    log::error!(
+                        "event loop {n} stopped by a panic (a bug; its connections were closed): {}",
+                        crate::handler::panic_message(payload.as_ref())
+                    );
+                }
+            })?;
         Ok(LoopHandle {
             sender,
             waker,
@@ -535,9 +568,18 @@ impl EventLoop {
                 ) {
                     Ok(Accepted::Request(request)) => {
                         a.backoff = None;
-                        match a.spare.take().or_else(|| a.handler.session()) {
-                            Some(session) => self.add(request, session.0),
-                            None => drop(request),
+                        let session = match a.spare.take() {
+                            Some(session) => Ok(Some(session)),
+                            None => new_session(&*a.handler, &request),
+                        };
+                        match session {
+                            Ok(Some(session)) => self.add(request, session.0),
+                            Ok(None) => {
+                                let handler = Arc::clone(&a.handler);
+                                // Fails only when stopping: the connection then closes.
+                                let _ = self.jobs.send(Box::new(move || run(&*handler, request)));
+                            }
+                            Err(()) => drop(request),
                         }
                     }
                     Ok(Accepted::Skipped) => a.backoff = None,
@@ -600,12 +642,14 @@ impl EventLoop {
 
     fn add(&mut self, request: Request, mut driver: Box<dyn Driver>) {
         driver.connected();
-        let Some(socket) = request.socket().map(Arc::clone) else {
+        let socket = request
+            .socket()
+            .filter(|s| request.is_unbuffered() && s.set_nonblocking(true).is_ok())
+            .map(Arc::clone);
+        let Some(socket) = socket else {
+            driver.lost();
             return;
         };
-        if !request.is_unbuffered() || socket.set_nonblocking(true).is_err() {
-            return;
-        }
         let token = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -617,6 +661,7 @@ impl EventLoop {
         ) {
             log::error!("{}: could not watch the connection: {e}", request.peer());
             self.free.push(token);
+            driver.lost();
             return;
         }
         self.generations += 1;
@@ -632,6 +677,7 @@ impl EventLoop {
             closing: false,
             idle: false,
             resume: false,
+            linger: None,
             last: Instant::now(),
             armed: None,
         });
@@ -659,7 +705,8 @@ impl EventLoop {
         entry.request = Some(request);
         entry.driver = Some(driver);
         entry.resume = !input.is_empty();
-        entry.input = Input::from_vec(input);
+        // What the worker read ahead (pipelined requests), in a buffer of its own size.
+        entry.input = Input::from_vec(input.as_slice().to_vec());
         entry.readable = true;
         entry.writable = true;
         entry.last = Instant::now();
@@ -706,7 +753,14 @@ impl EventLoop {
         request.set_idle(false);
         entry.idle = false;
         let mut output = std::mem::take(&mut entry.output);
-        let mut input = entry.input.take();
+        // The worker gets a copy of the unconsumed bytes; a big read buffer stays with the
+        // loop.
+        let mut input = entry.input.bytes().to_vec();
+        let mut big = std::mem::take(&mut entry.input);
+        if big.capacity() >= READ_SIZE && self.scratch.capacity() < READ_SIZE {
+            big.clear();
+            self.scratch = big;
+        }
         let generation = entry.generation;
         let back = self.sender.clone();
         let waker = Arc::clone(&self.waker);
@@ -776,23 +830,54 @@ impl EventLoop {
                 return self.close(token);
             };
             if !entry.output.is_empty() && entry.writable {
-                match entry.output.send(&socket) {
-                    Ok(progress) => {
-                        if progress {
-                            entry.last = Instant::now();
-                        }
-                        if !entry.output.is_empty() {
-                            entry.writable = false;
-                        }
-                    }
+                let sent = match entry.output.send(&socket, WRITE_BUDGET) {
+                    Ok(sent) => sent,
                     Err(_) => return self.close(token),
+                };
+                let (Sent::Drained(n) | Sent::Blocked(n) | Sent::Budget(n)) = sent;
+                if n > 0 {
+                    entry.last = Instant::now();
+                }
+                match sent {
+                    Sent::Drained(_) => {}
+                    Sent::Blocked(_) => entry.writable = false,
+                    Sent::Budget(_) => {
+                        // Others get their turn; this one goes on in the next.
+                        self.again.push((token, entry.generation));
+                        break;
+                    }
                 }
             }
             if entry.closing {
-                if entry.output.is_empty() {
+                if !entry.output.is_empty() {
+                    break;
+                }
+                if entry.eof {
                     return self.close(token);
                 }
-                break;
+                // Lingering close: the peer may still be sending (a body we did not read).
+                // Closing with unread bytes would reset the connection and could destroy
+                // the answer before the client reads it, so shut our side down and discard
+                // what still comes, for a bounded time and amount.
+                if entry.linger.is_none() {
+                    let _ = socket.shutdown(std::net::Shutdown::Write);
+                    entry.linger = Some((Instant::now() + LINGER_TIME, LINGER_BYTES));
+                }
+                if !entry.readable {
+                    break;
+                }
+                let mut sink = [0u8; 16 * 1024];
+                match (&*socket).read(&mut sink) {
+                    Ok(0) => return self.close(token),
+                    Ok(n) => match entry.linger.as_mut() {
+                        Some((_, left)) if *left > n => *left -= n,
+                        _ => return self.close(token),
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => entry.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.close(token),
+                }
+                continue;
             }
             if entry.resume && !entry.output.is_backed_up() {
                 entry.resume = false;
@@ -869,7 +954,7 @@ impl EventLoop {
             let mut big = std::mem::take(&mut entry.input);
             entry.input = Input::from_vec(big.bytes().to_vec());
             if self.scratch.capacity() < READ_SIZE {
-                big.consume(usize::MAX);
+                big.clear();
                 self.scratch = big;
             }
         }
@@ -887,7 +972,7 @@ impl EventLoop {
         } else if idle && request.shutdown_handle().is_shutting_down() {
             return self.close(token);
         }
-        let deadline = driver.deadline(entry.last, self.timeout, !entry.output.is_empty());
+        let deadline = deadline_of(entry, &**driver, self.timeout);
         if let Some(deadline) = deadline
             && entry.armed.is_none_or(|armed| deadline < armed)
         {
@@ -930,7 +1015,7 @@ impl EventLoop {
             let Some(driver) = entry.driver.as_ref() else {
                 continue; // on a worker, which has its own timeouts
             };
-            match driver.deadline(entry.last, timeout, !entry.output.is_empty()) {
+            match deadline_of(entry, &**driver, timeout) {
                 Some(deadline) if deadline > now => {
                     entry.armed = Some(deadline);
                     self.timers.push(Reverse((deadline, token, generation)));
@@ -966,6 +1051,15 @@ impl EventLoop {
             return;
         };
         self.free.push(token);
+        // Timers of closed connections wait in the heap until their time: when they outnumber
+        // the live connections, sweep them out, so churn with long timeouts cannot pile up.
+        let live = self.conns.len() - self.free.len();
+        if self.timers.len() > 2 * live + 1024 {
+            let conns = &self.conns;
+            self.timers.retain(|Reverse((when, token, generation))| {
+                matches!(conns.get(*token), Some(Some(e)) if e.generation == *generation && e.armed == Some(*when))
+            });
+        }
         if let Some(socket) = entry.request.as_ref().and_then(|r| r.socket()) {
             let _ = self
                 .poll
@@ -986,6 +1080,34 @@ impl EventLoop {
         {
             self.free.push(token);
         }
+    }
+}
+
+/// A new session from the handler, shielding the loop from a panicking factory (reported
+/// through `on_error`, then `Err`: the connection is closed). `Ok(None)`: this connection
+/// takes the blocking handler.
+fn new_session(handler: &dyn Handler, request: &Request) -> Result<Option<Session>, ()> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.session())) {
+        Ok(session) => Ok(session),
+        Err(payload) => {
+            crate::handler::report(
+                handler,
+                request.peer(),
+                &crate::Error::Panicked {
+                    message: crate::handler::panic_message(payload.as_ref()),
+                },
+            );
+            Err(())
+        }
+    }
+}
+
+/// When the connection must have made progress by: the end of its lingering close, or what
+/// its driver says.
+fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) -> Option<Instant> {
+    match entry.linger {
+        Some((until, _)) => Some(until),
+        None => driver.deadline(entry.last, timeout, !entry.output.is_empty()),
     }
 }
 
