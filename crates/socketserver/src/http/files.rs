@@ -24,9 +24,16 @@
 //!   percent-encoded, so its `Location` always starts with exactly one `/` and can never be a
 //!   protocol-relative `//host/...` URL (CVE-2021-28861).
 //!
-//! Checking and opening are separate system calls, so a local user able to rename things
-//! inside the root between the two can still race the check; the path returned is the
-//! canonical one that was checked, which narrows the window to a swap of that exact path.
+//! Files are opened with `openat2(RESOLVE_BENEATH)` under an open handle on the root where
+//! the kernel has it ([`resolve_in`]): the kernel then refuses any resolution that leaves the
+//! root, in the same system call that opens the file, so there is no window between check
+//! and open, and a request costs one call instead of a `readlink` per path component.
+//! Directories, absolute symlinks (refused by `RESOLVE_BENEATH` even when they point inside)
+//! and kernels without `openat2` take the path-checking way above, so the answers are the
+//! same either way (a test compares them). On that way checking and opening are separate
+//! system calls, so a local user able to rename things inside the root between the two can
+//! still race the check; the path returned is the canonical one that was checked, which
+//! narrows the window to a swap of that exact path.
 
 use std::fs::{self, Metadata};
 use std::io;
@@ -50,14 +57,13 @@ pub(crate) struct FileOptions {
 /// A request path that maps to something servable.
 #[derive(Debug)]
 pub(crate) enum Resolved {
-    /// A regular file; `path` is canonical unless symlinks are followed, `meta` follows links.
+    /// A regular file; `path` is canonical unless symlinks are followed or it was opened
+    /// beneath the root (see [`resolve_in`]), `meta` follows links. `opened`: the file, when
+    /// resolving opened it (its metadata is then `meta`).
     File {
         path: PathBuf,
-        #[allow(
-            dead_code,
-            reason = "interface; the service may take the metadata of its open handle"
-        )]
         meta: Metadata,
+        opened: Option<fs::File>,
     },
     /// A directory requested with a trailing slash. `display` is the decoded, normalized
     /// request path with a leading and trailing `/` (`/` for the root), for the listing title.
@@ -111,13 +117,30 @@ pub(super) fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// Maps a request path to a file or directory under `root`.
+/// Maps a request path to a file or directory under `root`: [`resolve_in`] without a handle on
+/// the root (paths are checked, never opened here).
 ///
 /// `root` must be canonical (the caller canonicalizes it once at startup); `raw_path` is the
 /// still percent-encoded path of the request target and `query` what followed `?`, if any.
 /// See the module documentation for the rules.
+#[cfg(any(test, feature = "bench-internals"))]
 pub(crate) fn resolve(
     root: &Path,
+    raw_path: &str,
+    query: Option<&str>,
+    opts: &FileOptions,
+) -> Result<Resolved, Refused> {
+    resolve_in(root, None, raw_path, query, opts)
+}
+
+/// [`resolve`], with `root_dir` an open handle on `root`: then a file is first opened with
+/// the kernel keeping the resolution beneath the root (`openat2`, `RESOLVE_BENEATH`): one
+/// system call instead of a `readlink` per path component, and no window between check and
+/// open. Whatever that cannot settle (a directory, an absolute symlink, a kernel without
+/// `openat2`) takes the path-checking way, so the answers are the same.
+pub(crate) fn resolve_in(
+    root: &Path,
+    root_dir: Option<std::os::fd::BorrowedFd<'_>>,
     raw_path: &str,
     query: Option<&str>,
     opts: &FileOptions,
@@ -143,6 +166,37 @@ pub(crate) fn resolve(
     // under the root; only symlinks can lead elsewhere.
     let mut joined = root.to_path_buf();
     joined.extend(&segments);
+
+    if let Some(dir) = root_dir.filter(|_| !opts.follow_symlinks && !trailing_slash)
+        && !segments.is_empty()
+    {
+        let relative: PathBuf = segments.iter().collect();
+        match crate::sys::open_beneath(dir, &relative) {
+            Ok(file) => {
+                let meta = file.metadata().map_err(|e| refusal(&e))?;
+                if meta.is_file() {
+                    return Ok(Resolved::File {
+                        path: joined,
+                        meta,
+                        opened: Some(file),
+                    });
+                }
+                if !meta.is_dir() {
+                    return Err(Refused::Forbidden); // a socket, FIFO or device
+                }
+                // A directory: the redirect below, built the usual way.
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG) => {
+                    return Err(Refused::NotFound);
+                }
+                Some(nix::libc::EACCES) => return Err(Refused::Forbidden),
+                // EXDEV (leaving the root, or an absolute symlink that may stay inside),
+                // ELOOP, no openat2 here, anything else: check the paths.
+                _ => {}
+            },
+        }
+    }
 
     let (path, meta) = if opts.follow_symlinks {
         let meta = fs::metadata(&joined).map_err(|e| refusal(&e))?;
@@ -171,7 +225,11 @@ pub(crate) fn resolve(
         // A file asked for as a directory, as Python answers it.
         Err(Refused::NotFound)
     } else if meta.is_file() {
-        Ok(Resolved::File { path, meta })
+        Ok(Resolved::File {
+            path,
+            meta,
+            opened: None,
+        })
     } else {
         Err(Refused::Forbidden)
     }
@@ -655,6 +713,92 @@ mod tests {
         }
     }
 
+    /// The kind of an outcome, for comparing the two ways of resolving.
+    fn kind(result: &Result<Resolved, Refused>) -> String {
+        match result {
+            Ok(Resolved::File { path, .. }) => {
+                format!("file {}", path.canonicalize().unwrap().display())
+            }
+            Ok(Resolved::Directory { display, .. }) => format!("dir {display}"),
+            Ok(Resolved::RedirectSlash { location }) => format!("redirect {location}"),
+            Err(e) => format!("{e:?}"),
+        }
+    }
+
+    /// Opening beneath the root (`openat2`) answers exactly as checking paths does, for every
+    /// request of the other tests and a FIFO, with and without hidden files.
+    #[test]
+    fn opening_beneath_the_root_answers_like_checking_paths() {
+        use std::os::fd::{AsFd, OwnedFd};
+        use std::os::unix::fs::OpenOptionsExt;
+        let t = tree();
+        let fifo = t.root.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .is_ok_and(|s| s.success())
+        );
+        let dir: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
+            .open(&t.root)
+            .unwrap()
+            .into();
+        let secret = t.top.join("secret.txt");
+        let top = t.top.to_str().unwrap();
+        let requests = [
+            "/a/b.txt".to_string(),
+            "/inlink".into(),
+            "/indir/b.txt".into(),
+            "/indir/".into(),
+            "/indir".into(),
+            "/out".into(),
+            "/outdir/secret.txt".into(),
+            "/outdir/root/a/b.txt".into(),
+            "/sib/secret.txt".into(),
+            "/abs/passwd".into(),
+            "/abs/hostname".into(),
+            "/missing.txt".into(),
+            "/a/b.txt/x".into(),
+            "/fifo".into(),
+            "/.hidden".into(),
+            "/.git/config".into(),
+            "/dir/.secret".into(),
+            "/index.html".into(),
+            "/".into(),
+            "/a".into(),
+            "/a/".into(),
+            "/../secret.txt".into(),
+            "/%2e%2e/secret.txt".into(),
+            format!("/{top}/secret.txt"),
+            format!("/..{top}/secret.txt"),
+        ];
+        for request in &requests {
+            for opts in [PLAIN, HIDDEN] {
+                let checked = resolve(&t.root, request, None, &opts);
+                let opened = resolve_in(&t.root, Some(dir.as_fd()), request, None, &opts);
+                assert_contained(&t.root, request, &opened);
+                assert_eq!(kind(&opened), kind(&checked), "{request:?} {opts:?}");
+                if let Ok(Resolved::File { path, opened, .. }) = &opened {
+                    assert_ne!(path.canonicalize().unwrap(), secret, "{request:?}");
+                    // What was opened is what the path names.
+                    if let Some(file) = opened {
+                        use std::os::unix::fs::MetadataExt;
+                        let a = file.metadata().unwrap();
+                        let b = fs::metadata(path).unwrap();
+                        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{request:?}");
+                    }
+                }
+            }
+        }
+        // A symlink swapped to lead out is refused (the open fails with EXDEV, the check agrees).
+        fs::remove_file(t.root.join("inlink")).unwrap();
+        symlink("../secret.txt", t.root.join("inlink")).unwrap();
+        let swapped = resolve_in(&t.root, Some(dir.as_fd()), "/inlink", None, &PLAIN);
+        assert_eq!(swapped.err(), Some(Refused::Forbidden));
+    }
+
     #[test]
     fn symlinks_inside_root_are_served() {
         let t = tree();
@@ -700,7 +844,7 @@ mod tests {
     fn files_and_directories() {
         let t = tree();
         match resolve(&t.root, "/a/b.txt", None, &PLAIN) {
-            Ok(Resolved::File { path, meta }) => {
+            Ok(Resolved::File { path, meta, .. }) => {
                 assert_eq!(path, t.root.join("a/b.txt"));
                 assert_eq!(meta.len(), 1);
             }

@@ -1,8 +1,11 @@
 //! `StaticFiles`: SimpleHTTPRequestHandler, done safely.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::files::{self, FileOptions, RangeSpec, Refused, Resolved};
 use super::listing;
@@ -28,6 +31,8 @@ use super::{Method, Request, Response, Service, StatusCode};
 #[derive(Clone, Debug)]
 pub struct StaticFiles {
     root: PathBuf,
+    /// The root, open: files are opened beneath it (see `files::resolve_in`).
+    root_dir: Option<Arc<OwnedFd>>,
     options: FileOptions,
 }
 
@@ -48,8 +53,17 @@ impl StaticFiles {
                 format!("{} is not a directory", given.display()),
             ));
         }
+        // A handle that only names the directory (no read access needed); without one the
+        // paths are checked instead.
+        let root_dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
+            .open(&root)
+            .ok()
+            .map(|dir| Arc::new(OwnedFd::from(dir)));
         Ok(StaticFiles {
             root,
+            root_dir,
             options: FileOptions::default(),
         })
     }
@@ -71,16 +85,26 @@ impl StaticFiles {
         &self.root
     }
 
-    fn serve_file(&self, req: &Request<'_>, path: &Path) -> Response {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) => return io_error(&e),
-        };
-        // Metadata of what we opened, not of the path: it may have changed in between.
-        let meta = match file.metadata() {
-            Ok(meta) if meta.is_file() => meta,
-            Ok(_) => return Response::error(StatusCode::NOT_FOUND, ""),
-            Err(e) => return io_error(&e),
+    fn serve_file(
+        &self,
+        req: &Request<'_>,
+        path: &Path,
+        opened: Option<(File, Metadata)>,
+    ) -> Response {
+        let (file, meta) = match opened {
+            Some(opened) => opened,
+            None => {
+                let file = match File::open(path) {
+                    Ok(file) => file,
+                    Err(e) => return io_error(&e),
+                };
+                // Metadata of what we opened, not of the path: it may have changed in between.
+                match file.metadata() {
+                    Ok(meta) if meta.is_file() => (file, meta),
+                    Ok(_) => return Response::error(StatusCode::NOT_FOUND, ""),
+                    Err(e) => return io_error(&e),
+                }
+            }
         };
         let len = meta.len();
         let etag = files::etag(&meta);
@@ -138,7 +162,7 @@ impl StaticFiles {
             if !inside && !self.options.follow_symlinks {
                 return Response::error(StatusCode::FORBIDDEN, "");
             }
-            return self.serve_file(req, &index);
+            return self.serve_file(req, &index, None);
         }
         match listing::list_directory(path, &self.options) {
             Ok(entries) => {
@@ -180,7 +204,8 @@ impl Service for StaticFiles {
         if !req.path().starts_with('/') {
             return Response::error(StatusCode::BAD_REQUEST, "");
         }
-        match files::resolve(&self.root, req.path(), req.query(), &self.options) {
+        let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
+        match files::resolve_in(&self.root, root_dir, req.path(), req.query(), &self.options) {
             Err(Refused::NotFound) => Response::error(StatusCode::NOT_FOUND, ""),
             Err(Refused::BadRequest) => Response::error(StatusCode::BAD_REQUEST, "the path is not acceptable"),
             Err(Refused::Forbidden) => Response::error(StatusCode::FORBIDDEN, ""),
@@ -190,7 +215,9 @@ impl Service for StaticFiles {
             )
             .header("Location", location),
             Ok(Resolved::Directory { path, display }) => self.serve_directory(req, &path, &display),
-            Ok(Resolved::File { path, .. }) => self.serve_file(req, &path),
+            Ok(Resolved::File { path, meta, opened }) => {
+                self.serve_file(req, &path, opened.map(|file| (file, meta)))
+            }
         }
     }
 }

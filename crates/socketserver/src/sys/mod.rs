@@ -13,6 +13,8 @@
 //! - `epoll_add_exclusive(epoll, fd, token)`: watch a listener shared by several event loops
 //!   so that one loop, not all, wakes per connection (`Unsupported` where there is no such
 //!   flag: the caller then registers it plainly).
+//! - `open_beneath(dir, path)`: open a file for reading with the kernel keeping the
+//!   resolution inside `dir` (`Unsupported` without `openat2`: the caller checks paths).
 
 #[cfg(unix)]
 mod unix;

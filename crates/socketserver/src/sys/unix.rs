@@ -227,3 +227,34 @@ pub(crate) fn epoll_add_exclusive(epoll: RawFd, fd: RawFd, token: u64) -> io::Re
 pub(crate) fn epoll_add_exclusive(_epoll: RawFd, _fd: RawFd, _token: u64) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// Opens `path` (relative, no `..`) under the directory `dir` for reading, with the kernel
+/// guaranteeing that resolution never leaves `dir` (`openat2` with `RESOLVE_BENEATH`: a `..`,
+/// an absolute symlink or a symlink leading out fails with `EXDEV`; magic links are refused).
+/// `O_NONBLOCK`, so a FIFO cannot block the caller (the caller refuses what is not a regular
+/// file). `Unsupported` where there is no `openat2` (the caller then checks paths itself).
+#[cfg(target_os = "linux")]
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the static-file service's
+pub(crate) fn open_beneath(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &std::path::Path,
+) -> io::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(dir, path, how) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(nix::errno::Errno::ENOSYS) => Err(io::ErrorKind::Unsupported.into()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn open_beneath(
+    _dir: std::os::fd::BorrowedFd<'_>,
+    _path: &std::path::Path,
+) -> io::Result<std::fs::File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
