@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 
 use super::parse::{ChunkedDecoder, Framing};
 use crate::Address;
+use crate::protocol::Input;
 
 /// The request method. The standard methods of RFC 9110 (plus PATCH) have variants; anything
 /// else is kept as [`Method::Other`].
@@ -154,10 +155,8 @@ impl Wire for crate::Request {
 /// The connection's bytes: what was received but not used yet, then the stream.
 pub(crate) struct ConnIo<'c> {
     pub(crate) stream: &'c mut dyn Wire,
-    /// Always initialised to its full length (no zeroing per read); `pos..end` is unread.
-    buf: Vec<u8>,
-    pos: usize,
-    end: usize,
+    /// The same buffer as the event loop's (initialised once, compacted rather than grown).
+    received: Input,
 }
 
 /// Bytes read per `fill`, and the unit the buffer grows by.
@@ -165,61 +164,39 @@ const FILL: usize = 16 * 1024;
 
 impl<'c> ConnIo<'c> {
     pub(crate) fn new(stream: &'c mut dyn Wire) -> ConnIo<'c> {
-        ConnIo {
-            stream,
-            buf: vec![0; FILL],
-            pos: 0,
-            end: 0,
-        }
+        ConnIo::with_received(stream, Vec::new())
     }
 
     /// Over `stream`, with `received` already read from it (and not used yet).
     pub(crate) fn with_received(stream: &'c mut dyn Wire, received: Vec<u8>) -> ConnIo<'c> {
-        let end = received.len();
         ConnIo {
             stream,
-            buf: received,
-            pos: 0,
-            end,
+            received: Input::from_vec(received),
         }
     }
 
     /// The bytes read and not used, handed back.
-    pub(crate) fn into_received(mut self) -> Vec<u8> {
-        self.buf.truncate(self.end);
-        self.buf.drain(..self.pos);
-        self.buf
+    pub(crate) fn into_received(self) -> Vec<u8> {
+        self.received.bytes().to_vec()
     }
 }
 
 impl Source for ConnIo<'_> {
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..self.end]
+        self.received.bytes()
     }
 
     fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.end);
-        if self.pos == self.end {
-            self.pos = 0;
-            self.end = 0;
-        }
+        self.received.consume(n);
     }
 
     fn fill(&mut self) -> io::Result<usize> {
-        if self.pos > 0 && self.buf.len() - self.end < FILL {
-            // Move the unread bytes to the front rather than grow.
-            self.buf.copy_within(self.pos..self.end, 0);
-            self.end -= self.pos;
-            self.pos = 0;
-        }
-        if self.buf.len() - self.end < FILL {
-            // More unread bytes than the buffer holds (a large head, a pipelined batch):
-            // grow; heads are bounded by `max_head`.
-            self.buf.resize(self.end + FILL, 0);
-        }
-        let n = self.stream.read(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
+        // More unread bytes than the buffer holds (a large head, a pipelined batch) grow it;
+        // heads are bounded by `max_head`.
+        let spare = self.received.spare(FILL);
+        let n = self.stream.read(spare);
+        self.received.commit(FILL, *n.as_ref().unwrap_or(&0));
+        n
     }
 
     fn interim(&mut self, bytes: &[u8]) -> io::Result<()> {
