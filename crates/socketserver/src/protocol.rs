@@ -510,6 +510,20 @@ impl Output {
         Ok(Sent::Drained(sent))
     }
 
+    /// Everything written, as one buffer (file ranges read): a datagram's reply.
+    pub(crate) fn into_bytes(mut self) -> io::Result<Vec<u8>> {
+        if self.chunks.len() == 1
+            && let Some(Chunk::Bytes(buf, pos)) = self.chunks.pop_front()
+        {
+            let mut buf = buf;
+            buf.drain(..pos);
+            return Ok(buf);
+        }
+        let mut all = Vec::with_capacity(self.bytes);
+        self.drain_into(&mut all)?;
+        Ok(all)
+    }
+
     /// Everything written, as bytes (file ranges read), for a datagram reply or a blocking
     /// connection.
     pub(crate) fn drain_into(&mut self, out: &mut dyn Write) -> io::Result<()> {

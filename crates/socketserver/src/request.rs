@@ -275,6 +275,44 @@ impl Request {
         copy_file_to(self, file, offset, len)
     }
 
+    /// Moves the datagram's bytes out (empty for streams): the event loop hands them to a
+    /// protocol without a copy.
+    pub(crate) fn take_packet(&mut self) -> Vec<u8> {
+        match &mut self.io {
+            Io::Datagram { data, pos, .. } => {
+                *pos = 0;
+                std::mem::take(data)
+            }
+            Io::Stream { .. } => Vec::new(),
+        }
+    }
+
+    /// Gives back what [`take_packet`](Self::take_packet) took.
+    pub(crate) fn put_packet(&mut self, packet: Vec<u8>) {
+        if let Io::Datagram { data, pos, .. } = &mut self.io {
+            *data = packet;
+            *pos = 0;
+        }
+    }
+
+    /// Sets a datagram's whole reply (sent when the request finishes), without a copy.
+    pub(crate) fn set_reply(&mut self, bytes: Vec<u8>) {
+        if let Io::Datagram {
+            reply,
+            reply_wanted,
+            ..
+        } = &mut self.io
+        {
+            *reply = bytes;
+            *reply_wanted = true;
+        }
+    }
+
+    /// The stop handle, borrowed.
+    pub(crate) fn shutdown_ref(&self) -> &ShutdownHandle {
+        &self.shutdown
+    }
+
     /// The connection's socket (stream requests not yet finished).
     pub(crate) fn socket(&self) -> Option<&Arc<Socket>> {
         match &self.io {

@@ -242,40 +242,38 @@ impl Evented {
     }
 
     fn datagram(&self, mut request: Request, mut session: Session) {
-        let Some(packet) = request.packet() else {
-            return;
-        };
-        let mut input = Input::from_vec(packet.to_vec());
+        let mut input = Input::from_vec(request.take_packet());
         let mut output = Output::default();
-        let peer = request.peer().clone();
-        let local = request.local().clone();
-        let shutdown = request.shutdown_handle();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            session
-                .0
-                .datagram(&mut input, &mut output, &peer, &local, &shutdown)
+            session.0.datagram(
+                &mut input,
+                &mut output,
+                request.peer(),
+                request.local(),
+                request.shutdown_ref(),
+            )
         }));
-        match outcome {
-            Ok(Some(crate::Flow::Abort)) => {}
-            Ok(Some(_)) => {
-                use std::io::Write;
-                let touched = output.touched;
-                let mut sent = output.drain_into(&mut request);
-                if touched && sent.is_ok() {
-                    sent = request.flush();
+        let failure = match outcome {
+            Ok(Some(crate::Flow::Abort)) => None,
+            Ok(Some(_)) if !output.touched => None,
+            Ok(Some(_)) => match output.into_bytes() {
+                Ok(reply) => {
+                    request.set_reply(reply);
+                    request.finish().err().map(crate::Error::Handler)
                 }
-                if let Err(e) = sent.and_then(|()| request.finish()) {
-                    crate::handler::report(&*self.handler, &peer, &crate::Error::Handler(e));
-                }
+                Err(e) => Some(crate::Error::Handler(e)),
+            },
+            Ok(None) => {
+                // No event-driven form for datagrams (HTTP): the blocking handler gets it.
+                request.put_packet(input.bytes().to_vec());
+                return self.to_worker(request);
             }
-            Ok(None) => self.to_worker(request),
-            Err(payload) => crate::handler::report(
-                &*self.handler,
-                &peer,
-                &crate::Error::Panicked {
-                    message: crate::handler::panic_message(payload.as_ref()),
-                },
-            ),
+            Err(payload) => Some(crate::Error::Panicked {
+                message: crate::handler::panic_message(payload.as_ref()),
+            }),
+        };
+        if let Some(error) = failure {
+            crate::handler::report(&*self.handler, request.peer(), &error);
         }
     }
 }
