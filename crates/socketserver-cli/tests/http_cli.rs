@@ -797,6 +797,30 @@ fn self_signed(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// HTTPS in async (or pool) mode still works, and the operator is told once that its
+/// connections hold a worker each.
+#[test]
+fn https_in_async_mode_serves_and_warns_about_workers() -> io::Result<()> {
+    let site = site()?;
+    let (cert, key) = self_signed(site.tmp.path())?;
+    let (cert, key) = (path_str(&cert), path_str(&key));
+    let server = start(
+        &site,
+        &["--tls-cert", &cert, "--tls-key", &key, "--mode", "async"],
+    )?;
+    let port = tcp_addr(&server).port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let tls = ["--cacert", cert.as_str(), "--resolve", resolve.as_str()];
+    assert_eq!(
+        curl_sf(&tls, &format!("https://localhost:{port}/a.txt")),
+        HELLO
+    );
+    server.wait_stderr(IO_TIMEOUT, |text| {
+        text.contains("HTTPS runs a connection per worker thread in async mode")
+    })?;
+    Ok(())
+}
+
 #[test]
 fn https_with_a_pem_certificate() -> io::Result<()> {
     let site = site()?;
