@@ -123,16 +123,6 @@ fn run(options: Options) -> Result<(), Failure> {
         "{} mode; Ctrl-C stops gracefully, a second Ctrl-C at once",
         options.mode
     );
-    if site.as_ref().is_some_and(|(_, https)| *https)
-        && matches!(options.mode, Mode::Async { .. } | Mode::Pool { .. })
-    {
-        // Said once at start: with HTTPS these modes bound connections by their workers.
-        log::warn!(
-            "HTTPS runs a connection per worker thread in {} mode (TLS is not on the event loop \
-             yet): slow clients can occupy them all; --mode threading avoids that",
-            options.mode
-        );
-    }
     Ok(server.serve_forever()?)
 }
 

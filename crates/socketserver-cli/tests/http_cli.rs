@@ -797,27 +797,45 @@ fn self_signed(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-/// HTTPS in async (or pool) mode still works, and the operator is told once that its
-/// connections hold a worker each.
+/// HTTPS in async and pool modes: TLS and request heads on the event loop, several requests
+/// on one TLS connection, byte-exact files.
 #[test]
-fn https_in_async_mode_serves_and_warns_about_workers() -> io::Result<()> {
+fn https_in_async_and_pool_modes_keeps_connections_alive() -> io::Result<()> {
     let site = site()?;
     let (cert, key) = self_signed(site.tmp.path())?;
     let (cert, key) = (path_str(&cert), path_str(&key));
-    let server = start(
-        &site,
-        &["--tls-cert", &cert, "--tls-key", &key, "--mode", "async"],
-    )?;
-    let port = tcp_addr(&server).port();
-    let resolve = format!("localhost:{port}:127.0.0.1");
-    let tls = ["--cacert", cert.as_str(), "--resolve", resolve.as_str()];
-    assert_eq!(
-        curl_sf(&tls, &format!("https://localhost:{port}/a.txt")),
-        HELLO
-    );
-    server.wait_stderr(IO_TIMEOUT, |text| {
-        text.contains("HTTPS runs a connection per worker thread in async mode")
-    })?;
+    for mode in ["async", "pool"] {
+        let server = start(
+            &site,
+            &["--tls-cert", &cert, "--tls-key", &key, "--mode", mode],
+        )?;
+        let port = tcp_addr(&server).port();
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let https = |path: &str| format!("https://localhost:{port}{path}");
+        let tls = ["--cacert", cert.as_str(), "--resolve", resolve.as_str()];
+        assert_eq!(curl_sf(&tls, &https("/a.txt")), HELLO, "{mode}");
+        assert_same_bytes(
+            &curl_sf(&tls, &https("/big.bin")),
+            &site.big,
+            &format!("{mode}: big.bin over TLS"),
+        );
+        let mut both = tls.to_vec();
+        both.extend([
+            "-w",
+            "%{num_connects}\n",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+        ]);
+        let second = https("/list/");
+        both.push(second.as_str());
+        let connects = String::from_utf8_lossy(&curl_sf(&both, &https("/a.txt"))).into_owned();
+        assert_eq!(
+            connects, "1\n0\n",
+            "{mode}: one TLS connection for two URLs"
+        );
+    }
     Ok(())
 }
 

@@ -226,6 +226,11 @@ pub(crate) trait Driver: Send {
         let _ = sending;
         timeout.and_then(|t| last.checked_add(t))
     }
+    /// Input the driver holds itself (decrypted, say) that it has not used yet: the loop
+    /// calls [`data`](Self::data) again for it after a hand-off.
+    fn pending_input(&self) -> bool {
+        false
+    }
     /// Between requests, with nothing in flight: a graceful stop closes it at once.
     fn is_idle(&self) -> bool {
         false

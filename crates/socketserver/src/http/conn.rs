@@ -177,13 +177,14 @@ impl<S: Service> Handler for Http<S> {
         let started = Instant::now();
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.config.tls {
-            let Some(mut wire) = tls.accept(
+            let Some(mut conn) = tls.accept(
                 stream,
                 started.checked_add(self.config.limits.header_timeout),
             )?
             else {
                 return Ok(());
             };
+            let mut wire = super::tls::TlsWire::new(&mut conn, stream);
             let result = self.serve(&mut wire, &peer, started);
             wire.close();
             return result;
@@ -192,23 +193,20 @@ impl<S: Service> Handler for Http<S> {
     }
 
     fn serves_requests(&self) -> bool {
-        // HTTPS connections have no session: under a pool they hold a worker each.
-        #[cfg(feature = "tls")]
-        if self.config.tls.is_some() {
-            return false;
-        }
         true
     }
 
     fn session(&self) -> Option<crate::Session> {
-        // TLS runs on a worker per connection (the handshake and records are blocking code).
+        let http = super::session::HttpSession::new(self.clone());
         #[cfg(feature = "tls")]
-        if self.config.tls.is_some() {
-            return None;
+        if let Some(tls) = &self.config.tls {
+            // The handshake and request heads on the loop; requests on the workers.
+            let conn = tls.connection()?;
+            return Some(crate::Session(Box::new(super::tls::TlsSession::new(
+                conn, http,
+            ))));
         }
-        Some(crate::Session(Box::new(super::session::HttpSession::new(
-            self.clone(),
-        ))))
+        Some(crate::Session(Box::new(http)))
     }
 }
 

@@ -178,12 +178,26 @@ impl<S: Service> Driver for HttpSession<S> {
     }
 
     fn blocking(&mut self, request: &mut Request, input: &mut Vec<u8>) -> Step {
+        let peer = request.peer().clone();
+        self.serve_pending(request, &peer, input)
+    }
+}
+
+impl<S: Service> HttpSession<S> {
+    /// On a worker: answers the request whose head the loop parsed, over `wire` (the
+    /// connection in blocking mode, or TLS on it); `input` holds the bytes received after the
+    /// head and gets back those after the request.
+    pub(crate) fn serve_pending(
+        &mut self,
+        wire: &mut dyn Wire,
+        peer: &crate::Address,
+        input: &mut Vec<u8>,
+    ) -> Step {
         let Some(head) = self.pending.take() else {
             return Step::Close;
         };
-        let peer = request.peer().clone();
-        let mut io = ConnIo::with_received(request, std::mem::take(input));
-        let keep_alive = self.http.exchange(&mut io, head, &peer);
+        let mut io = ConnIo::with_received(wire, std::mem::take(input));
+        let keep_alive = self.http.exchange(&mut io, head, peer);
         *input = io.into_received();
         self.done();
         match keep_alive {

@@ -1,9 +1,11 @@
 //! HTTPS: rustls (ring provider) under the HTTP connection loop.
 //!
-//! The handshake runs in the connection's worker, bounded by the header timeout, never on the
-//! accept loop: a client that opens a connection and sends nothing (or a byte a minute) costs
-//! one worker for at most that long and delays nobody else (the bug of servers that wrap the
-//! listening socket or handshake in the accept thread).
+//! In the blocking modes the handshake runs in the connection's worker, bounded by the header
+//! timeout, never on the accept loop: a client that opens a connection and sends nothing (or
+//! a byte a minute) costs one worker for at most that long and delays nobody else (the bug of
+//! servers that wrap the listening socket or handshake in the accept thread). In `Async` and
+//! `Pool` modes ([`TlsSession`]) the event loop drives rustls without I/O of its own: the
+//! handshake and request heads cost no thread at all, and each request runs on a worker.
 
 use std::fmt;
 use std::fs::File;
@@ -84,12 +86,12 @@ impl TlsConfig {
 
     /// Runs the server side of the handshake on `stream` before `deadline`. `Ok(None)` when
     /// the client went away, timed out or failed the handshake (nothing to answer).
-    pub(crate) fn accept<'a>(
+    pub(crate) fn accept(
         &self,
-        stream: &'a mut crate::Request,
+        stream: &mut crate::Request,
         deadline: Option<Instant>,
-    ) -> io::Result<Option<TlsWire<'a>>> {
-        let Ok(mut conn) = ServerConnection::new(Arc::clone(&self.config)) else {
+    ) -> io::Result<Option<ServerConnection>> {
+        let Some(mut conn) = self.connection() else {
             return Ok(None);
         };
         while conn.is_handshaking() {
@@ -106,7 +108,12 @@ impl TlsConfig {
                 }
             }
         }
-        Ok(Some(TlsWire { conn, stream }))
+        Ok(Some(conn))
+    }
+
+    /// A new server-side TLS state for one connection (the handshake not started).
+    pub(crate) fn connection(&self) -> Option<ServerConnection> {
+        ServerConnection::new(Arc::clone(&self.config)).ok()
     }
 }
 
@@ -122,11 +129,15 @@ fn readable(path: &Path) -> Result<(), TlsError> {
 
 /// HTTP bytes through TLS.
 pub(crate) struct TlsWire<'a> {
-    conn: ServerConnection,
+    conn: &'a mut ServerConnection,
     stream: &'a mut crate::Request,
 }
 
-impl TlsWire<'_> {
+impl<'a> TlsWire<'a> {
+    pub(crate) fn new(conn: &'a mut ServerConnection, stream: &'a mut crate::Request) -> Self {
+        TlsWire { conn, stream }
+    }
+
     /// Sends close_notify, best effort.
     pub(crate) fn close(&mut self) {
         self.conn.send_close_notify();
@@ -137,17 +148,17 @@ impl TlsWire<'_> {
 
 impl Read for TlsWire<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        rustls::Stream::new(&mut self.conn, self.stream).read(buf)
+        rustls::Stream::new(self.conn, self.stream).read(buf)
     }
 }
 
 impl Write for TlsWire<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        rustls::Stream::new(&mut self.conn, self.stream).write(buf)
+        rustls::Stream::new(self.conn, self.stream).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        rustls::Stream::new(&mut self.conn, self.stream).flush()?;
+        rustls::Stream::new(self.conn, self.stream).flush()?;
         self.stream.flush()
     }
 }
@@ -180,5 +191,207 @@ impl Wire for TlsWire<'_> {
     /// No zero-copy through TLS: read and encrypt in 64 KiB pieces.
     fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
         crate::request::copy_file_to(self, &file, offset, len)
+    }
+}
+
+/// HTTPS on the event loop: the loop feeds the connection's ciphertext to rustls (handshake
+/// included) and parses request heads from the plaintext, so a TLS client that is slow,
+/// idle between requests or trickling its head costs no thread. Each complete request runs on
+/// a worker (through [`TlsWire`] over the connection in blocking mode), as the HTTP session
+/// does for services that do not run inline.
+pub(crate) struct TlsSession<S> {
+    tls: ServerConnection,
+    inner: super::session::HttpSession<S>,
+    /// Plaintext received, not yet used by the HTTP session.
+    plain_in: crate::protocol::Input,
+    /// Plaintext the HTTP session answered on the loop (error pages, 408), to encrypt.
+    plain_out: crate::protocol::Output,
+}
+
+impl<S: super::Service> TlsSession<S> {
+    pub(crate) fn new(tls: ServerConnection, inner: super::session::HttpSession<S>) -> Self {
+        TlsSession {
+            tls,
+            inner,
+            plain_in: crate::protocol::Input::default(),
+            plain_out: crate::protocol::Output::default(),
+        }
+    }
+
+    /// Calls the HTTP session with the plaintext, `f` being the call.
+    fn with_inner(
+        &mut self,
+        conn: &mut crate::Conn<'_>,
+        f: impl FnOnce(
+            &mut super::session::HttpSession<S>,
+            &mut crate::Conn<'_>,
+        ) -> crate::protocol::Step,
+    ) -> crate::protocol::Step {
+        let mut inner = crate::Conn {
+            input: &mut self.plain_in,
+            output: &mut self.plain_out,
+            peer: conn.peer,
+            local: conn.local,
+            datagram: false,
+            shutdown: conn.shutdown,
+            // Every request over TLS runs on a worker (the response goes through rustls).
+            inline: false,
+        };
+        f(&mut self.inner, &mut inner)
+    }
+
+    /// Ciphertext in: into rustls, as much as it takes. `false`: the TLS session failed.
+    fn feed(&mut self, conn: &mut crate::Conn<'_>) -> bool {
+        while !conn.received().is_empty() {
+            let mut bytes = conn.received();
+            match self.tls.read_tls(&mut bytes) {
+                Ok(0) => break,
+                Ok(n) => conn.consume(n),
+                // Its buffers are full: the rest waits until plaintext is read out.
+                Err(_) => break,
+            }
+            if let Err(e) = self.tls.process_new_packets() {
+                log::debug!("{}: TLS failed: {e}", conn.peer);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Plaintext out of rustls into `plain_in`, up to what the HTTP session keeps.
+    fn pull(&mut self) {
+        use crate::protocol::Driver;
+        let limit = self.inner.input_limit();
+        while self.plain_in.len() < limit {
+            let want = (limit - self.plain_in.len()).min(16 * 1024);
+            let spare = self.plain_in.spare(want);
+            match self.tls.reader().read(spare) {
+                Ok(n) if n > 0 => self.plain_in.commit(want, n),
+                _ => {
+                    self.plain_in.commit(want, 0);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Plaintext answers into rustls, and every TLS record it has into the connection's
+    /// output.
+    fn pump(&mut self, conn: &mut crate::Conn<'_>) {
+        let answer = std::mem::take(&mut self.plain_out);
+        if let Ok(bytes) = answer.into_bytes()
+            && !bytes.is_empty()
+        {
+            let _ = self.tls.writer().write_all(&bytes);
+        }
+        let mut out = OutputWriter(conn.output);
+        while self.tls.wants_write() {
+            if self.tls.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn closing(&mut self, conn: &mut crate::Conn<'_>) {
+        self.tls.send_close_notify();
+        self.pump(conn);
+    }
+}
+
+/// A connection's output queue as an `io::Write`, for rustls's records.
+struct OutputWriter<'o>(&'o mut crate::protocol::Output);
+
+impl Write for OutputWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
+    fn connected(&mut self) {
+        self.inner.connected();
+    }
+
+    fn data(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
+        use crate::protocol::Step;
+        if !self.feed(conn) {
+            // Tell the client why (an alert), then close.
+            self.pump(conn);
+            return Step::Close;
+        }
+        self.pull();
+        let step = if self.plain_in.len() > 0 {
+            self.with_inner(conn, |inner, c| inner.data(c))
+        } else {
+            Step::Continue
+        };
+        if step == Step::Close {
+            self.pump(conn);
+            self.closing(conn);
+        } else {
+            self.pump(conn);
+        }
+        step
+    }
+
+    fn eof(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
+        self.closing(conn);
+        crate::protocol::Step::Close
+    }
+
+    fn timed_out(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
+        let step = self.with_inner(conn, |inner, c| inner.timed_out(c));
+        self.closing(conn);
+        step
+    }
+
+    fn deadline(&self, last: Instant, timeout: Option<Duration>, sending: bool) -> Option<Instant> {
+        self.inner.deadline(last, timeout, sending)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.inner.is_idle() && self.plain_in.len() == 0 && !self.tls.is_handshaking()
+    }
+
+    fn pending_input(&self) -> bool {
+        self.plain_in.len() > 0
+    }
+
+    fn blocking(
+        &mut self,
+        request: &mut crate::Request,
+        input: &mut Vec<u8>,
+    ) -> crate::protocol::Step {
+        use crate::protocol::Step;
+        // Ciphertext the loop had not fed yet goes to rustls first.
+        let mut rest = input.as_slice();
+        while !rest.is_empty() {
+            match self.tls.read_tls(&mut rest) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+            if self.tls.process_new_packets().is_err() {
+                return Step::Abort;
+            }
+        }
+        let unfed = rest.to_vec();
+        let peer = request.peer().clone();
+        let mut plain = self.plain_in.bytes().to_vec();
+        self.plain_in = crate::protocol::Input::default();
+        let mut wire = TlsWire::new(&mut self.tls, request);
+        let step = self.inner.serve_pending(&mut wire, &peer, &mut plain);
+        if step == Step::Close {
+            wire.close();
+        }
+        self.plain_in = crate::protocol::Input::from_vec(plain);
+        // Plaintext rustls decrypted past the request (pipelined) joins it.
+        self.pull();
+        *input = unfed;
+        step
     }
 }

@@ -701,8 +701,8 @@ impl EventLoop {
             .socket()
             .is_some_and(|s| s.set_nonblocking(true).is_ok());
         entry.request = Some(request);
+        entry.resume = !input.is_empty() || driver.pending_input();
         entry.driver = Some(driver);
-        entry.resume = !input.is_empty();
         // What the worker read ahead (pipelined requests), in a buffer of its own size.
         entry.input = Input::from_vec(input.as_slice().to_vec());
         entry.readable = true;
