@@ -518,9 +518,9 @@ impl Output {
     /// Everything written, as one buffer (file ranges read): a datagram's reply.
     pub(crate) fn into_bytes(mut self) -> io::Result<Vec<u8>> {
         if self.chunks.len() == 1
-            && let Some(Chunk::Bytes(buf, pos)) = self.chunks.pop_front()
+            && matches!(self.chunks.front(), Some(Chunk::Bytes(..)))
+            && let Some(Chunk::Bytes(mut buf, pos)) = self.chunks.pop_front()
         {
-            let mut buf = buf;
             buf.drain(..pos);
             return Ok(buf);
         }

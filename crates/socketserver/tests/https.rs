@@ -189,3 +189,79 @@ fn bad_certificate_files_are_named_in_the_error() {
         .to_string();
     assert!(err.contains("cannot be used together"), "{err}");
 }
+
+/// A body uploaded over TLS arrives whole and in order in every mode: in pool and async modes
+/// the loop has read (and maybe decrypted) part of it before a worker takes the request over.
+#[test]
+fn uploads_over_tls_arrive_whole_in_every_mode() -> io::Result<()> {
+    use socketserver::http::{Response, StatusCode};
+    let pki = pki();
+    let tls = TlsConfig::from_pem_files(
+        pki.dir.path().join("cert.pem"),
+        pki.dir.path().join("key.pem"),
+    )
+    .unwrap();
+    let body = pattern(3 * 1024 * 1024 + 7);
+    for mode in [Mode::Threading, Mode::Pool { workers: 2 }, ASYNC] {
+        let digest = |req: &mut socketserver::http::Request<'_>| match req.read_body() {
+            Ok(bytes) => {
+                let sum = bytes.iter().enumerate().fold(0u64, |acc, (i, b)| {
+                    acc.wrapping_mul(31).wrapping_add(*b as u64 ^ i as u64)
+                });
+                Response::text(StatusCode::OK, format!("{} {sum}", bytes.len()))
+            }
+            Err(e) => Response::text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let handler = Http::new(digest).tls(tls.clone()).access_log(false);
+        let server = TestServer::start(Transport::Tcp, mode, handler);
+        let addr = server.addr.socket_addr().unwrap();
+        let want = body.iter().enumerate().fold(0u64, |acc, (i, b)| {
+            acc.wrapping_mul(31).wrapping_add(*b as u64 ^ i as u64)
+        });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(client_config(&pki), name).map_err(io::Error::other)?;
+        let mut sock = TcpStream::connect(addr)?;
+        sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        sock.set_write_timeout(Some(IO_TIMEOUT))?;
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        // Two requests on the connection, the first one's body written in uneven pieces.
+        for round in 0..2 {
+            write!(
+                tls,
+                "POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n{}\r\n",
+                body.len(),
+                if round == 1 {
+                    "Connection: close\r\n"
+                } else {
+                    ""
+                }
+            )?;
+            for piece in body.chunks(if round == 0 { 5000 } else { 64 * 1024 }) {
+                tls.write_all(piece)?;
+            }
+            tls.flush()?;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                tls.read_exact(&mut byte)?;
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{mode}: {head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            let mut answer = vec![0u8; len];
+            tls.read_exact(&mut answer)?;
+            assert_eq!(
+                String::from_utf8_lossy(&answer),
+                format!("{} {want}", body.len()),
+                "{mode}: round {round}"
+            );
+        }
+    }
+    Ok(())
+}

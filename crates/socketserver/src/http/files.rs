@@ -62,6 +62,9 @@ pub(crate) enum Resolved {
     /// resolving opened it (its metadata is then `meta`).
     File {
         path: PathBuf,
+        /// The path as requested (before symlinks): its extension gives the content type,
+        /// as Python and nginx do, whichever way the file was resolved.
+        name: PathBuf,
         meta: Metadata,
         opened: Option<fs::File>,
     },
@@ -176,7 +179,8 @@ pub(crate) fn resolve_in(
                 let meta = file.metadata().map_err(|e| refusal(&e))?;
                 if meta.is_file() {
                     return Ok(Resolved::File {
-                        path: joined,
+                        path: joined.clone(),
+                        name: joined,
                         meta,
                         opened: Some(file),
                     });
@@ -186,21 +190,22 @@ pub(crate) fn resolve_in(
                 }
                 // A directory: the redirect below, built the usual way.
             }
-            Err(e) => match e.raw_os_error() {
-                Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG) => {
+            Err(e) => {
+                if let Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG) =
+                    e.raw_os_error()
+                {
                     return Err(Refused::NotFound);
                 }
-                Some(nix::libc::EACCES) => return Err(Refused::Forbidden),
                 // EXDEV (leaving the root, or an absolute symlink that may stay inside),
+                // EACCES (a directory we may traverse but not read redirects all the same),
                 // ELOOP, no openat2 here, anything else: check the paths.
-                _ => {}
-            },
+            }
         }
     }
 
     let (path, meta) = if opts.follow_symlinks {
         let meta = fs::metadata(&joined).map_err(|e| refusal(&e))?;
-        (joined, meta)
+        (joined.clone(), meta)
     } else {
         let canonical = fs::canonicalize(&joined).map_err(|e| refusal(&e))?;
         if !contained(root, &canonical) {
@@ -227,6 +232,7 @@ pub(crate) fn resolve_in(
     } else if meta.is_file() {
         Ok(Resolved::File {
             path,
+            name: joined,
             meta,
             opened: None,
         })
@@ -716,9 +722,11 @@ mod tests {
     /// The kind of an outcome, for comparing the two ways of resolving.
     fn kind(result: &Result<Resolved, Refused>) -> String {
         match result {
-            Ok(Resolved::File { path, .. }) => {
-                format!("file {}", path.canonicalize().unwrap().display())
-            }
+            Ok(Resolved::File { path, name, .. }) => format!(
+                "file {} named {}",
+                path.canonicalize().unwrap().display(),
+                name.display()
+            ),
             Ok(Resolved::Directory { display, .. }) => format!("dir {display}"),
             Ok(Resolved::RedirectSlash { location }) => format!("redirect {location}"),
             Err(e) => format!("{e:?}"),

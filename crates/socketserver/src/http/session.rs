@@ -68,6 +68,14 @@ impl<S: Service> HttpSession<S> {
         ended || line_now || too_long
     }
 
+    /// Bytes of the next request are arriving (still encrypted, say): its head is due within
+    /// the header timeout from now.
+    pub(crate) fn bytes_arrived(&mut self) {
+        if self.head_since.is_none() {
+            self.head_since = Some(Instant::now());
+        }
+    }
+
     /// A request is over: the next one starts from scratch.
     fn done(&mut self) {
         self.first = false;

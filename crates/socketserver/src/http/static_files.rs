@@ -3,6 +3,7 @@
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+#[cfg(target_os = "linux")]
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,12 +56,15 @@ impl StaticFiles {
         }
         // A handle that only names the directory (no read access needed); without one the
         // paths are checked instead.
+        #[cfg(target_os = "linux")]
         let root_dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_PATH | nix::libc::O_DIRECTORY)
             .open(&root)
             .ok()
             .map(|dir| Arc::new(OwnedFd::from(dir)));
+        #[cfg(not(target_os = "linux"))]
+        let root_dir = None;
         Ok(StaticFiles {
             root,
             root_dir,
@@ -85,10 +89,13 @@ impl StaticFiles {
         &self.root
     }
 
+    /// Serves the file at `path` (or the one already `opened`); `name`, the path as requested,
+    /// gives the content type.
     fn serve_file(
         &self,
         req: &Request<'_>,
         path: &Path,
+        name: &Path,
         opened: Option<(File, Metadata)>,
     ) -> Response {
         let (file, meta) = match opened {
@@ -129,7 +136,7 @@ impl StaticFiles {
         } else {
             RangeSpec::Full
         };
-        let content_type = files::content_type(path);
+        let content_type = files::content_type(name);
         match range {
             RangeSpec::Full => {
                 common(Response::new(StatusCode::OK).header("Content-Type", content_type))
@@ -162,7 +169,7 @@ impl StaticFiles {
             if !inside && !self.options.follow_symlinks {
                 return Response::error(StatusCode::FORBIDDEN, "");
             }
-            return self.serve_file(req, &index, None);
+            return self.serve_file(req, &index, &index, None);
         }
         match listing::list_directory(path, &self.options) {
             Ok(entries) => {
@@ -215,9 +222,12 @@ impl Service for StaticFiles {
             )
             .header("Location", location),
             Ok(Resolved::Directory { path, display }) => self.serve_directory(req, &path, &display),
-            Ok(Resolved::File { path, meta, opened }) => {
-                self.serve_file(req, &path, opened.map(|file| (file, meta)))
-            }
+            Ok(Resolved::File {
+                path,
+                name,
+                meta,
+                opened,
+            }) => self.serve_file(req, &path, &name, opened.map(|file| (file, meta))),
         }
     }
 }

@@ -240,22 +240,28 @@ impl<S: super::Service> TlsSession<S> {
         f(&mut self.inner, &mut inner)
     }
 
-    /// Ciphertext in: into rustls, as much as it takes. `false`: the TLS session failed.
-    fn feed(&mut self, conn: &mut crate::Conn<'_>) -> bool {
+    /// Ciphertext in, as much as rustls takes before its plaintext must be read out.
+    fn feed(&mut self, conn: &mut crate::Conn<'_>) -> Fed {
+        let mut fed = Fed::Stuck;
         while !conn.received().is_empty() {
             let mut bytes = conn.received();
             match self.tls.read_tls(&mut bytes) {
-                Ok(0) => break,
+                // The peer's close_notify came: nothing after it counts.
+                Ok(0) => return Fed::Closed,
                 Ok(n) => conn.consume(n),
-                // Its buffers are full: the rest waits until plaintext is read out.
+                // Its plaintext buffer is full: read that out first.
                 Err(_) => break,
             }
-            if let Err(e) = self.tls.process_new_packets() {
-                log::debug!("{}: TLS failed: {e}", conn.peer);
-                return false;
+            match self.tls.process_new_packets() {
+                Ok(state) if state.peer_has_closed() => return Fed::Closed,
+                Ok(_) => fed = Fed::Progress,
+                Err(e) => {
+                    log::debug!("{}: TLS failed: {e}", conn.peer);
+                    return Fed::Failed;
+                }
             }
         }
-        true
+        fed
     }
 
     /// Plaintext out of rustls into `plain_in`, up to what the HTTP session keeps.
@@ -298,6 +304,19 @@ impl<S: super::Service> TlsSession<S> {
     }
 }
 
+/// What feeding ciphertext to rustls did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fed {
+    /// Some was taken.
+    Progress,
+    /// None could be taken (nothing there, or plaintext waiting to be read out).
+    Stuck,
+    /// The peer closed the TLS session.
+    Closed,
+    /// The session failed (an alert is queued).
+    Failed,
+}
+
 /// A connection's output queue as an `io::Write`, for rustls's records.
 struct OutputWriter<'o>(&'o mut crate::protocol::Output);
 
@@ -319,12 +338,40 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
 
     fn data(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
         use crate::protocol::Step;
-        if !self.feed(conn) {
-            // Tell the client why (an alert), then close.
-            self.pump(conn);
-            return Step::Close;
+        let limit = self.inner.input_limit();
+        // Feed and read out in turns: rustls holds only so much plaintext at a time.
+        loop {
+            if !conn.received().is_empty() && !self.tls.is_handshaking() {
+                // Bytes of a request are coming: its head is due within the header timeout
+                // even if they decrypt to nothing yet (a record trickled a byte at a time).
+                self.inner.bytes_arrived();
+            }
+            let fed = self.feed(conn);
+            match fed {
+                Fed::Failed => {
+                    // Tell the client why (an alert), then close.
+                    self.pump(conn);
+                    return Step::Close;
+                }
+                Fed::Closed if self.plain_in.len() == 0 => {
+                    self.pull();
+                    if self.plain_in.len() == 0 {
+                        self.closing(conn);
+                        return Step::Close;
+                    }
+                }
+                _ => {}
+            }
+            let before = self.plain_in.len();
+            self.pull();
+            let pulled = self.plain_in.len() > before;
+            if conn.received().is_empty()
+                || self.plain_in.len() >= limit
+                || (fed != Fed::Progress && !pulled)
+            {
+                break;
+            }
         }
-        self.pull();
         let step = if self.plain_in.len() > 0 {
             self.with_inner(conn, |inner, c| inner.data(c))
         } else {
@@ -355,7 +402,9 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
     }
 
     fn is_idle(&self) -> bool {
-        self.inner.is_idle() && self.plain_in.len() == 0 && !self.tls.is_handshaking()
+        // Mid-handshake with nothing received counts as idle, as a plain connection before
+        // its first byte: a graceful stop closes it at once.
+        self.inner.is_idle() && self.plain_in.len() == 0
     }
 
     fn pending_input(&self) -> bool {
@@ -368,21 +417,34 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         input: &mut Vec<u8>,
     ) -> crate::protocol::Step {
         use crate::protocol::Step;
-        // Ciphertext the loop had not fed yet goes to rustls first.
+        let peer = request.peer().clone();
+        // Ciphertext the loop had not fed yet goes to rustls first, all of it, before the
+        // worker reads the socket (records must arrive in order): plaintext is moved out
+        // whenever rustls's buffer is full.
+        let mut plain = self.plain_in.bytes().to_vec();
+        self.plain_in = crate::protocol::Input::default();
         let mut rest = input.as_slice();
         while !rest.is_empty() {
             match self.tls.read_tls(&mut rest) {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
-            if self.tls.process_new_packets().is_err() {
-                return Step::Abort;
+                Ok(0) => break, // the peer closed: nothing after that counts
+                Ok(_) => {
+                    if let Err(e) = self.tls.process_new_packets() {
+                        log::debug!("{peer}: TLS failed: {e}");
+                        let _ = self.tls.write_tls(request);
+                        return Step::Abort;
+                    }
+                }
+                Err(_) => {
+                    let before = plain.len();
+                    let _ = self.tls.reader().read_to_end(&mut plain);
+                    if plain.len() == before {
+                        // No way to take the rest in order: give up rather than reorder.
+                        return Step::Abort;
+                    }
+                }
             }
         }
-        let unfed = rest.to_vec();
-        let peer = request.peer().clone();
-        let mut plain = self.plain_in.bytes().to_vec();
-        self.plain_in = crate::protocol::Input::default();
+
         let mut wire = TlsWire::new(&mut self.tls, request);
         let step = self.inner.serve_pending(&mut wire, &peer, &mut plain);
         if step == Step::Close {
@@ -391,7 +453,7 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         self.plain_in = crate::protocol::Input::from_vec(plain);
         // Plaintext rustls decrypted past the request (pipelined) joins it.
         self.pull();
-        *input = unfed;
+        input.clear();
         step
     }
 }

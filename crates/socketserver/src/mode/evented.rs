@@ -880,7 +880,9 @@ impl EventLoop {
             if entry.resume && !entry.output.is_backed_up() {
                 entry.resume = false;
                 let step = call(entry, self.flavor, |d, c| d.data(c));
-                entry.resume = entry.output.is_backed_up() && entry.input.len() > 0;
+                entry.resume = entry.output.is_backed_up()
+                    && (entry.input.len() > 0
+                        || entry.driver.as_ref().is_some_and(|d| d.pending_input()));
                 if !self.apply(token, step) {
                     return;
                 }
@@ -924,7 +926,9 @@ impl EventLoop {
                 Ok(_) => {
                     entry.last = Instant::now();
                     let step = call(entry, self.flavor, |d, c| d.data(c));
-                    entry.resume = entry.output.is_backed_up() && entry.input.len() > 0;
+                    entry.resume = entry.output.is_backed_up()
+                        && (entry.input.len() > 0
+                            || entry.driver.as_ref().is_some_and(|d| d.pending_input()));
                     step
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
