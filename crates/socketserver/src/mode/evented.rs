@@ -234,10 +234,8 @@ impl Evented {
     }
 
     fn to_worker(&self, request: Request) {
-        let handler = Arc::clone(&self.handler);
         if let Some(jobs) = &self.jobs {
-            // Fails only once closed; the request is then dropped (its connection closed).
-            let _ = jobs.send(Box::new(move || run(&*handler, request)));
+            run_on_worker(jobs, &self.handler, request);
         }
     }
 
@@ -572,11 +570,7 @@ impl EventLoop {
                         };
                         match session {
                             Ok(Some(session)) => self.add(request, session.0),
-                            Ok(None) => {
-                                let handler = Arc::clone(&a.handler);
-                                // Fails only when stopping: the connection then closes.
-                                let _ = self.jobs.send(Box::new(move || run(&*handler, request)));
-                            }
+                            Ok(None) => run_on_worker(&self.jobs, &a.handler, request),
                             Err(()) => drop(request),
                         }
                     }
@@ -971,7 +965,7 @@ impl EventLoop {
             if !request.set_idle(idle) && idle {
                 return self.close(token);
             }
-        } else if idle && request.shutdown_handle().is_shutting_down() {
+        } else if idle && request.shutdown_ref().is_shutting_down() {
             return self.close(token);
         }
         let deadline = deadline_of(entry, &**driver, self.timeout);
@@ -1085,6 +1079,13 @@ impl EventLoop {
     }
 }
 
+/// Queues a whole connection (or datagram) for the blocking handler on the workers. Fails only
+/// once the server is closing: the request is then dropped and its connection closed.
+fn run_on_worker(jobs: &Sender<Job>, handler: &Arc<dyn Handler>, request: Request) {
+    let handler = Arc::clone(handler);
+    let _ = jobs.send(Box::new(move || run(&*handler, request)));
+}
+
 /// A new session from the handler, shielding the loop from a panicking factory (reported
 /// through `on_error`, then `Err`: the connection is closed). `Ok(None)`: this connection
 /// takes the blocking handler.
@@ -1123,14 +1124,13 @@ fn call(
     let (Some(request), Some(driver)) = (entry.request.as_ref(), entry.driver.as_mut()) else {
         return Step::Abort;
     };
-    let shutdown = request.shutdown_handle();
     let mut conn = Conn {
         input: &mut entry.input,
         output: &mut entry.output,
         peer: request.peer(),
         local: request.local(),
         datagram: false,
-        shutdown: &shutdown,
+        shutdown: request.shutdown_ref(),
         inline: flavor == Flavor::Async,
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut **driver, &mut conn))) {
