@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum, error::ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum, error::ErrorKind};
 use socketserver::{Address, AsyncAccept, Mode};
 
 /// What `socketserver` serves.
@@ -53,9 +54,10 @@ struct Cli {
     #[arg(long = "listen", value_name = "URL")]
     listen: Vec<String>,
 
-    /// How requests run
-    #[arg(long, value_enum, default_value = "threading")]
-    mode: ModeArg,
+    /// How requests run (default: threading; for http: async, which no number of slow or idle
+    /// clients can make deaf)
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
 
     /// Worker threads for --mode pool (default: 4 per core); event loops for --mode async
     /// (default: one per core)
@@ -184,11 +186,39 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(|err| match err.kind() {
+    let clap_stop = |err: clap::Error| match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Stop::Print(err.to_string()),
         _ => Stop::Usage(one_line(&err.to_string())),
-    })?;
+    };
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .map_err(clap_stop)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_stop)?;
+    if cli.service != Service::Http
+        && let Some(flag) = http_only_flag(&matches)
+    {
+        return Err(Stop::Usage(format!(
+            "--{flag} applies to the http service only, not {}",
+            cli.service
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        )));
+    }
     validate(cli).map_err(Stop::Usage)
+}
+
+/// The first `http`-only flag given on the command line, if any: on another service it would
+/// be silently ignored (a TLS certificate on `echo` would start a plaintext server).
+fn http_only_flag(matches: &ArgMatches) -> Option<String> {
+    Cli::command()
+        .get_arguments()
+        .filter(|arg| {
+            arg.get_help()
+                .is_some_and(|help| help.to_string().starts_with("http:"))
+        })
+        .map(|arg| arg.get_id().as_str().to_string())
+        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|id| id.replace('_', "-"))
 }
 
 /// clap's message in one line: its first line without the `error: ` prefix, plus the
@@ -216,7 +246,13 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn validate(cli: Cli) -> Result<Options, String> {
-    let mode = match cli.mode {
+    // `http` defaults to the event loops: the mode that slow or idle clients cannot make deaf.
+    let chosen = cli.mode.unwrap_or(if cli.service == Service::Http {
+        ModeArg::Async
+    } else {
+        ModeArg::Threading
+    });
+    let mode = match chosen {
         ModeArg::Sync => Mode::Sync,
         ModeArg::Threading => Mode::Threading,
         ModeArg::Pool => match cli.workers {
@@ -232,17 +268,17 @@ fn validate(cli: Cli) -> Result<Options, String> {
         },
     };
     if cli.workers == Some(0) {
-        return Err(match cli.mode {
+        return Err(match chosen {
             ModeArg::Async => "--workers 0: async mode needs at least 1 event loop".into(),
             _ => "--workers 0: a pool needs at least 1 worker".into(),
         });
     }
-    if cli.workers.is_some() && !matches!(cli.mode, ModeArg::Pool | ModeArg::Async) {
+    if cli.workers.is_some() && !matches!(chosen, ModeArg::Pool | ModeArg::Async) {
         return Err(format!(
             "--workers applies to --mode pool and --mode async, not --mode {mode}"
         ));
     }
-    if cli.accept.is_some() && cli.mode != ModeArg::Async {
+    if cli.accept.is_some() && chosen != ModeArg::Async {
         return Err(format!(
             "--accept applies to --mode async, not --mode {mode}"
         ));

@@ -6,7 +6,10 @@ struct Stderr;
 
 impl log::Log for Stderr {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // What the libraries we build on say (rustls warns once per client that sends an IP
+        // address as its SNI name, as curl and wrk do) is their internal chatter: debug level,
+        // never one line per client on stderr. Only our own records are shown.
+        metadata.target().starts_with("socketserver") && metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -826,6 +826,18 @@ fn bad_command_lines_are_one_line_and_exit_2() -> io::Result<()> {
             &["echo", "--max-children", "0", "--mode", "fork"],
             &["--max-children 0"],
         ),
+        // HTTP-only flags on another service would be ignored silently (issue 9: a TLS
+        // certificate on echo started a plaintext server).
+        (
+            &["echo", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["--tls-cert", "http", "echo"],
+        ),
+        (&["upper", "--dir", "/tmp"], &["--dir", "upper"]),
+        (&["threadname", "--hidden"], &["--hidden", "threadname"]),
+        (
+            &["echo", "--max-headers", "100"],
+            &["--max-headers", "echo"],
+        ),
     ];
     for (args, needles) in cases {
         let finished = run(args)?;

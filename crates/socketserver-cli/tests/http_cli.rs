@@ -1689,3 +1689,31 @@ fn sync_mode_announces_the_close() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `http` runs in async mode unless told otherwise (the contract's "Modes"), and the TLS
+/// library's own warnings (rustls: "Illegal SNI extension" for every client that connects by
+/// IP address, as curl and wrk do) never reach stderr, with or without `--quiet` (issue 9).
+#[test]
+fn http_defaults_to_async_and_library_chatter_stays_off_stderr() -> io::Result<()> {
+    let site = site()?;
+    let (cert, key) = self_signed(site.tmp.path())?;
+    let (cert, key) = (path_str(&cert), path_str(&key));
+    let server = start(&site, &["--tls-cert", &cert, "--tls-key", &key])?;
+    let addr = tcp_addr(&server);
+    let by_ip = format!("https://{addr}/a.txt");
+    for _ in 0..3 {
+        assert_eq!(curl_sf(&["-k"], &by_ip), HELLO);
+    }
+    let mut server = server;
+    server.signal("TERM")?;
+    assert_eq!(server.wait_exit(Duration::from_secs(5))?.code(), Some(0));
+    let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
+    assert!(stderr.contains("async mode"), "{stderr}");
+    assert!(!stderr.contains("SNI"), "{stderr}");
+    assert_eq!(
+        stderr.matches("\"GET /a.txt HTTP/1.1\" 200").count(),
+        3,
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -361,6 +361,9 @@ impl<S: Service> Http<S> {
                 );
             }
         };
+        if let Err(reason) = parse::check_host(&head) {
+            return refuse(io, StatusCode::BAD_REQUEST, reason);
+        }
         if let Framing::Length(n) = framing
             && n > self.config.limits.max_body
         {
@@ -396,17 +399,12 @@ impl<S: Service> Http<S> {
                 );
             }
         }
-        let connection =
-            header("connection").map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
-        let has = |token: &str| {
-            connection
-                .as_deref()
-                .is_some_and(|c| c.split(',').any(|t| t.trim() == token))
-        };
+        // Every Connection field counts: they are one list (a `close` in a second field
+        // must end the connection as surely as in the first).
         let mut keep_alive = if http11 {
-            !has("close")
+            !parse::connection_has(&head, "close")
         } else {
-            has("keep-alive")
+            parse::connection_has(&head, "keep-alive")
         };
         let method = Method::parse(&head.method);
         let head_only = method == Method::Head;

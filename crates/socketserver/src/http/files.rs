@@ -384,12 +384,44 @@ pub(crate) fn etag(meta: &Metadata) -> String {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    format!("\"{:x}-{:x}-{:x}\"", meta.len(), nanos, inode(meta))
+    // Length and modification time only, as nginx does: the inode number would tell every
+    // client which file system object it is (a fingerprint scanners flag) and would change
+    // the tag when a deployment copies identical files.
+    format!("\"{:x}-{:x}\"", meta.len(), nanos)
 }
 
-/// The inode number (the crate is Unix-only).
-fn inode(meta: &Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(meta)
+/// Whether a request's preconditions fail, so it must get `412 Precondition Failed`
+/// (RFC 9110 §13.2.2, steps 1 and 2).
+///
+/// `If-Match` decides when present: `*` matches (the file exists), otherwise one of its tags
+/// must strongly match `etag` (a weak tag never does); a malformed field matches nothing.
+/// Otherwise `If-Unmodified-Since`, when it is a valid HTTP-date, fails when the
+/// modification time (truncated to whole seconds) is later than the date; an invalid date is
+/// ignored.
+pub(crate) fn precondition_failed(
+    if_match: Option<&[u8]>,
+    if_unmodified_since: Option<&[u8]>,
+    etag: &str,
+    mtime: SystemTime,
+) -> bool {
+    if let Some(field) = if_match {
+        let Ok(field) = str::from_utf8(field) else {
+            return true;
+        };
+        if ows(field) == "*" {
+            return false;
+        }
+        let strong = !etag.starts_with("W/");
+        let matched = entity_tags(field).is_some_and(|tags| {
+            tags.iter()
+                .any(|&(weak, tag)| strong && !weak && tag == etag)
+        });
+        return !matched;
+    }
+    if_unmodified_since
+        .and_then(|v| str::from_utf8(v).ok())
+        .and_then(|v| httpdate::parse_http_date(ows(v)).ok())
+        .is_some_and(|date| whole_seconds(mtime) > date)
 }
 
 /// Whether a `GET`/`HEAD` should be answered `304 Not Modified` (RFC 9110 §13.1.2, §13.1.3,
@@ -399,12 +431,14 @@ fn inode(meta: &Metadata) -> u64 {
 /// list that weakly matches `etag` (`W/"x"` matches `"x"`); a malformed field matches nothing.
 /// Otherwise `If-Modified-Since`, when it is a valid HTTP-date, holds when the modification
 /// time, truncated to whole seconds as `Last-Modified` is, is not later than the date; an
-/// invalid date is ignored.
+/// invalid date is ignored, and so is a date later than `now` (§13.1.3: such a date is
+/// invalid; honouring it would let a client with a fast clock cache a file forever).
 pub(crate) fn not_modified(
     if_none_match: Option<&[u8]>,
     if_modified_since: Option<&[u8]>,
     etag: &str,
     mtime: SystemTime,
+    now: SystemTime,
 ) -> bool {
     if let Some(field) = if_none_match {
         let Ok(field) = str::from_utf8(field) else {
@@ -422,7 +456,7 @@ pub(crate) fn not_modified(
     else {
         return false;
     };
-    whole_seconds(mtime) <= date
+    date <= now && whole_seconds(mtime) <= date
 }
 
 /// Whether a `Range` may be honoured given `If-Range` (RFC 9110 §13.1.5).
@@ -1253,10 +1287,11 @@ mod tests {
         assert!(tag.starts_with("\"1-") && tag.ends_with('"'), "{tag}");
         let inner = &tag[1..tag.len() - 1];
         let parts: Vec<&str> = inner.split('-').collect();
-        assert_eq!(parts.len(), 3);
+        // Length and modification time; no inode number (issue 9: a fingerprint).
+        assert_eq!(parts.len(), 2, "{tag}");
         assert!(parts.iter().all(|p| u128::from_str_radix(p, 16).is_ok()));
         let ino = std::os::unix::fs::MetadataExt::ino(&meta);
-        assert_eq!(parts[2], format!("{ino:x}"));
+        assert!(!parts.contains(&format!("{ino:x}").as_str()), "{tag}");
         assert_eq!(etag(&meta), tag);
         // A change of content changes the tag.
         fs::write(t.root.join("a/b.txt"), "bb").unwrap();
@@ -1301,18 +1336,74 @@ mod tests {
         ];
         for (inm, ims, expected) in cases {
             assert_eq!(
-                not_modified(inm.map(str::as_bytes), ims.map(str::as_bytes), tag, mtime),
+                not_modified(
+                    inm.map(str::as_bytes),
+                    ims.map(str::as_bytes),
+                    tag,
+                    mtime,
+                    SystemTime::now()
+                ),
                 *expected,
                 "{inm:?} {ims:?}"
             );
         }
-        assert!(!not_modified(Some(b"\"\xff\""), None, tag, mtime));
+        let now = SystemTime::now();
+        assert!(!not_modified(Some(b"\"\xff\""), None, tag, mtime, now));
         assert!(not_modified(
             Some(b"W/\"a-b-c\""),
             None,
             "W/\"a-b-c\"",
-            mtime
+            mtime,
+            now
         ));
+        // A date later than now is invalid (RFC 9110 §13.1.3): ignored, whatever the file.
+        let future = httpdate::fmt_http_date(at(1_700_000_100));
+        assert!(!not_modified(
+            None,
+            Some(future.as_bytes()),
+            tag,
+            mtime,
+            at(1_700_000_050)
+        ));
+        assert!(not_modified(
+            None,
+            Some(future.as_bytes()),
+            tag,
+            mtime,
+            at(1_700_000_200)
+        ));
+    }
+
+    #[test]
+    fn preconditions() {
+        let tag = "\"a-b\"";
+        let mtime = at(1_700_000_000) + Duration::from_millis(750);
+        let date = httpdate::fmt_http_date(at(1_700_000_000));
+        let before = httpdate::fmt_http_date(at(1_699_999_999));
+        let after = httpdate::fmt_http_date(at(1_700_000_001));
+        let cases: &[(Option<&str>, Option<&str>, bool)] = &[
+            (None, None, false),
+            (Some("*"), None, false),
+            (Some(tag), None, false),
+            (Some("\"x\", \"a-b\""), None, false),
+            (Some("\"x\""), None, true),
+            // If-Match uses the strong comparison: a weak tag never matches.
+            (Some("W/\"a-b\""), None, true),
+            (Some("garbage"), None, true),
+            // If-Match decides alone.
+            (Some(tag), Some(&before), false),
+            (None, Some(&date), false),
+            (None, Some(&after), false),
+            (None, Some(&before), true),
+            (None, Some("not a date"), false),
+        ];
+        for (im, ius, expected) in cases {
+            assert_eq!(
+                precondition_failed(im.map(str::as_bytes), ius.map(str::as_bytes), tag, mtime),
+                *expected,
+                "{im:?} {ius:?}"
+            );
+        }
     }
 
     #[test]

@@ -358,6 +358,89 @@ pub(crate) fn framing(head: &Head) -> Result<Framing, HeadError> {
     }
 }
 
+/// Whether the `Connection` fields, read together as one list (RFC 9110 §7.6.1, §5.3: several
+/// fields are one comma-separated list), name `option` (case-insensitively).
+pub(crate) fn connection_has(head: &Head, option: &str) -> bool {
+    list_elements(head, "connection").any(|element| element.eq_ignore_ascii_case(option.as_bytes()))
+}
+
+/// Checks the `Host` field (RFC 9112 §3.2): an HTTP/1.1 request must have exactly one, and
+/// any request's `Host` must be a valid `uri-host [ ":" port ]` (RFC 3986 §3.2.2); a server
+/// MUST answer 400 otherwise. The reason is returned for the error body.
+pub(crate) fn check_host(head: &Head) -> Result<(), &'static str> {
+    let mut hosts = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"));
+    let Some((_, value)) = hosts.next() else {
+        return if head.minor_version == 0 {
+            Ok(())
+        } else {
+            Err("an HTTP/1.1 request needs a Host field")
+        };
+    };
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host field");
+    }
+    if valid_host(trim_ows(value)) {
+        Ok(())
+    } else {
+        Err("the Host field is not a valid host name or address")
+    }
+}
+
+/// `uri-host [ ":" port ]`: an IP literal in brackets, or a reg-name (which covers IPv4
+/// addresses) of unreserved, percent-encoded and sub-delimiter bytes, then digits after a colon.
+fn valid_host(value: &[u8]) -> bool {
+    let (host_ok, rest) = if let Some(inner) = value.strip_prefix(b"[") {
+        let Some(close) = inner.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &inner[..close];
+        let ok = !literal.is_empty()
+            && literal.iter().all(|&b| {
+                b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_sub_delim(b) || is_unreserved(b)
+            });
+        (ok, &inner[close + 1..])
+    } else {
+        let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        (valid_reg_name(&value[..end]), &value[end..])
+    };
+    host_ok
+        && match rest.split_first() {
+            None => true,
+            Some((b':', port)) => port.iter().all(u8::is_ascii_digit) && port.len() <= 5,
+            Some(_) => false,
+        }
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`.
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        if b == b'%' {
+            let hex = name.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved(b) || is_sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
 /// The values of the fields named `name` (case-insensitively), split into list elements with
 /// surrounding optional whitespace removed (RFC 9110 §5.6.1). Empty elements are kept.
 fn list_elements<'h>(head: &'h Head, name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
@@ -563,8 +646,10 @@ impl ChunkedDecoder {
                     _ => return Err("invalid chunk size"),
                 },
             },
+            // chunk-ext = *( BWS ";" BWS ext-name ... ) (RFC 9112 §7.1.1): whitespace after the
+            // size may only come before an extension, never just before the CRLF.
             State::SizeSpace => match byte {
-                b'\r' => State::SizeLf,
+                b'\r' => return Err("whitespace after a chunk size"),
                 b';' => self.size_line_byte().map(|()| State::Extension)?,
                 b' ' | b'\t' => self.size_line_byte().map(|()| State::SizeSpace)?,
                 _ => return Err("invalid chunk size line"),
@@ -1366,7 +1451,6 @@ mod tests {
             true,
         ),
         (b"5 ;a\r\nhello\r\n0\t; x = y\r\n\r\n", b"hello", 26, true),
-        (b"5 \r\nhello\r\n0\r\n\r\n", b"hello", 16, true),
         (b"5;\xff\r\nhello\r\n0\r\n\r\n", b"hello", 17, true),
         // Trailers are checked and dropped.
         (
@@ -1421,6 +1505,10 @@ mod tests {
             (b"5\nhello\r\n0\r\n\r\n", "invalid chunk size"),
             (b"5 5\r\n", "invalid chunk size line"),
             (b"5 \n", "invalid chunk size line"),
+            // Whitespace may only precede an extension (issue 9: "5 " was accepted).
+            (b"5 \r\nhello\r\n0\r\n\r\n", "whitespace after a chunk size"),
+            (b"5\t\r\nhello", "whitespace after a chunk size"),
+            (b"0  \r\n\r\n", "whitespace after a chunk size"),
             (b"5\r\r\n", "chunk size line not ended by CRLF"),
             (b"5;a\nhello", "invalid byte in chunk extension"),
             (b"5;a\x00\r\n", "invalid byte in chunk extension"),
@@ -1473,7 +1561,8 @@ mod tests {
             decode_all(&zeros(1025)),
             Err(HeadError::Malformed("chunk size line too long"))
         );
-        let spaces = |n: usize| [&b"1"[..], &vec![b' '; n - 1], b"\r\na\r\n0\r\n\r\n"].concat();
+        // (Whitespace may only precede an extension.)
+        let spaces = |n: usize| [&b"1"[..], &vec![b' '; n - 2], b";\r\na\r\n0\r\n\r\n"].concat();
         assert_eq!(
             decode_all(&spaces(1024)),
             Ok((b"a".to_vec(), 1024 + 10, true))

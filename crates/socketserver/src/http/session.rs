@@ -52,9 +52,12 @@ impl<S: Service> HttpSession<S> {
 
     /// Whether the bytes received so far are worth parsing: the head's end (an empty line)
     /// or the end of its request line arrived since the last look, or a size limit was
-    /// crossed (the parser then refuses it).
+    /// crossed (the parser then refuses it), or these are the first bytes of the request: a
+    /// look at them refuses what can never be HTTP (a TLS hello on the plain port, binary
+    /// garbage) at once, as the blocking modes do, instead of at the header timeout.
     fn worth_parsing(&mut self, received: &[u8]) -> bool {
         let limits = &self.http.config.limits;
+        let first_look = self.scanned == 0;
         // Two bytes back: an end split over two reads is still seen.
         let from = self.scanned.saturating_sub(2).min(received.len());
         let fresh = &received[from..];
@@ -65,7 +68,7 @@ impl<S: Service> HttpSession<S> {
         let too_long = received.len() > limits.max_head
             || (!self.line_seen && received.len() > limits.max_request_line);
         self.scanned = received.len();
-        ended || line_now || too_long
+        first_look || ended || line_now || too_long
     }
 
     /// Bytes of the next request are arriving (still encrypted, say): its head is due within

@@ -25,10 +25,12 @@ use super::{Method, Request, Response, Service, StatusCode};
 ///   refused unless [`follow_symlinks`](Self::follow_symlinks); names starting with `.` are
 ///   neither listed nor served unless [`hidden`](Self::hidden).
 /// - `Content-Type` by extension (text types with `charset=utf-8`), `Last-Modified` and
-///   `If-Modified-Since` (`304`), a strong `ETag` and `If-None-Match`, single byte ranges
+///   `If-Modified-Since` (`304`; a date in the future is ignored), a strong `ETag` (length and
+///   modification time) and `If-None-Match`, `If-Match` and `If-Unmodified-Since` (`412`), single byte ranges
 ///   (`206`, `If-Range` honoured; unsatisfiable: `416` with `Content-Range: bytes */N`;
 ///   malformed or multiple ranges: the whole file), `Accept-Ranges: bytes`.
 /// - File bodies are streamed with `sendfile(2)`, never read whole into memory.
+/// - Every answer carries `X-Content-Type-Options: nosniff`.
 #[derive(Clone, Debug)]
 pub struct StaticFiles {
     root: PathBuf,
@@ -123,11 +125,23 @@ impl StaticFiles {
                 .header("ETag", etag.clone())
                 .header("Accept-Ranges", "bytes")
         };
+        if files::precondition_failed(
+            req.header_bytes("if-match"),
+            req.header_bytes("if-unmodified-since"),
+            &etag,
+            mtime,
+        ) {
+            return common(Response::error(
+                StatusCode::PRECONDITION_FAILED,
+                "the file does not match the request's If-Match or If-Unmodified-Since",
+            ));
+        }
         if files::not_modified(
             req.header_bytes("if-none-match"),
             req.header_bytes("if-modified-since"),
             &etag,
             mtime,
+            std::time::SystemTime::now(),
         ) {
             return common(Response::new(StatusCode::NOT_MODIFIED));
         }
@@ -197,6 +211,16 @@ impl Service for StaticFiles {
     }
 
     fn call(&self, req: &mut Request<'_>) -> Response {
+        // Browsers must take the type we send, not guess one from the bytes: an uploaded or
+        // mistyped file is never run as a script or a page (the header nginx users add).
+        self.respond(req)
+            .header("X-Content-Type-Options", "nosniff")
+    }
+}
+
+impl StaticFiles {
+    /// The answer to one request, before the headers every answer carries.
+    fn respond(&self, req: &Request<'_>) -> Response {
         match req.method() {
             Method::Get | Method::Head => {}
             m if m.is_known() => {
