@@ -418,10 +418,14 @@ pub(crate) fn precondition_failed(
         });
         return !matched;
     }
-    if_unmodified_since
-        .and_then(|v| str::from_utf8(v).ok())
-        .and_then(|v| httpdate::parse_http_date(ows(v)).ok())
-        .is_some_and(|date| whole_seconds(mtime) > date)
+    http_date(if_unmodified_since).is_some_and(|date| whole_seconds(mtime) > date)
+}
+
+/// A date field's value as a time, `None` when absent or not a valid HTTP-date (which the
+/// conditional fields then ignore).
+fn http_date(field: Option<&[u8]>) -> Option<SystemTime> {
+    let field = str::from_utf8(field?).ok()?;
+    httpdate::parse_http_date(ows(field)).ok()
 }
 
 /// Whether a `GET`/`HEAD` should be answered `304 Not Modified` (RFC 9110 §13.1.2, §13.1.3,
@@ -450,13 +454,7 @@ pub(crate) fn not_modified(
         let ours = opaque(etag);
         return entity_tags(field).is_some_and(|tags| tags.iter().any(|&(_, tag)| tag == ours));
     }
-    let Some(date) = if_modified_since
-        .and_then(|v| str::from_utf8(v).ok())
-        .and_then(|v| httpdate::parse_http_date(ows(v)).ok())
-    else {
-        return false;
-    };
-    date <= now && whole_seconds(mtime) <= date
+    http_date(if_modified_since).is_some_and(|date| date <= now && whole_seconds(mtime) <= date)
 }
 
 /// Whether a `Range` may be honoured given `If-Range` (RFC 9110 §13.1.5).
