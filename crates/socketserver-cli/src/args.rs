@@ -128,6 +128,16 @@ struct Cli {
     /// http: most header fields in a request (more gets 431)
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_headers: usize,
+
+    /// http: close a connection that takes less than 64 KiB of a response for SECS (a client
+    /// that stopped reading) [default: --timeout, 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    write_timeout: Option<Duration>,
+
+    /// http: least average rate of a request body, in bytes a second, after --timeout's grace
+    /// (a client trickling a body is cut off); 0: no rate
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    min_body_rate: u64,
 }
 
 /// Options of the `http` service.
@@ -139,6 +149,10 @@ pub struct HttpOptions {
     pub max_request_line: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// How long a response may stall (`None`: as `--timeout`).
+    pub write_timeout: Option<Duration>,
+    /// Least request body rate, bytes a second (0: none).
+    pub min_body_rate: u64,
     /// Certificate chain and key files (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -367,6 +381,8 @@ fn http_options(cli: &Cli, listen: &[Address]) -> Result<HttpOptions, String> {
         max_request_line: cli.max_request_line,
         max_header_bytes: cli.max_header_bytes,
         max_headers: cli.max_headers,
+        write_timeout: cli.write_timeout.filter(|t| !t.is_zero()),
+        min_body_rate: cli.min_body_rate,
         tls,
     })
 }

@@ -140,7 +140,12 @@ fn http_handler(
     if let Some(timeout) = options.timeout {
         limits.header_timeout = timeout;
         limits.idle_timeout = timeout;
+        limits.write_timeout = timeout;
     }
+    if let Some(timeout) = http.write_timeout {
+        limits.write_timeout = timeout;
+    }
+    limits.min_body_rate = http.min_body_rate;
     limits.max_request_line = http.max_request_line;
     limits.max_head = http.max_header_bytes;
     limits.max_headers = http.max_headers;

@@ -235,10 +235,18 @@ pub(crate) trait Driver: Send {
     fn is_idle(&self) -> bool {
         false
     }
-    /// After [`Step::Block`], on a worker: `request` is the connection in blocking mode,
-    /// `input` the bytes received and not consumed (the driver leaves the unused rest there).
-    fn blocking(&mut self, request: &mut Request, input: &mut Vec<u8>) -> Step {
-        let _ = (request, input);
+    /// After [`Step::Block`], on a worker: `request` is the connection (its waits bounded
+    /// by poll deadlines), `input` the bytes received and not consumed (the driver leaves the
+    /// unused rest there), `output` what the loop had not sent yet: the driver sends it
+    /// before anything of its own, or queues its own output behind it for the loop to send
+    /// (so a worker need not wait for a slow reader).
+    fn blocking(
+        &mut self,
+        request: &mut Request,
+        input: &mut Vec<u8>,
+        output: &mut Output,
+    ) -> Step {
+        let _ = (request, input, output);
         Step::Close
     }
     /// Handles one datagram (see [`Protocol`]); `None` when this driver cannot, and the

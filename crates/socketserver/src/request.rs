@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
@@ -15,6 +15,9 @@ use crate::{Address, ShutdownHandle};
 const READ_BUF: usize = 8 * 1024;
 /// Write buffer size. Writes at least this large go straight to the socket.
 const WRITE_BUF: usize = 8 * 1024;
+/// What a peer that makes us wait must take within each write timeout: a reader that takes a
+/// byte now and then does not keep a connection forever.
+pub(crate) const WRITE_PROGRESS: u64 = 64 * 1024;
 
 /// One request: a connection (TCP, Unix stream) or one datagram (UDP, Unix datagram).
 ///
@@ -39,9 +42,64 @@ pub struct Request {
     peer: Address,
     local: Arc<Address>,
     shutdown: ShutdownHandle,
+    /// How long a read may wait for the peer.
     timeout: Option<Duration>,
+    /// Reads fail once this passes, however the peer trickles.
+    read_deadline: Option<Instant>,
+    /// How long the peer may make writes wait without taking [`WRITE_PROGRESS`] bytes.
+    clock: WriteClock,
     slot: Option<Slot>,
     finished: bool,
+}
+
+/// The stall window of a connection's writes: it opens when a write has to wait for the peer,
+/// restarts each time the peer takes [`WRITE_PROGRESS`] bytes, and closes when a write goes
+/// out without waiting. A write that would wait past its end fails with `TimedOut`.
+#[derive(Clone, Copy, Debug)]
+struct WriteClock {
+    limit: Option<Duration>,
+    since: Option<Instant>,
+    taken: u64,
+}
+
+impl WriteClock {
+    fn new(limit: Option<Duration>) -> WriteClock {
+        WriteClock {
+            limit,
+            since: None,
+            taken: 0,
+        }
+    }
+
+    /// The peer took `n` bytes.
+    fn taken(&mut self, n: usize) {
+        if self.since.is_some() {
+            self.taken = self.taken.saturating_add(n as u64);
+            if self.taken >= WRITE_PROGRESS {
+                self.since = Some(Instant::now());
+                self.taken = 0;
+            }
+        }
+    }
+
+    /// How long a write may wait now (`Ok(None)`: without limit); `Err` when the window is
+    /// over.
+    fn wait(&mut self) -> Result<Option<Duration>, ()> {
+        let Some(limit) = self.limit else {
+            return Ok(None);
+        };
+        let since = *self.since.get_or_insert_with(Instant::now);
+        match limit.checked_sub(since.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(()),
+        }
+    }
+
+    /// A write went out without waiting: the peer is reading.
+    fn reset(&mut self) {
+        self.since = None;
+        self.taken = 0;
+    }
 }
 
 enum Io {
@@ -81,6 +139,8 @@ impl Request {
             local,
             shutdown,
             timeout,
+            read_deadline: None,
+            clock: WriteClock::new(timeout),
             slot: Some(slot),
             finished: false,
         }
@@ -108,6 +168,8 @@ impl Request {
             local,
             shutdown,
             timeout: None,
+            read_deadline: None,
+            clock: WriteClock::new(None),
             slot: Some(slot),
             finished: false,
         }
@@ -142,25 +204,30 @@ impl Request {
         }
     }
 
-    /// Sets the connection's timeout for reads and writes: a peer that sends nothing (or reads
-    /// nothing while we write) for this long makes the operation fail with
-    /// [`io::ErrorKind::TimedOut`]. `None` waits forever. Starts as the server's `timeout`.
-    /// Has no effect on datagram requests.
+    /// Sets the connection's timeout for reads and writes: a read fails with
+    /// [`io::ErrorKind::TimedOut`] when the peer sends nothing for this long, a write when the
+    /// peer makes it wait this long without taking 64 KiB (so a reader taking a byte now and
+    /// then cannot hold the connection either). `None` waits forever. Starts as the server's
+    /// `timeout`. Has no effect on datagram requests. Costs no system call: the waits are
+    /// `poll(2)` deadlines.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        // Protocols set it around every request; unchanged, it costs no system call.
-        if timeout == self.timeout {
-            return Ok(());
-        }
-        if let Io::Stream {
-            socket: Some(socket),
-            ..
-        } = &self.io
-        {
-            socket.set_read_timeout(timeout)?;
-            socket.set_write_timeout(timeout)?;
-        }
         self.timeout = timeout;
+        self.clock.limit = timeout;
         Ok(())
+    }
+
+    /// Sets only the write side of [`set_timeout`](Self::set_timeout): how long the peer may
+    /// make a write wait without taking 64 KiB.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.clock.limit = timeout;
+    }
+
+    /// Sets a deadline for reads: once it passes, a read that has to wait fails with
+    /// [`io::ErrorKind::TimedOut`], however steadily the peer trickles (the per-read timeout
+    /// still applies before it). `None` removes it. HTTP uses it for the whole request head
+    /// and for a minimum body rate; a TLS handshake must finish before it too.
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.read_deadline = deadline;
     }
 
     /// Turns Nagle's algorithm off (`true`) or on for a TCP connection. The server turns it off
@@ -224,7 +291,7 @@ impl Request {
         match ready.as_slice() {
             [_, true] => Ok(false),
             [true, ..] => Ok(true),
-            _ => Err(self.timed_out(true)),
+            _ => Err(silent(timeout)),
         }
     }
 
@@ -243,13 +310,20 @@ impl Request {
             let mut pos =
                 i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             let mut left = len;
+            let mut waited = false;
             while left > 0 {
                 let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
                 match crate::sys::sendfile(&sock, file, &mut pos, chunk) {
                     Ok(0) => return Err(shrank()),
-                    Ok(n) => left -= n as u64,
+                    Ok(n) => {
+                        left -= n as u64;
+                        self.clock.taken(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if is_timeout(&e) => return Err(self.timed_out(false)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        waited = true;
+                        wait_writable(&sock, &mut self.clock)?;
+                    }
                     // No zero-copy here (an unusual file system, another platform): copy.
                     Err(e)
                         if left == len
@@ -265,6 +339,9 @@ impl Request {
                     }
                     Err(e) => return Err(e),
                 }
+            }
+            if !waited {
+                self.clock.reset();
             }
             return Ok(());
         }
@@ -358,29 +435,6 @@ impl Request {
         }
     }
 
-    /// An expired socket timeout, described (who stayed silent, for how long); any other
-    /// error unchanged.
-    fn explain(&self, e: io::Error, reading: bool) -> io::Error {
-        if is_timeout(&e) {
-            self.timed_out(reading)
-        } else {
-            e
-        }
-    }
-
-    fn timed_out(&self, reading: bool) -> io::Error {
-        let secs = self.timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
-        let what = if reading {
-            "sent nothing"
-        } else {
-            "read nothing"
-        };
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timed out: the peer {what} for {secs}s"),
-        )
-    }
-
     /// Python's `finish()`: flush the reply, then end the request. Runs once; `Drop` calls it
     /// if the server did not.
     pub(crate) fn finish(&mut self) -> io::Result<()> {
@@ -388,12 +442,12 @@ impl Request {
             return Ok(());
         }
         self.finished = true;
-        let result = match &mut self.io {
+        match &mut self.io {
             Io::Stream { socket, wbuf, .. } => {
                 let Some(sock) = socket.as_ref() else {
                     return Ok(());
                 };
-                let (_, flushed) = write_all(sock, wbuf);
+                let (_, flushed) = write_all(sock, wbuf, &mut self.clock);
                 wbuf.clear();
                 // Shut the write side down so the peer reads EOF even while another process
                 // (a forked child's parent, say) still holds the fd.
@@ -408,18 +462,17 @@ impl Request {
                 ..
             } => {
                 // A datagram reply's errors are its own (a full peer queue is not a timeout).
-                return if *reply_wanted || !reply.is_empty() {
+                if *reply_wanted || !reply.is_empty() {
                     send_reply(socket, reply, to)
                 } else {
                     Ok(())
-                };
+                }
             }
-        };
-        result.map_err(|e| self.explain(e, false))
+        }
     }
 
     fn flush_writes(&mut self) -> io::Result<()> {
-        let result = match &mut self.io {
+        match &mut self.io {
             Io::Stream {
                 socket: Some(sock),
                 wbuf,
@@ -427,21 +480,81 @@ impl Request {
             } if !wbuf.is_empty() => {
                 // Keep what was not sent: the bytes `write` accepted stay in order even if
                 // the caller retries after a timeout.
-                let (sent, r) = write_all(sock, wbuf);
+                let (sent, r) = write_all(sock, wbuf, &mut self.clock);
                 wbuf.drain(..sent);
                 r
             }
             _ => Ok(()),
-        };
-        result.map_err(|e| self.explain(e, false))
+        }
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    // SO_RCVTIMEO/SO_SNDTIMEO expiry shows up as EAGAIN on a blocking socket.
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+/// Reads into `buf` from the (non-blocking) stream socket, waiting with `poll(2)` at most
+/// `timeout` for the peer's next bytes and never past `deadline`.
+fn read_waiting(
+    sock: &Socket,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    loop {
+        match (&*sock).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+        let (wait, by_deadline) = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(deadline_passed());
+                }
+                match timeout {
+                    Some(t) if t < left => (Some(t), false),
+                    _ => (Some(left), true),
+                }
+            }
+            None => (timeout, false),
+        };
+        if !crate::sys::poll_one(sock.as_fd(), false, wait)? && !by_deadline {
+            return Err(silent(timeout));
+        }
+        // Ready, or at the deadline: the next turn reads or reports it.
+    }
+}
+
+/// Waits until the peer takes more of what we send, within the write clock's window.
+fn wait_writable(sock: &Socket, clock: &mut WriteClock) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    let wait = clock.wait().map_err(|()| stalled(clock.limit))?;
+    // Not ready in time: the next send meets `WouldBlock` and the clock's verdict.
+    crate::sys::poll_one(sock.as_fd(), true, wait).map(drop)
+}
+
+fn silent(timeout: Option<Duration>) -> io::Error {
+    let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("timed out: the peer sent nothing for {secs}s"),
+    )
+}
+
+fn deadline_passed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "timed out: the peer did not send what it owed before its deadline",
+    )
+}
+
+fn stalled(limit: Option<Duration>) -> io::Error {
+    let secs = limit.map_or(0.0, |t| t.as_secs_f64());
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "timed out: the peer took less than {} KiB of what we sent in {secs}s",
+            WRITE_PROGRESS / 1024
+        ),
     )
 }
 
@@ -486,16 +599,30 @@ pub(crate) const SEND_FLAGS: i32 = nix::libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) const SEND_FLAGS: i32 = 0;
 
-/// Sends all of `buf`; returns how much was sent and how it ended.
-fn write_all(sock: &Socket, buf: &[u8]) -> (usize, io::Result<()>) {
+/// Sends all of `buf` on the (non-blocking) stream socket, waiting for the peer within the
+/// write clock's window; returns how much was sent and how it ended.
+fn write_all(sock: &Socket, buf: &[u8], clock: &mut WriteClock) -> (usize, io::Result<()>) {
     let mut sent = 0;
+    let mut waited = false;
     while sent < buf.len() {
         match sock.send_with_flags(&buf[sent..], SEND_FLAGS) {
             Ok(0) => return (sent, Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => sent += n,
+            Ok(n) => {
+                sent += n;
+                clock.taken(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                waited = true;
+                if let Err(e) = wait_writable(sock, clock) {
+                    return (sent, Err(e));
+                }
+            }
             Err(e) => return (sent, Err(e)),
         }
+    }
+    if !waited {
+        clock.reset();
     }
     (sent, Ok(()))
 }
@@ -538,13 +665,7 @@ impl Read for Request {
             // Large reads bypass the buffer, but pending output goes first.
             let sock = Arc::clone(sock);
             self.flush_writes()?;
-            return loop {
-                match (&*sock).read(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if is_timeout(&e) => break Err(self.timed_out(true)),
-                    other => break other,
-                }
-            };
+            return read_waiting(&sock, buf, self.timeout, self.read_deadline);
         }
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
@@ -569,28 +690,18 @@ impl BufRead for Request {
         };
         if needs_read {
             self.flush_writes()?;
-            let result = match &mut self.io {
-                Io::Stream {
-                    socket: Some(sock),
-                    rbuf,
-                    rpos,
-                    ..
-                } => {
-                    rbuf.resize(READ_BUF, 0);
-                    *rpos = 0;
-                    let r = loop {
-                        match (&**sock).read(rbuf) {
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            other => break other,
-                        }
-                    };
-                    rbuf.truncate(*r.as_ref().unwrap_or(&0));
-                    r
-                }
-                _ => Ok(0),
-            };
-            if let Err(e) = result {
-                return Err(self.explain(e, true));
+            if let Io::Stream {
+                socket: Some(sock),
+                rbuf,
+                rpos,
+                ..
+            } = &mut self.io
+            {
+                rbuf.resize(READ_BUF, 0);
+                *rpos = 0;
+                let r = read_waiting(sock, rbuf, self.timeout, self.read_deadline);
+                rbuf.truncate(*r.as_ref().unwrap_or(&0));
+                r?;
             }
         }
         match &self.io {
@@ -625,11 +736,10 @@ impl Write for Request {
                 let sock = Arc::clone(sock);
                 self.flush_writes()?;
                 if buf.len() >= WRITE_BUF {
-                    match write_all(&sock, buf) {
+                    match write_all(&sock, buf, &mut self.clock) {
                         (_, Ok(())) => {}
                         // Report the part that went out; the next write meets the error.
                         (sent, Err(_)) if sent > 0 => return Ok(sent),
-                        (_, Err(e)) if is_timeout(&e) => return Err(self.timed_out(false)),
                         (_, Err(e)) => return Err(e),
                     }
                 } else if let Io::Stream { wbuf, .. } = &mut self.io {

@@ -984,16 +984,11 @@ pub(crate) fn accept_stream(
     if !verified(handler, &peer) {
         return Ok(Accepted::Skipped);
     }
-    // BSDs hand out accepted sockets with the listener's O_NONBLOCK; requests use
-    // blocking sockets with timeouts.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    conn.set_nonblocking(false)?;
+    // Every stream socket is non-blocking: a request waits for its peer with `poll(2)`
+    // deadlines (see `Request`), and the event loops need nothing changed to take it.
+    conn.set_nonblocking(true)?;
     if kind == Kind::Tcp && settings.nodelay {
         let _ = conn.set_tcp_nodelay(true);
-    }
-    if let Some(timeout) = settings.timeout {
-        conn.set_read_timeout(Some(timeout))?;
-        conn.set_write_timeout(Some(timeout))?;
     }
     let conn = Arc::new(conn);
     let slot = Slot::new(shared, Entry::Socket(Arc::clone(&conn)));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::parse::{self, Framing, HeadLimits, Parse};
-use super::request::{Body, ConnIo, Method, Request, Source, Version, Wire};
+use super::request::{Body, ConnIo, Method, Pace, Request, Source, Version, Wire};
 use super::response::{Response, write_response};
 use super::{Service, StatusCode};
 use crate::{Address, Handler};
@@ -21,10 +21,19 @@ pub struct Limits {
     /// is cut off when it runs out, unlike a per-read timeout. (30 s)
     pub header_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request; also the per-read
-    /// timeout while a service reads a body. (30 s)
+    /// timeout while a service reads a body, and the grace a body has before
+    /// [`min_body_rate`](Self::min_body_rate) applies. (30 s)
     pub idle_timeout: Duration,
-    /// How long a write may wait for the client to take data. (30 s)
+    /// How long the client may make a response wait without taking 64 KiB of it: a client
+    /// that stops reading, or reads a byte now and then, is cut off this long after it
+    /// stalled. (30 s)
     pub write_timeout: Duration,
+    /// The least average rate, in bytes a second, at which a request body must arrive once
+    /// `idle_timeout` has passed since its first byte was awaited: a body's deadline is that
+    /// start, plus `idle_timeout`, plus one second per `min_body_rate` bytes received (as
+    /// Apache's `mod_reqtimeout` `MinRate`). A client trickling a body cannot hold a worker
+    /// longer than that. 0 sets no rate (only `idle_timeout` between reads). (1024)
+    pub min_body_rate: u64,
     /// Longest request line; longer gets `414 URI Too Long`. (8 KiB)
     pub max_request_line: usize,
     /// Largest request head; larger gets `431 Request Header Fields Too Large`. (64 KiB)
@@ -47,6 +56,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
             max_request_line: 8 * 1024,
             max_head: 64 * 1024,
             max_headers: 100,
@@ -224,7 +234,7 @@ impl<S: Service> Http<S> {
                 }
             };
             first = false;
-            if !self.exchange(&mut io, head, peer)? {
+            if !self.exchange(&mut io, head, peer, true)? {
                 return Ok(());
             }
         }
@@ -240,7 +250,7 @@ impl<S: Service> Http<S> {
         http11: bool,
     ) -> io::Result<()> {
         io.stream
-            .set_timeout(Some(self.config.limits.write_timeout))?;
+            .set_write_timeout(Some(self.config.limits.write_timeout));
         let sent = write_response(
             io.stream,
             Response::error(status, detail),
@@ -331,11 +341,16 @@ impl<S: Service> Http<S> {
     }
 
     /// Serves one request whose head was read. Returns whether the connection stays open.
+    /// `drain`: whether to wait for the part of a body the service left unread (so the
+    /// connection can carry on); without it only what already arrived is dropped, and the
+    /// connection closes after the answer unless that was all (the event loop then drains
+    /// the rest in its lingering close, without a worker).
     pub(crate) fn exchange(
         &self,
         io: &mut ConnIo<'_>,
         head: parse::Head,
         peer: &Address,
+        drain: bool,
     ) -> io::Result<bool> {
         let request_line = format!(
             "{} {} HTTP/1.{}",
@@ -425,6 +440,10 @@ impl<S: Service> Http<S> {
                     framing,
                     expect_continue,
                     self.config.limits.max_body,
+                    Pace {
+                        grace: self.config.limits.idle_timeout,
+                        rate: self.config.limits.min_body_rate,
+                    },
                 ),
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -443,7 +462,7 @@ impl<S: Service> Http<S> {
             };
             // Whatever the service left of the body is read and dropped (up to a bound), so
             // the next request starts at the right byte; otherwise the connection closes.
-            let complete = request.body.discard(64 * 1024);
+            let complete = request.body.discard(64 * 1024, drain);
             (response, complete, request.body.continue_pending())
         };
         if !body_complete || continue_owed {
@@ -458,8 +477,10 @@ impl<S: Service> Http<S> {
             keep_alive = false;
         }
         let status = response.status();
+        // The body's deadline is over; the response has its own clock.
+        io.stream.set_read_deadline(None);
         io.stream
-            .set_timeout(Some(self.config.limits.write_timeout))?;
+            .set_write_timeout(Some(self.config.limits.write_timeout));
         let sent = write_response(
             io.stream,
             response,

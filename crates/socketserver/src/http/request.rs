@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use super::parse::{ChunkedDecoder, Framing};
 use crate::Address;
@@ -109,12 +110,18 @@ pub(crate) trait Source {
     fn fill(&mut self) -> io::Result<usize>;
     /// Writes and flushes an interim response (`100 Continue`).
     fn interim(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// See [`crate::Request::set_read_deadline`].
+    fn set_read_deadline(&mut self, deadline: Option<Instant>);
 }
 
 /// The byte stream HTTP runs over: the plain connection, or TLS on top of it.
 pub(crate) trait Wire: Read + Write {
     /// Read and write timeout of the underlying socket.
     fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()>;
+    /// See [`crate::Request::set_write_timeout`].
+    fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>);
+    /// See [`crate::Request::set_read_deadline`].
+    fn set_read_deadline(&mut self, deadline: Option<Instant>);
     /// See [`crate::Request::set_idle`].
     fn set_idle(&mut self, idle: bool) -> bool;
     /// True once the server is stopping.
@@ -128,11 +135,24 @@ pub(crate) trait Wire: Read + Write {
     }
     /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
     fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()>;
+    /// Sends what was written so far now (an interim `100 Continue` the client waits for),
+    /// where [`flush`](Write::flush) may leave it queued for the event loop.
+    fn send_now(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }
 
 impl Wire for crate::Request {
     fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
         crate::Request::set_timeout(self, timeout)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        crate::Request::set_write_timeout(self, timeout);
+    }
+
+    fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        crate::Request::set_read_deadline(self, deadline);
     }
 
     fn set_idle(&mut self, idle: bool) -> bool {
@@ -201,7 +221,36 @@ impl Source for ConnIo<'_> {
 
     fn interim(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)?;
-        self.stream.flush()
+        self.stream.send_now()
+    }
+
+    fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.stream.set_read_deadline(deadline);
+    }
+}
+
+/// The least pace a request body must keep: after `grace` from its first read, at least
+/// `rate` bytes a second on average (Apache's `mod_reqtimeout` `MinRate`), so a client
+/// trickling a body holds its worker for a bounded time, however steadily it trickles.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub(crate) grace: Duration,
+    /// Bytes a second; 0 sets no rate (only the per-read timeout applies).
+    pub(crate) rate: u64,
+}
+
+impl Pace {
+    /// When `received` bytes of a body whose first read was at `started` must have been
+    /// followed by more (`None`: no deadline).
+    pub(crate) fn deadline(&self, started: Instant, received: u64) -> Option<Instant> {
+        if self.rate == 0 {
+            return None;
+        }
+        let earned = Duration::from_secs(received / self.rate)
+            + Duration::from_nanos(
+                (received % self.rate).saturating_mul(1_000_000_000) / self.rate,
+            );
+        started.checked_add(self.grace)?.checked_add(earned)
     }
 }
 
@@ -227,6 +276,11 @@ pub struct Body<'r> {
     read: u64,
     max: u64,
     failed: bool,
+    pace: Pace,
+    /// When the first read from the connection for this body happened, and the bytes
+    /// received since.
+    started: Option<Instant>,
+    received: u64,
 }
 
 impl<'r> Body<'r> {
@@ -235,6 +289,7 @@ impl<'r> Body<'r> {
         framing: Framing,
         expect_continue: bool,
         max: u64,
+        pace: Pace,
     ) -> Body<'r> {
         let state = match framing {
             Framing::None | Framing::Length(0) => BodyState::Empty,
@@ -254,6 +309,9 @@ impl<'r> Body<'r> {
             read: 0,
             max,
             failed: false,
+            pace,
+            started: None,
+            received: 0,
         }
     }
 
@@ -275,15 +333,19 @@ impl<'r> Body<'r> {
         self.continue_pending
     }
 
-    /// Reads and discards what is left of the body, at most `limit` bytes. Returns whether the
-    /// body is now complete.
-    pub(crate) fn discard(&mut self, limit: u64) -> bool {
+    /// Reads and discards what is left of the body, at most `limit` bytes; with `wait` false
+    /// only what has already arrived. Returns whether the body is now complete.
+    pub(crate) fn discard(&mut self, limit: u64, wait: bool) -> bool {
         if self.continue_pending {
             return false;
         }
         let mut sink = [0u8; 8 * 1024];
         let mut discarded = 0u64;
         while !self.is_complete() && discarded < limit {
+            let decoded = matches!(&self.state, BodyState::Chunked { pending, at, .. } if *at < pending.len());
+            if !wait && !decoded && self.io.buffered().is_empty() {
+                break;
+            }
             match self.read(&mut sink) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => discarded += n as u64,
@@ -312,6 +374,21 @@ impl<'r> Body<'r> {
     }
 }
 
+/// Reads more of a body from the connection, before the deadline its pace sets (the clock
+/// starts at the first read: after a `100 Continue`, not before).
+fn fill_paced(
+    io: &mut dyn Source,
+    pace: Pace,
+    started: &mut Option<Instant>,
+    received: &mut u64,
+) -> io::Result<usize> {
+    let started = *started.get_or_insert_with(Instant::now);
+    io.set_read_deadline(pace.deadline(started, *received));
+    let n = io.fill()?;
+    *received = received.saturating_add(n as u64);
+    Ok(n)
+}
+
 impl Read for Body<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() || self.failed {
@@ -324,7 +401,14 @@ impl Read for Body<'_> {
                 if *left == 0 {
                     return Ok(0);
                 }
-                if self.io.buffered().is_empty() && self.io.fill()? == 0 {
+                if self.io.buffered().is_empty()
+                    && fill_paced(
+                        &mut *self.io,
+                        self.pace,
+                        &mut self.started,
+                        &mut self.received,
+                    )? == 0
+                {
                     self.failed = true;
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -350,7 +434,14 @@ impl Read for Body<'_> {
                 while *at >= pending.len() && !*done {
                     pending.clear();
                     *at = 0;
-                    if self.io.buffered().is_empty() && self.io.fill()? == 0 {
+                    if self.io.buffered().is_empty()
+                        && fill_paced(
+                            &mut *self.io,
+                            self.pace,
+                            &mut self.started,
+                            &mut self.received,
+                        )? == 0
+                    {
                         self.failed = true;
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,

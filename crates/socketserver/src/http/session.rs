@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::Http;
 use super::parse::{self, Parse};
-use super::request::{ConnIo, Wire};
+use super::request::{ConnIo, Pace, Wire};
 use super::{Service, StatusCode};
 use crate::Request;
 use crate::protocol::{Conn, Driver, Output, Step};
@@ -35,6 +35,52 @@ pub(crate) struct HttpSession<S> {
     scanned: usize,
     /// The request line's end was among them.
     line_seen: bool,
+    /// The body of the pending request, being received on the loop before a worker takes it.
+    body: Option<BodyWait>,
+}
+
+/// Bodies up to this size are received on the loop before the request goes to a worker, so
+/// a client trickling one costs its buffer, not a worker. A larger one is read by the worker
+/// as the service reads it, at the pace `Limits::min_body_rate` sets.
+pub(crate) const LOOP_BODY: usize = 64 * 1024;
+
+/// A request body the loop is receiving.
+struct BodyWait {
+    /// When the loop began waiting for it: its pace counts from here.
+    since: Instant,
+    /// Body bytes received so far (the pace's progress).
+    got: usize,
+    need: Need,
+}
+
+enum Need {
+    /// Exactly this many bytes.
+    Length(usize),
+    /// A chunked body: the decoder scans for its end (the worker decodes it again).
+    Chunked {
+        decoder: parse::ChunkedDecoder,
+        scanned: usize,
+    },
+}
+
+impl BodyWait {
+    /// Whether `received` (the bytes after the head) holds the whole body, or as much of it as
+    /// the loop keeps, or a chunked body the worker will refuse.
+    fn ready(&mut self, received: &[u8]) -> bool {
+        self.got = received.len();
+        match &mut self.need {
+            Need::Length(n) => received.len() >= *n,
+            Need::Chunked { decoder, scanned } => {
+                let fresh = received.get(*scanned..).unwrap_or_default();
+                *scanned = received.len();
+                let mut sink = Vec::new();
+                match decoder.decode(fresh, &mut sink) {
+                    Ok((_, finished)) => finished || received.len() >= LOOP_BODY,
+                    Err(_) => true,
+                }
+            }
+        }
+    }
 }
 
 impl<S: Service> HttpSession<S> {
@@ -47,7 +93,34 @@ impl<S: Service> HttpSession<S> {
             pending: None,
             scanned: 0,
             line_seen: false,
+            body: None,
         }
+    }
+
+    /// What the loop waits for before a worker takes `head`: `None` when the worker can take
+    /// it at once (no body, a body too large to keep, a client waiting for `100 Continue`, a
+    /// framing the worker will refuse).
+    fn body_wait(&self, head: &parse::Head) -> Option<BodyWait> {
+        let expects = head
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("expect"));
+        let need = match parse::framing(head) {
+            _ if expects => return None,
+            Ok(parse::Framing::Length(n)) if n > 0 && n <= LOOP_BODY as u64 => {
+                Need::Length(usize::try_from(n).ok()?)
+            }
+            Ok(parse::Framing::Chunked) => Need::Chunked {
+                decoder: parse::ChunkedDecoder::new(),
+                scanned: 0,
+            },
+            _ => return None,
+        };
+        Some(BodyWait {
+            since: Instant::now(),
+            got: 0,
+            need,
+        })
     }
 
     /// Whether the bytes received so far are worth parsing: the head's end (an empty line)
@@ -73,6 +146,7 @@ impl<S: Service> HttpSession<S> {
 
     /// Bytes of the next request are arriving (still encrypted, say): its head is due within
     /// the header timeout from now.
+    #[cfg(feature = "tls")]
     pub(crate) fn bytes_arrived(&mut self) {
         if self.head_since.is_none() {
             self.head_since = Some(Instant::now());
@@ -85,13 +159,20 @@ impl<S: Service> HttpSession<S> {
         self.head_since = None;
         self.scanned = 0;
         self.line_seen = false;
+        self.body = None;
     }
 }
 
 impl<S: Service> Driver for HttpSession<S> {
     fn input_limit(&self) -> usize {
-        // Room for the largest head the limits allow, and a little to see it is too large.
-        self.http.config.limits.max_head.saturating_add(4096)
+        // Room for the largest head the limits allow, and a little to see it is too large;
+        // or for the body being received.
+        let head = self.http.config.limits.max_head.saturating_add(4096);
+        if self.body.is_some() {
+            head.max(LOOP_BODY)
+        } else {
+            head
+        }
     }
 
     fn connected(&mut self) {
@@ -102,6 +183,13 @@ impl<S: Service> Driver for HttpSession<S> {
 
     fn data(&mut self, conn: &mut Conn<'_>) -> Step {
         let limits = self.http.config.head_limits();
+        if let Some(body) = self.body.as_mut() {
+            return if body.ready(conn.received()) {
+                Step::Block
+            } else {
+                Step::Continue
+            };
+        }
         loop {
             if conn.received().is_empty() {
                 return Step::Continue;
@@ -125,7 +213,14 @@ impl<S: Service> Driver for HttpSession<S> {
             };
             conn.consume(head.len);
             if !(conn.inline && self.http.service.runs_inline()) {
+                let body = self.body_wait(&head);
                 self.pending = Some(head);
+                if let Some(mut body) = body
+                    && !body.ready(conn.received())
+                {
+                    self.body = Some(body);
+                    return Step::Continue;
+                }
                 return Step::Block;
             }
             let peer = conn.peer.clone();
@@ -134,7 +229,7 @@ impl<S: Service> Driver for HttpSession<S> {
                 shutting_down: conn.shutdown.is_shutting_down(),
             };
             let mut io = ConnIo::with_received(&mut wire, Vec::new());
-            let keep_alive = self.http.exchange(&mut io, head, &peer);
+            let keep_alive = self.http.exchange(&mut io, head, &peer, false);
             self.done();
             match keep_alive {
                 Ok(true) => {}
@@ -155,6 +250,14 @@ impl<S: Service> Driver for HttpSession<S> {
     }
 
     fn timed_out(&mut self, conn: &mut Conn<'_>) -> Step {
+        if self.body.is_some() {
+            self.pending = None;
+            return self.refuse(
+                conn,
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            );
+        }
         if self.head_since.is_some() && !conn.received().is_empty() {
             self.refuse(
                 conn,
@@ -175,6 +278,17 @@ impl<S: Service> Driver for HttpSession<S> {
         let limits = &self.http.config.limits;
         if sending {
             last.checked_add(limits.write_timeout)
+        } else if let Some(body) = &self.body {
+            let pace = Pace {
+                grace: limits.idle_timeout,
+                rate: limits.min_body_rate,
+            };
+            // Each wait within the idle timeout too, as on a worker.
+            let idle = last.checked_add(limits.idle_timeout);
+            match (pace.deadline(body.since, body.got as u64), idle) {
+                (Some(paced), Some(idle)) => Some(paced.min(idle)),
+                (paced, idle) => paced.or(idle),
+            }
         } else if let Some(since) = self.head_since {
             since.checked_add(limits.header_timeout)
         } else if self.first {
@@ -188,9 +302,19 @@ impl<S: Service> Driver for HttpSession<S> {
         self.head_since.is_none() && self.pending.is_none()
     }
 
-    fn blocking(&mut self, request: &mut Request, input: &mut Vec<u8>) -> Step {
+    fn blocking(
+        &mut self,
+        request: &mut Request,
+        input: &mut Vec<u8>,
+        output: &mut Output,
+    ) -> Step {
         let peer = request.peer().clone();
-        self.serve_pending(request, &peer, input)
+        let mut wire = Spill {
+            request,
+            output,
+            direct: false,
+        };
+        self.serve_pending(&mut wire, &peer, input)
     }
 }
 
@@ -208,7 +332,8 @@ impl<S: Service> HttpSession<S> {
             return Step::Close;
         };
         let mut io = ConnIo::with_received(wire, std::mem::take(input));
-        let keep_alive = self.http.exchange(&mut io, head, peer);
+        // A body left unread is not waited for here: a worker never waits on a slow peer.
+        let keep_alive = self.http.exchange(&mut io, head, peer, false);
         *input = io.into_received();
         self.done();
         match keep_alive {
@@ -234,6 +359,100 @@ impl<S: Service> HttpSession<S> {
         let _ = self.http.refuse(&mut io, &peer, "-", status, detail, true);
         self.done();
         Step::Close
+    }
+}
+
+/// Bytes a worker queues for the loop to send before it writes the rest itself.
+const SPILL_AT: usize = crate::protocol::OUTPUT_HIGH;
+
+/// A worker's way to answer on an event loop's connection: the answer goes into the loop's
+/// output queue (files as `sendfile(2)` ranges, any size), so the worker is free at once and
+/// a client that reads slowly, or not at all, costs the loop a buffer and a timer, never a
+/// worker. Only an answer streamed from a reader past [`SPILL_AT`] bytes is written by the
+/// worker itself (within the write timeout): its length is unknown and it cannot wait in
+/// memory. Reads (a request body) come from the connection, within their deadlines.
+struct Spill<'a> {
+    request: &'a mut Request,
+    output: &'a mut Output,
+    /// The queue was handed to the socket: from now on the worker writes.
+    direct: bool,
+}
+
+impl Spill<'_> {
+    /// Sends the queue on the socket and writes directly from now on.
+    fn go_direct(&mut self) -> io::Result<()> {
+        self.direct = true;
+        self.output.drain_into(self.request)
+    }
+}
+
+impl Read for Spill<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.request.read(buf)
+    }
+}
+
+impl Write for Spill<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.direct && self.output.bytes.saturating_add(buf.len()) <= SPILL_AT {
+            self.output.write(buf);
+            return Ok(buf.len());
+        }
+        if !self.direct {
+            self.go_direct()?;
+        }
+        self.request.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.direct {
+            self.request.flush()
+        } else {
+            Ok(()) // the loop sends the queue
+        }
+    }
+}
+
+impl Wire for Spill<'_> {
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.request.set_timeout(timeout)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.request.set_write_timeout(timeout);
+    }
+
+    fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.request.set_read_deadline(deadline);
+    }
+
+    fn set_idle(&mut self, idle: bool) -> bool {
+        self.request.set_idle(idle)
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.request.shutdown_ref().is_shutting_down()
+    }
+
+    fn wait_readable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.request.wait_readable(timeout)
+    }
+
+    fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
+        if self.direct {
+            self.request.send_file(&file, offset, len)
+        } else {
+            self.output.send_file(file, offset, len);
+            Ok(())
+        }
+    }
+
+    fn send_now(&mut self) -> io::Result<()> {
+        if !self.direct {
+            // What the client waits for goes out now; the queue is empty again after it.
+            self.output.drain_into(self.request)?;
+        }
+        self.request.flush()
     }
 }
 
@@ -266,6 +485,10 @@ impl Wire for OutputWire<'_> {
     fn set_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
         Ok(()) // the loop's timers apply
     }
+
+    fn set_write_timeout(&mut self, _timeout: Option<Duration>) {}
+
+    fn set_read_deadline(&mut self, _deadline: Option<Instant>) {}
 
     fn set_idle(&mut self, _idle: bool) -> bool {
         !self.shutting_down

@@ -94,21 +94,28 @@ impl TlsConfig {
         let Some(mut conn) = self.connection() else {
             return Ok(None);
         };
-        while conn.is_handshaking() {
+        // The whole handshake is due by the deadline: a client trickling it a byte at a time
+        // (each read well within any per-read timeout) is cut off when it passes.
+        stream.set_read_deadline(deadline);
+        let done = loop {
+            if !conn.is_handshaking() {
+                break true;
+            }
             let Ok(left) = crate::server::time_left(deadline) else {
-                return Ok(None);
+                break false;
             };
             stream.set_timeout(left)?;
             match conn.complete_io(stream) {
-                Ok((0, 0)) if conn.is_handshaking() => return Ok(None),
+                Ok((0, 0)) if conn.is_handshaking() => break false,
                 Ok(_) => {}
                 Err(e) => {
                     log::debug!("{}: TLS handshake failed: {e}", stream.peer());
-                    return Ok(None);
+                    break false;
                 }
             }
-        }
-        Ok(Some(conn))
+        };
+        stream.set_read_deadline(None);
+        Ok(done.then_some(conn))
     }
 
     /// A new server-side TLS state for one connection (the handshake not started).
@@ -166,6 +173,14 @@ impl Write for TlsWire<'_> {
 impl Wire for TlsWire<'_> {
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_timeout(timeout)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.stream.set_write_timeout(timeout);
+    }
+
+    fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.stream.set_read_deadline(deadline);
     }
 
     fn set_idle(&mut self, idle: bool) -> bool {
@@ -415,9 +430,18 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         &mut self,
         request: &mut crate::Request,
         input: &mut Vec<u8>,
+        output: &mut crate::protocol::Output,
     ) -> crate::protocol::Step {
         use crate::protocol::Step;
         let peer = request.peer().clone();
+        // Ciphertext the loop had not sent yet goes first (records in order).
+        if output
+            .drain_into(request)
+            .and_then(|()| request.flush())
+            .is_err()
+        {
+            return Step::Abort;
+        }
         // Ciphertext the loop had not fed yet goes to rustls first, all of it, before the
         // worker reads the socket (records must arrive in order): plaintext is moved out
         // whenever rustls's buffer is full.

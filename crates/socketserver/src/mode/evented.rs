@@ -126,6 +126,8 @@ struct Back {
     request: Request,
     driver: Box<dyn Driver>,
     input: Vec<u8>,
+    /// What the worker left for the loop to send.
+    output: Output,
     step: Step,
 }
 
@@ -636,7 +638,7 @@ impl EventLoop {
         driver.connected();
         let socket = request
             .socket()
-            .filter(|s| request.is_unbuffered() && s.set_nonblocking(true).is_ok())
+            .filter(|_| request.is_unbuffered())
             .map(Arc::clone);
         let Some(socket) = socket else {
             driver.lost();
@@ -683,6 +685,7 @@ impl EventLoop {
             request,
             driver,
             input,
+            output,
             step,
         } = back;
         let Some(Some(entry)) = self.conns.get_mut(token) else {
@@ -691,10 +694,9 @@ impl EventLoop {
         if entry.generation != generation {
             return;
         }
-        let usable = request
-            .socket()
-            .is_some_and(|s| s.set_nonblocking(true).is_ok());
+        let usable = request.socket().is_some();
         entry.request = Some(request);
+        entry.output = output;
         entry.resume = !input.is_empty() || driver.pending_input();
         entry.driver = Some(driver);
         // What the worker read ahead (pipelined requests), in a buffer of its own size.
@@ -756,37 +758,27 @@ impl EventLoop {
         let generation = entry.generation;
         let back = self.sender.clone();
         let waker = Arc::clone(&self.waker);
-        if request
-            .socket()
-            .is_none_or(|s| s.set_nonblocking(false).is_err())
-        {
+        // The socket stays non-blocking: the worker's `Request` waits with poll deadlines.
+        if request.socket().is_none() {
             entry.request = Some(request);
             entry.driver = Some(driver);
             return self.close(token);
         }
         let job: Job = Box::new(move || {
-            use std::io::Write;
-            // Output the loop had not sent yet goes first.
-            let step = match output
-                .drain_into(&mut request)
-                .and_then(|()| request.flush())
-            {
-                Ok(()) => {
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        driver.blocking(&mut request, &mut input)
-                    })) {
-                        Ok(step) => step,
-                        Err(payload) => {
-                            log::error!(
-                                "{}: handler panicked: {}",
-                                request.peer(),
-                                crate::handler::panic_message(payload.as_ref())
-                            );
-                            Step::Abort
-                        }
-                    }
+            // The output the loop had not sent yet goes with it: the driver sends it first,
+            // or queues its answer behind it for the loop to send.
+            let step = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                driver.blocking(&mut request, &mut input, &mut output)
+            })) {
+                Ok(step) => step,
+                Err(payload) => {
+                    log::error!(
+                        "{}: handler panicked: {}",
+                        request.peer(),
+                        crate::handler::panic_message(payload.as_ref())
+                    );
+                    Step::Abort
                 }
-                Err(_) => Step::Abort,
             };
             let returned = Msg::Back(Back {
                 token,
@@ -794,6 +786,7 @@ impl EventLoop {
                 request,
                 driver,
                 input,
+                output,
                 step,
             });
             // If the loop is gone (the server stopped), the connection closes here.

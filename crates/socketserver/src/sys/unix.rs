@@ -173,6 +173,35 @@ pub(crate) fn sendfile(
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Waits until `fd` is readable (`writable`: writable), or hung up or failed, at most
+/// `timeout` (`None`: no limit). `false` when the time ran out.
+pub(crate) fn poll_one(
+    fd: std::os::fd::BorrowedFd<'_>,
+    writable: bool,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let events = if writable {
+        PollFlags::POLLOUT
+    } else {
+        PollFlags::POLLIN
+    };
+    let mut polled = [PollFd::new(fd, events)];
+    // Rounded up to a whole millisecond, so a wait never ends just before its deadline.
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => PollTimeout::try_from(t.saturating_add(std::time::Duration::from_micros(999)))
+            .unwrap_or(PollTimeout::MAX),
+    };
+    loop {
+        match nix::poll::poll(&mut polled, timeout) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Waits until one of `fds` is readable (or hung up), at most `timeout` (`None`: no limit).
 /// Returns, per fd, whether it is ready; all `false` when the time ran out.
 pub(crate) fn poll_readable(
