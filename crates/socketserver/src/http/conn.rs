@@ -234,7 +234,7 @@ impl<S: Service> Http<S> {
                 }
             };
             first = false;
-            if !self.exchange(&mut io, head, peer, true)? {
+            if !self.exchange(&mut io, head, peer, true, Instant::now())? {
                 return Ok(());
             }
         }
@@ -344,13 +344,15 @@ impl<S: Service> Http<S> {
     /// `drain`: whether to wait for the part of a body the service left unread (so the
     /// connection can carry on); without it only what already arrived is dropped, and the
     /// connection closes after the answer unless that was all (the event loop then drains
-    /// the rest in its lingering close, without a worker).
+    /// the rest in its lingering close, without a worker). `received`: when the head was
+    /// complete (the body is due from then, however long the request waited for a worker).
     pub(crate) fn exchange(
         &self,
         io: &mut ConnIo<'_>,
         head: parse::Head,
         peer: &Address,
         drain: bool,
+        received: Instant,
     ) -> io::Result<bool> {
         let request_line = format!(
             "{} {} HTTP/1.{}",
@@ -444,6 +446,7 @@ impl<S: Service> Http<S> {
                         grace: self.config.limits.idle_timeout,
                         rate: self.config.limits.min_body_rate,
                     },
+                    received,
                 ),
             };
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

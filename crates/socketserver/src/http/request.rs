@@ -277,8 +277,7 @@ pub struct Body<'r> {
     max: u64,
     failed: bool,
     pace: Pace,
-    /// When the first read from the connection for this body happened, and the bytes
-    /// received since.
+    /// When the body became due, and the bytes received since.
     started: Option<Instant>,
     received: u64,
 }
@@ -290,6 +289,7 @@ impl<'r> Body<'r> {
         expect_continue: bool,
         max: u64,
         pace: Pace,
+        since: Instant,
     ) -> Body<'r> {
         let state = match framing {
             Framing::None | Framing::Length(0) => BodyState::Empty,
@@ -310,7 +310,9 @@ impl<'r> Body<'r> {
             max,
             failed: false,
             pace,
-            started: None,
+            // The body is due from the end of its head, or from the `100 Continue` the
+            // client waits for.
+            started: (!continue_pending).then_some(since),
             received: 0,
         }
     }
@@ -357,6 +359,7 @@ impl<'r> Body<'r> {
     fn send_continue(&mut self) -> io::Result<()> {
         if self.continue_pending {
             self.continue_pending = false;
+            self.started = Some(Instant::now());
             self.io.interim(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         Ok(())
@@ -374,8 +377,7 @@ impl<'r> Body<'r> {
     }
 }
 
-/// Reads more of a body from the connection, before the deadline its pace sets (the clock
-/// starts at the first read: after a `100 Continue`, not before).
+/// Reads more of a body from the connection, before the deadline its pace sets.
 fn fill_paced(
     io: &mut dyn Source,
     pace: Pace,

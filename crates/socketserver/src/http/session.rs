@@ -30,6 +30,8 @@ pub(crate) struct HttpSession<S> {
     head_since: Option<Instant>,
     /// A parsed head waiting for a worker.
     pending: Option<parse::Head>,
+    /// When it was complete.
+    head_at: Instant,
     /// Bytes of the head being received already looked at without finding its end: a head
     /// trickled a byte at a time is parsed once when it ends, not once per byte.
     scanned: usize,
@@ -91,6 +93,7 @@ impl<S: Service> HttpSession<S> {
             first: true,
             head_since: None,
             pending: None,
+            head_at: Instant::now(),
             scanned: 0,
             line_seen: false,
             body: None,
@@ -215,6 +218,7 @@ impl<S: Service> Driver for HttpSession<S> {
             if !(conn.inline && self.http.service.runs_inline()) {
                 let body = self.body_wait(&head);
                 self.pending = Some(head);
+                self.head_at = Instant::now();
                 if let Some(mut body) = body
                     && !body.ready(conn.received())
                 {
@@ -229,7 +233,9 @@ impl<S: Service> Driver for HttpSession<S> {
                 shutting_down: conn.shutdown.is_shutting_down(),
             };
             let mut io = ConnIo::with_received(&mut wire, Vec::new());
-            let keep_alive = self.http.exchange(&mut io, head, &peer, false);
+            let keep_alive = self
+                .http
+                .exchange(&mut io, head, &peer, false, Instant::now());
             self.done();
             match keep_alive {
                 Ok(true) => {}
@@ -333,7 +339,7 @@ impl<S: Service> HttpSession<S> {
         };
         let mut io = ConnIo::with_received(wire, std::mem::take(input));
         // A body left unread is not waited for here: a worker never waits on a slow peer.
-        let keep_alive = self.http.exchange(&mut io, head, peer, false);
+        let keep_alive = self.http.exchange(&mut io, head, peer, false, self.head_at);
         *input = io.into_received();
         self.done();
         match keep_alive {

@@ -469,3 +469,36 @@ pub fn assert_in_flight_echo_completes(stream: &mut Stream, what: &str) -> io::R
     );
     Ok(())
 }
+
+/// Whether this process still holds the server's end of `client`'s TCP connection (to a
+/// server in this process): `/proc/net/tcp` lists a socket from the server's port to the
+/// client's that a file still owns (a socket closed but still sending shows inode 0). Lets a
+/// test see the moment the server drops a connection whose client reads nothing.
+pub fn server_holds(client: &TcpStream) -> bool {
+    let (Ok(local), Ok(server)) = (client.local_addr(), client.peer_addr()) else {
+        return false;
+    };
+    let ours = format!(":{:04X}", server.port());
+    let theirs = format!(":{:04X}", local.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 9
+            && fields[1].ends_with(&ours)
+            && fields[2].ends_with(&theirs)
+            && fields[9] != "0"
+    })
+}
+
+/// Waits until the server lets go of `client`'s connection; how long that took, or `None`
+/// after `limit`.
+pub fn released_within(client: &TcpStream, limit: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if !server_holds(client) {
+            return Some(started.elapsed());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
