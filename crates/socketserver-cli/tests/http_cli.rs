@@ -797,6 +797,77 @@ fn self_signed(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// Issue 9, item 4: a TLS handshake trickled a byte at a time is cut off at `--timeout` in
+/// the blocking modes too (40 of them once blocked fork mode completely), and curl is served
+/// meanwhile.
+#[test]
+fn a_trickled_tls_handshake_is_cut_off_in_fork_and_threading_modes() -> io::Result<()> {
+    use std::io::Read;
+    let site = site()?;
+    let (cert, key) = self_signed(site.tmp.path())?;
+    let (cert, key) = (path_str(&cert), path_str(&key));
+    for mode in ["fork", "threading"] {
+        let server = start(
+            &site,
+            &[
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--mode",
+                mode,
+                "--timeout",
+                "1",
+                "--max-children",
+                "2",
+            ],
+        )?;
+        let addr = tcp_addr(&server);
+        // More tricklers than fork mode's children: a TLS record header announcing 255
+        // bytes, then one byte every 100 ms.
+        let mut tricklers = Vec::new();
+        for _ in 0..3 {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut w = s.try_clone()?;
+            w.write_all(&[0x16, 0x03, 0x01, 0x00, 0xff])?;
+            let t = thread::spawn(move || {
+                for _ in 0..255 {
+                    if w.write_all(&[0]).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            });
+            tricklers.push((s, t));
+        }
+        let started = Instant::now();
+        for (s, _) in &mut tricklers {
+            // The server closes: end of file (or a reset, or an alert then end of file).
+            let mut buf = [0u8; 256];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "{mode}: trickled handshakes were held for {took:?}"
+        );
+        let port = addr.port();
+        let resolve = format!("localhost:{port}:127.0.0.1");
+        let tls = ["--cacert", cert.as_str(), "--resolve", resolve.as_str()];
+        assert_eq!(
+            curl_sf(&tls, &format!("https://localhost:{port}/a.txt")),
+            HELLO,
+            "{mode}"
+        );
+        for (s, t) in tricklers {
+            drop(s);
+            t.join().unwrap();
+        }
+    }
+    Ok(())
+}
+
 /// HTTPS in async and pool modes: TLS and request heads on the event loop, several requests
 /// on one TLS connection, byte-exact files.
 #[test]

@@ -150,19 +150,116 @@ fn a_silent_client_neither_blocks_others_nor_outlives_the_header_timeout() -> io
 }
 
 #[test]
-fn plain_http_on_a_tls_port_is_refused_without_harm() -> io::Result<()> {
+fn plain_http_on_a_tls_port_gets_a_readable_400() -> io::Result<()> {
     let pki = pki();
     let root = tempfile::tempdir()?;
     std::fs::write(root.path().join("x.txt"), b"secure")?;
-    let server = serve(&pki, root.path(), Mode::Threading, Limits::default());
+    for mode in [Mode::Threading, Mode::Pool { workers: 2 }, ASYNC] {
+        let server = serve(&pki, root.path(), mode, Limits::default());
+        let addr = server.addr.socket_addr().unwrap();
+        let mut plain = TcpStream::connect(addr)?;
+        plain.set_read_timeout(Some(IO_TIMEOUT))?;
+        plain.write_all(b"GET /x.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut reply = Vec::new();
+        let _ = plain.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{mode}: {text:?}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{mode}: {text:?}");
+        assert!(
+            text.ends_with("use https:// in the address.\n"),
+            "{mode}: {text:?}"
+        );
+        assert!(!text.contains("secure"), "{mode}");
+        assert!(https_get(addr, &client_config(&pki), "/x.txt")?.ends_with(b"secure"));
+    }
+    Ok(())
+}
+
+#[test]
+fn alpn_offers_http_1_1_and_refuses_a_client_that_wants_only_h2() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    std::fs::write(root.path().join("x.txt"), b"secure")?;
+    let server = serve(&pki, root.path(), ASYNC, Limits::default());
     let addr = server.addr.socket_addr().unwrap();
-    let mut plain = TcpStream::connect(addr)?;
-    plain.set_read_timeout(Some(IO_TIMEOUT))?;
-    plain.write_all(b"GET /x.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    let mut reply = Vec::new();
-    let _ = plain.read_to_end(&mut reply);
-    assert!(!reply.windows(6).any(|w| w == b"secure"));
-    assert!(https_get(addr, &client_config(&pki), "/x.txt")?.ends_with(b"secure"));
+    let handshake = |protocols: &[&[u8]]| -> io::Result<Option<Vec<u8>>> {
+        let mut config = (*client_config(&pki)).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+        let mut sock = TcpStream::connect(addr)?;
+        sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        Ok(conn.alpn_protocol().map(<[u8]>::to_vec))
+    };
+    assert_eq!(
+        handshake(&[b"h2", b"http/1.1"])?,
+        Some(b"http/1.1".to_vec())
+    );
+    assert_eq!(handshake(&[])?, None);
+    assert!(
+        handshake(&[b"h2"]).is_err(),
+        "an h2-only client must be refused"
+    );
+    Ok(())
+}
+
+/// Issue 9, item 4: a handshake trickled a byte at a time (each read well within any per-read
+/// timeout) is cut off at the header timeout in every mode, and others are served meanwhile.
+#[test]
+fn a_trickled_handshake_is_cut_off_at_the_header_timeout() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    std::fs::write(root.path().join("x.txt"), b"secure")?;
+    let mut limits = Limits::default();
+    limits.header_timeout = Duration::from_millis(600);
+    limits.idle_timeout = Duration::from_millis(600);
+    for mode in [Mode::Threading, Mode::Pool { workers: 2 }, ASYNC] {
+        let server = serve(&pki, root.path(), mode, limits.clone());
+        let addr = server.addr.socket_addr().unwrap();
+        // A real ClientHello, sent one byte every 100 ms.
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(client_config(&pki), name).map_err(io::Error::other)?;
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello)?;
+        let mut tricklers = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..4 {
+            let s = TcpStream::connect(addr)?;
+            let mut w = s.try_clone()?;
+            let hello = hello.clone();
+            threads.push(std::thread::spawn(move || {
+                for b in hello {
+                    if w.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }));
+            tricklers.push(s);
+        }
+        let started = Instant::now();
+        assert!(https_get(addr, &client_config(&pki), "/x.txt")?.ends_with(b"secure"));
+        for s in &tricklers {
+            let left = Duration::from_secs(3).saturating_sub(started.elapsed());
+            assert!(
+                released_within(s, left).is_some(),
+                "{mode}: a trickled handshake still held its connection after {:?}",
+                started.elapsed()
+            );
+        }
+        drop(tricklers);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
     Ok(())
 }
 

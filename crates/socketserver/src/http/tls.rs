@@ -67,7 +67,7 @@ impl TlsConfig {
         let key_der = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| TlsError(format!("cannot read private key {}: {e}", key.display())))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(format!("TLS setup failed: {e}")))?
             .with_no_client_auth()
@@ -79,6 +79,9 @@ impl TlsConfig {
                     key.display()
                 ))
             })?;
+        // Say which protocol this is (ALPN): clients and scanners expect it, and a client
+        // that offers only another protocol (h2) is told so at once instead of talking past us.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsConfig {
             config: Arc::new(config),
         })
@@ -97,6 +100,15 @@ impl TlsConfig {
         // The whole handshake is due by the deadline: a client trickling it a byte at a time
         // (each read well within any per-read timeout) is cut off when it passes.
         stream.set_read_deadline(deadline);
+        if let Ok(left) = crate::server::time_left(deadline) {
+            stream.set_timeout(left)?;
+        }
+        let plain = io::BufRead::fill_buf(stream).is_ok_and(is_plain_http);
+        if plain {
+            log::debug!("{}: plain HTTP on the TLS port", stream.peer());
+            let _ = stream.write_all(PLAIN_ON_TLS).and_then(|()| stream.flush());
+            return Ok(None);
+        }
         let done = loop {
             if !conn.is_handshaking() {
                 break true;
@@ -221,6 +233,18 @@ pub(crate) struct TlsSession<S> {
     plain_in: crate::protocol::Input,
     /// Plaintext the HTTP session answered on the loop (error pages, 408), to encrypt.
     plain_out: crate::protocol::Output,
+    /// No byte has come yet: the first ones are checked for plain HTTP.
+    fresh: bool,
+}
+
+/// The answer to plain HTTP sent to the TLS port: readable in a browser or curl, where raw
+/// TLS alert bytes are not (nginx answers the same way).
+const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 53\r\nConnection: close\r\n\r\nThis port speaks HTTPS: use https:// in the address.\n";
+
+/// Whether a connection's first bytes are plain HTTP rather than TLS (a TLS client starts with
+/// a handshake record, 0x16; an HTTP request with a method's letters).
+fn is_plain_http(first: &[u8]) -> bool {
+    first.first().is_some_and(u8::is_ascii_uppercase)
 }
 
 impl<S: super::Service> TlsSession<S> {
@@ -230,6 +254,7 @@ impl<S: super::Service> TlsSession<S> {
             inner,
             plain_in: crate::protocol::Input::default(),
             plain_out: crate::protocol::Output::default(),
+            fresh: true,
         }
     }
 
@@ -354,6 +379,14 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
     fn data(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
         use crate::protocol::Step;
         let limit = self.inner.input_limit();
+        if self.fresh && !conn.received().is_empty() {
+            self.fresh = false;
+            if is_plain_http(conn.received()) {
+                log::debug!("{}: plain HTTP on the TLS port", conn.peer);
+                conn.output.write(PLAIN_ON_TLS);
+                return Step::Close;
+            }
+        }
         // Feed and read out in turns: rustls holds only so much plaintext at a time.
         loop {
             if !conn.received().is_empty() && !self.tls.is_handshaking() {
