@@ -827,7 +827,7 @@ fn a_trickled_tls_handshake_is_cut_off_in_fork_and_threading_modes() -> io::Resu
         // bytes, then one byte every 100 ms.
         let mut tricklers = Vec::new();
         for _ in 0..3 {
-            let mut s = std::net::TcpStream::connect(addr)?;
+            let s = std::net::TcpStream::connect(addr)?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut w = s.try_clone()?;
             w.write_all(&[0x16, 0x03, 0x01, 0x00, 0xff])?;
