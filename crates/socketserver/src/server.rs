@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::handler::{panic_message, report};
 use crate::mode::{self, Dispatch};
-use crate::shutdown::{Entry, Shared, Slot};
+use crate::shutdown::{Claim, Entry, Shared, Slot};
 use crate::transport::{Kind, Listener, SocketOptions, address_of};
 use crate::{Address, AsyncAccept, Error, Handler, Mode, Request, Result, ShutdownHandle};
 
@@ -403,8 +403,8 @@ impl Server {
                 settings: StreamSettings {
                     nodelay: config.nodelay,
                     timeout: config.timeout,
+                    limit: config.max_connections,
                 },
-                limit: config.max_connections,
             }
         });
         let fds: Vec<RawFd> = listeners.iter().map(Listener::raw_fd).collect();
@@ -658,6 +658,8 @@ pub(crate) enum Accepted {
     Skipped,
     /// The listener has nothing more right now.
     Drained,
+    /// The connection limit is reached: accept again once a connection ends.
+    Full,
 }
 
 impl Loop {
@@ -792,6 +794,9 @@ impl Loop {
                         dispatched += 1;
                     }
                     Ok(Accepted::Skipped) => self.backoff = None,
+                    // Another thread took the last place: wait for a connection to end.
+                    Ok(Accepted::Full) if !self.has_room(shared) => return Ok(dispatched),
+                    Ok(Accepted::Full) => {}
                     Ok(Accepted::Drained) => {
                         // Nothing left to accept: whatever exhausted a resource is past.
                         self.backoff = None;
@@ -841,6 +846,7 @@ impl Loop {
             let settings = StreamSettings {
                 nodelay: self.config.nodelay,
                 timeout: self.config.timeout,
+                limit: self.limit(),
             };
             accept_stream(socket, kind, &served.local, shared, handler, &settings)
         } else {
@@ -963,6 +969,9 @@ pub(crate) fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, E
 pub(crate) struct StreamSettings {
     pub(crate) nodelay: bool,
     pub(crate) timeout: Option<Duration>,
+    /// Most connections in flight: a connection is accepted only with a place among them
+    /// claimed first, so several accepting threads never pass it together.
+    pub(crate) limit: Option<usize>,
 }
 
 /// Accepts one stream connection from `socket` (non-blocking): verify it, set its options,
@@ -975,6 +984,9 @@ pub(crate) fn accept_stream(
     handler: &dyn Handler,
     settings: &StreamSettings,
 ) -> io::Result<Accepted> {
+    let Some(claim) = Claim::take(shared, settings.limit) else {
+        return Ok(Accepted::Full);
+    };
     let (conn, addr) = match socket.accept() {
         Ok(pair) => pair,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
@@ -991,7 +1003,7 @@ pub(crate) fn accept_stream(
         let _ = conn.set_tcp_nodelay(true);
     }
     let conn = Arc::new(conn);
-    let slot = Slot::new(shared, Entry::Socket(Arc::clone(&conn)));
+    let slot = Slot::claimed(claim, Entry::Socket(Arc::clone(&conn)));
     let handle = ShutdownHandle {
         shared: Arc::clone(shared),
     };

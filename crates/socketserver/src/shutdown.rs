@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     /// request wakes it.
     want_wake: AtomicBool,
     count: AtomicUsize,
+    /// `count` plus the places claimed for connections being accepted: what the connection
+    /// limit is checked against, so that threads accepting at once never pass it.
+    reserved: AtomicUsize,
     next_id: AtomicU64,
     table: Mutex<HashMap<u64, Listed>>,
     /// Stream listeners, shut down by whoever asks for the stop (see `stop_listening`).
@@ -87,6 +90,7 @@ impl Shared {
             waker,
             want_wake: AtomicBool::new(false),
             count: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             table: Mutex::new(HashMap::new()),
             listening: Mutex::new(listening),
@@ -238,10 +242,62 @@ pub(crate) struct Slot {
     idle: Arc<AtomicBool>,
 }
 
+/// A place among the in-flight work taken before a connection is accepted, so that several
+/// threads accepting at once never pass the limit between them. Given back on drop unless it
+/// became a [`Slot`].
+pub(crate) struct Claim<'s> {
+    shared: &'s Arc<Shared>,
+    /// Still to be given back (not turned into a slot).
+    held: bool,
+}
+
+impl<'s> Claim<'s> {
+    /// Takes a place if fewer than `limit` are taken (any number without a limit).
+    pub(crate) fn take(shared: &'s Arc<Shared>, limit: Option<usize>) -> Option<Claim<'s>> {
+        let mut count = shared.reserved.load(SeqCst);
+        loop {
+            if limit.is_some_and(|limit| count >= limit) {
+                return None;
+            }
+            match shared
+                .reserved
+                .compare_exchange_weak(count, count + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return Some(Claim { shared, held: true }),
+                Err(now) => count = now,
+            }
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        self.shared.reserved.fetch_sub(1, SeqCst);
+        if self.shared.want_wake.load(SeqCst) {
+            self.shared.wake();
+        }
+    }
+}
+
 impl Slot {
     pub(crate) fn new(shared: &Arc<Shared>, entry: Entry) -> Slot {
-        let id = shared.next_id.fetch_add(1, SeqCst);
+        shared.reserved.fetch_add(1, SeqCst);
+        Slot::listed(shared, entry)
+    }
+
+    /// The slot of a connection accepted under `claim` (counted already).
+    pub(crate) fn claimed(mut claim: Claim<'_>, entry: Entry) -> Slot {
+        claim.held = false;
+        Slot::listed(claim.shared, entry)
+    }
+
+    /// A slot for a place already reserved.
+    fn listed(shared: &Arc<Shared>, entry: Entry) -> Slot {
         shared.count.fetch_add(1, SeqCst);
+        let id = shared.next_id.fetch_add(1, SeqCst);
         let listed = !matches!(entry, Entry::Nothing);
         let idle = Arc::new(AtomicBool::new(false));
         if listed {
@@ -318,6 +374,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.unlist();
         self.shared.count.fetch_sub(1, SeqCst);
+        self.shared.reserved.fetch_sub(1, SeqCst);
         if self.shared.want_wake.load(SeqCst) {
             self.shared.wake();
         }

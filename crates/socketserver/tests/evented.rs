@@ -779,6 +779,84 @@ fn every_accept_strategy_serves_streams_spread_over_the_loops_and_stops() -> io:
     Ok(())
 }
 
+/// Counts the connections being served at once: from their first bytes until the loop lets
+/// them go (`connection_lost` runs before the connection's place is freed, so a count past
+/// the limit is an overshoot of the server's, not of this count).
+struct Counted {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    counted: bool,
+}
+
+impl Protocol for Counted {
+    fn data_received(&mut self, conn: &mut Conn<'_>) -> Flow {
+        if !self.counted {
+            self.counted = true;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+        }
+        let echo = conn.received().to_vec();
+        conn.write(&echo);
+        conn.consume(echo.len());
+        Flow::Continue
+    }
+
+    fn connection_lost(&mut self) {
+        if self.counted {
+            self.now.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// Issue 9, item 5: loops accepting by themselves never pass `max_connections` between them,
+/// even by one (each claims its place before it accepts), under a flood of clients that each
+/// hold their connection a while.
+#[test]
+fn loops_that_accept_never_overshoot_the_limit_under_a_flood() -> io::Result<()> {
+    let _serial = serial();
+    for accept in ACCEPTS {
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let handler = {
+            let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+            ProtocolHandler::new(move || Counted {
+                now: Arc::clone(&now),
+                most: Arc::clone(&most),
+                counted: false,
+            })
+        };
+        let server = TestServer::start_with(
+            Transport::Tcp,
+            |b| b.mode(ASYNC).async_accept(accept).max_connections(3),
+            handler,
+        );
+        let clients: Vec<_> = (0..24u8)
+            .map(|i| {
+                let addr = server.addr.clone();
+                thread::spawn(move || -> io::Result<()> {
+                    let mut s = Stream::connect(&addr)?;
+                    s.write_all(&[i])?;
+                    let mut one = [0u8; 1];
+                    s.read_exact(&mut one)?;
+                    assert_eq!(one[0], i);
+                    thread::sleep(Duration::from_millis(30));
+                    Ok(())
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap()?;
+        }
+        let most = most.load(SeqCst);
+        assert!(
+            (1..=3).contains(&most),
+            "{accept:?}: {most} connections served at once with a limit of 3"
+        );
+        server.shutdown().unwrap();
+    }
+    Ok(())
+}
+
 #[test]
 fn loops_that_accept_keep_to_the_connection_limit() -> io::Result<()> {
     let _serial = serial();

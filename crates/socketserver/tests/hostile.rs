@@ -282,3 +282,51 @@ fn a_small_body_that_stops_gets_408_on_the_loop() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Issue 9, item 5: in pool mode at most `2 × workers` requests are handed to the workers at
+/// once; the rest wait on the loop (parked, in arrival order) and are all answered.
+#[test]
+fn past_the_pool_queue_bound_requests_wait_on_the_loop_and_are_all_answered() -> io::Result<()> {
+    let running = Arc::new(Mutex::new((0usize, 0usize))); // (now, most)
+    let service = {
+        let running = Arc::clone(&running);
+        move |_: &mut http::Request<'_>| {
+            {
+                let mut r = running.lock().unwrap();
+                r.0 += 1;
+                r.1 = r.1.max(r.0);
+            }
+            thread::sleep(Duration::from_millis(50));
+            running.lock().unwrap().0 -= 1;
+            Response::text(StatusCode::OK, "done\n")
+        }
+    };
+    let server = TestServer::start(
+        Transport::Tcp,
+        Mode::Pool { workers: 1 },
+        Http::new(service).access_log(false),
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let s = tcp_to(&server);
+            thread::spawn(move || -> io::Result<String> {
+                let mut s = s?;
+                write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                let mut reply = String::new();
+                s.read_to_string(&mut reply)?;
+                Ok(reply)
+            })
+        })
+        .collect();
+    for c in clients {
+        let reply = c.join().unwrap()?;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+        assert!(reply.ends_with("done\n"), "{reply:?}");
+    }
+    assert_eq!(
+        running.lock().unwrap().1,
+        1,
+        "one worker runs one request at a time"
+    );
+    Ok(())
+}

@@ -22,7 +22,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,6 @@ pub(crate) struct LoopAccept {
     pub(crate) per_loop: Vec<Vec<LoopListener>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) settings: StreamSettings,
-    pub(crate) limit: Option<usize>,
 }
 
 /// One loop's accepting state.
@@ -81,7 +81,6 @@ struct Acceptor {
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     settings: StreamSettings,
-    limit: Option<usize>,
     /// Accepting paused until then (resource exhaustion: 5 ms doubling to 1 s).
     backoff: Option<(Duration, Instant)>,
     /// At the connection limit: look again then.
@@ -137,6 +136,50 @@ struct LoopHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The bound on the workers' queue, shared by the loops: at most `limit` requests handed to
+/// the workers (running or waiting) at once, as `Mode::Pool` promises (`2 × workers`). Past
+/// it a loop parks the request (its bytes stay in the loop's buffer, nothing more is read)
+/// until a worker is free; every loop with parked requests is woken when one is.
+pub(crate) struct Busy {
+    jobs: AtomicUsize,
+    limit: usize,
+    parked: AtomicUsize,
+    wakers: Mutex<Vec<Arc<Waker>>>,
+}
+
+impl Busy {
+    fn new(limit: usize) -> Busy {
+        Busy {
+            jobs: AtomicUsize::new(0),
+            limit: limit.max(1),
+            parked: AtomicUsize::new(0),
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes a place in the queue, if there is one.
+    fn try_take(&self) -> bool {
+        self.jobs
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// A job is done: its place is free, and loops with parked requests hear of it.
+    fn release(&self) {
+        self.jobs.fetch_sub(1, SeqCst);
+        if self.parked.load(SeqCst) > 0 {
+            for waker in self
+                .wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                let _ = waker.wake();
+            }
+        }
+    }
+}
+
 pub(crate) struct Evented {
     handler: Arc<dyn Handler>,
     loops: Vec<LoopHandle>,
@@ -167,6 +210,7 @@ impl Evented {
         let spare = probe;
         let evented = spare.is_some();
         let (jobs, job_queue) = unbounded::<Job>();
+        let busy = Arc::new(Busy::new(2 * workers.max(1)));
         let mut this = Evented {
             handler,
             loops: Vec::new(),
@@ -215,7 +259,6 @@ impl Evented {
                     shared: Arc::clone(&a.shared),
                     handler: Arc::clone(&this.handler),
                     settings: a.settings,
-                    limit: a.limit,
                     backoff: None,
                     retry: None,
                     spare,
@@ -223,8 +266,14 @@ impl Evented {
                 let Some(jobs) = this.jobs.clone() else {
                     break;
                 };
-                match EventLoop::spawn(n, jobs, flavor, timeout, acceptor) {
-                    Ok(handle) => this.loops.push(handle),
+                match EventLoop::spawn(n, jobs, Arc::clone(&busy), flavor, timeout, acceptor) {
+                    Ok(handle) => {
+                        busy.wakers
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(Arc::clone(&handle.waker));
+                        this.loops.push(handle);
+                    }
                     Err(e) => {
                         this.close(true);
                         return Err(e);
@@ -363,6 +412,8 @@ struct Entry {
     last: Instant,
     /// The deadline currently in the timer heap, if any.
     armed: Option<Instant>,
+    /// Waiting for a place in the workers' queue (see [`Busy`]): not driven meanwhile.
+    parked: bool,
 }
 
 struct EventLoop {
@@ -372,6 +423,9 @@ struct EventLoop {
     sender: Sender<Msg>,
     waker: Arc<Waker>,
     jobs: Sender<Job>,
+    busy: Arc<Busy>,
+    /// Connections waiting for a place in the workers' queue, oldest first.
+    parked: std::collections::VecDeque<(usize, u64)>,
     conns: Vec<Option<Entry>>,
     free: Vec<usize>,
     generations: u64,
@@ -391,6 +445,7 @@ impl EventLoop {
     fn spawn(
         n: usize,
         jobs: Sender<Job>,
+        busy: Arc<Busy>,
         flavor: Flavor,
         timeout: Option<Duration>,
         acceptor: Option<Acceptor>,
@@ -418,6 +473,8 @@ impl EventLoop {
             sender: sender.clone(),
             waker: Arc::clone(&waker),
             jobs,
+            busy,
+            parked: std::collections::VecDeque::new(),
             conns: Vec::new(),
             free: Vec::new(),
             generations: 0,
@@ -496,6 +553,7 @@ impl EventLoop {
             if woken && self.messages() {
                 break;
             }
+            self.unpark();
             self.accept();
             for &token in &ready {
                 self.drive(token);
@@ -551,10 +609,6 @@ impl EventLoop {
                 if !a.shared.is_running() {
                     break 'listeners;
                 }
-                if a.limit.is_some_and(|limit| a.shared.in_flight() >= limit) {
-                    a.retry = Some(now + LIMIT_RETRY);
-                    break 'listeners;
-                }
                 let l = &a.listeners[i];
                 match accept_stream(
                     &l.socket,
@@ -577,6 +631,11 @@ impl EventLoop {
                         }
                     }
                     Ok(Accepted::Skipped) => a.backoff = None,
+                    Ok(Accepted::Full) => {
+                        // The claim in `accept_stream` keeps the limit exact across loops.
+                        a.retry = Some(now + LIMIT_RETRY);
+                        break 'listeners;
+                    }
                     Ok(Accepted::Drained) => {
                         a.backoff = None;
                         a.listeners[i].ready = false;
@@ -674,6 +733,7 @@ impl EventLoop {
             linger: None,
             last: Instant::now(),
             armed: None,
+            parked: false,
         });
         self.drive(token);
     }
@@ -739,8 +799,19 @@ impl EventLoop {
         let Some(Some(entry)) = self.conns.get_mut(token) else {
             return;
         };
+        if !entry.parked && !self.busy.try_take() {
+            entry.parked = true;
+            self.busy.parked.fetch_add(1, SeqCst);
+            self.parked.push_back((token, entry.generation));
+            return;
+        }
+        if entry.parked {
+            entry.parked = false;
+            self.busy.parked.fetch_sub(1, SeqCst);
+        }
         let (Some(mut request), Some(mut driver)) = (entry.request.take(), entry.driver.take())
         else {
+            self.busy.release();
             return self.close(token);
         };
         // Busy until the worker is done (a stop then lets it finish).
@@ -758,10 +829,12 @@ impl EventLoop {
         let generation = entry.generation;
         let back = self.sender.clone();
         let waker = Arc::clone(&self.waker);
+        let busy = Arc::clone(&self.busy);
         // The socket stays non-blocking: the worker's `Request` waits with poll deadlines.
         if request.socket().is_none() {
             entry.request = Some(request);
             entry.driver = Some(driver);
+            self.busy.release();
             return self.close(token);
         }
         let job: Job = Box::new(move || {
@@ -780,6 +853,7 @@ impl EventLoop {
                     Step::Abort
                 }
             };
+            busy.release();
             let returned = Msg::Back(Back {
                 token,
                 generation,
@@ -796,7 +870,24 @@ impl EventLoop {
         });
         if let Err(crossbeam_channel::SendError(_job)) = self.jobs.send(job) {
             // No workers any more: the job (and the connection in it) is dropped.
+            self.busy.release();
             self.forget(token);
+        }
+    }
+
+    /// Hands parked connections to the workers, oldest first, while the queue has room.
+    fn unpark(&mut self) {
+        while let Some(&(token, generation)) = self.parked.front() {
+            let parked = matches!(self.conns.get(token), Some(Some(e)) if e.generation == generation && e.parked);
+            if !parked {
+                self.parked.pop_front();
+                continue;
+            }
+            if !self.busy.try_take() {
+                return;
+            }
+            self.parked.pop_front();
+            self.hand_off(token);
         }
     }
 
@@ -807,6 +898,9 @@ impl EventLoop {
             let Some(Some(entry)) = self.conns.get_mut(token) else {
                 return;
             };
+            if entry.parked {
+                return; // waits for a worker (see `unpark`)
+            }
             let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_mut())
             else {
                 return; // on a worker
@@ -1001,6 +1095,9 @@ impl EventLoop {
                 continue; // stale
             }
             entry.armed = None;
+            if entry.parked {
+                continue; // waiting for a worker, as in the queue: timed there
+            }
             let Some(driver) = entry.driver.as_ref() else {
                 continue; // on a worker, which has its own timeouts
             };
@@ -1039,6 +1136,9 @@ impl EventLoop {
         let Some(mut entry) = slot.take() else {
             return;
         };
+        if entry.parked {
+            self.busy.parked.fetch_sub(1, SeqCst);
+        }
         self.free.push(token);
         // Timers of closed connections wait in the heap until their time: when they outnumber
         // the live connections, sweep them out, so churn with long timeouts cannot pile up.
@@ -1136,5 +1236,36 @@ fn call(
             );
             Step::Abort
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_queue_holds_at_most_its_limit_and_a_release_wakes_parked_loops() {
+        let busy = Busy::new(2);
+        assert!(busy.try_take());
+        assert!(busy.try_take());
+        assert!(!busy.try_take(), "a third place past a limit of 2");
+        // A loop with a parked request is woken when a place frees.
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        busy.wakers.lock().unwrap().push(Arc::clone(&waker));
+        busy.parked.fetch_add(1, SeqCst);
+        busy.release();
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(events.iter().any(|e| e.token() == WAKER));
+        assert!(busy.try_take(), "the released place is free again");
+        assert!(!busy.try_take());
+        // Without parked requests a release wakes no one.
+        busy.parked.fetch_sub(1, SeqCst);
+        busy.release();
+        poll.poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(events.is_empty());
     }
 }
