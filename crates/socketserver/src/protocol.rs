@@ -523,6 +523,52 @@ impl Output {
         Ok(Sent::Drained(sent))
     }
 
+    /// Moves up to `max` bytes from the front into `piece` (a file range is read for it):
+    /// how an encrypting pump takes plaintext as the socket drains, never a whole file in
+    /// memory. `Ok(false)` when nothing is left; `UnexpectedEof` when a file shrank.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn take_front(&mut self, piece: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+        let Some(front) = self.chunks.front_mut() else {
+            return Ok(false);
+        };
+        let done = match front {
+            Chunk::Bytes(buf, pos) => {
+                let n = (buf.len() - *pos).min(max);
+                piece.extend_from_slice(&buf[*pos..*pos + n]);
+                *pos += n;
+                self.bytes -= n;
+                *pos >= buf.len()
+            }
+            Chunk::File { file, offset, left } => {
+                use std::os::unix::fs::FileExt;
+                let want = usize::try_from((*left).min(max as u64)).unwrap_or(max);
+                let start = piece.len();
+                piece.resize(start + want, 0);
+                let got = loop {
+                    match file.read_at(&mut piece[start..], *offset) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        other => break other,
+                    }
+                };
+                let got = got.inspect_err(|_| piece.truncate(start))?;
+                piece.truncate(start + got);
+                if got == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was being sent",
+                    ));
+                }
+                *offset += got as u64;
+                *left -= got as u64;
+                *left == 0
+            }
+        };
+        if done {
+            self.chunks.pop_front();
+        }
+        Ok(true)
+    }
+
     /// Everything written, as one buffer (file ranges read): a datagram's reply.
     pub(crate) fn into_bytes(mut self) -> io::Result<Vec<u8>> {
         if self.chunks.len() == 1

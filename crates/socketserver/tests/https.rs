@@ -362,3 +362,79 @@ fn uploads_over_tls_arrive_whole_in_every_mode() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Issue 9, item 3: HTTPS clients that ask for a large file and read nothing, more of them
+/// than there are workers, hold no worker: the loop encrypts as each socket drains. A normal
+/// HTTPS client is answered promptly meanwhile, and each stalled one is dropped at the write
+/// timeout (plus a margin for the lingering close and a loaded machine).
+#[test]
+fn https_non_readers_past_the_worker_count_starve_no_one() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    std::fs::write(root.path().join("x.txt"), b"secure")?;
+    std::fs::File::create(root.path().join("huge.bin"))?.set_len(64 * 1024 * 1024)?;
+    let mut limits = Limits::default();
+    limits.write_timeout = Duration::from_millis(500);
+    for mode in [Mode::Pool { workers: 2 }, ASYNC] {
+        let server = serve(&pki, root.path(), mode, limits.clone());
+        let addr = server.addr.socket_addr().unwrap();
+        let mut stalled = Vec::new();
+        for _ in 0..6 {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(client_config(&pki), name)
+                .map_err(io::Error::other)?;
+            let mut sock = TcpStream::connect(addr)?;
+            sock.set_read_timeout(Some(IO_TIMEOUT))?;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock)?;
+            }
+            conn.writer()
+                .write_all(b"GET /huge.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+            while conn.wants_write() {
+                conn.write_tls(&mut sock)?;
+            }
+            // And never read again.
+            stalled.push((sock, conn));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        assert!(https_get(addr, &client_config(&pki), "/x.txt")?.ends_with(b"secure"));
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{mode}: an HTTPS client waited {took:?} behind non-readers"
+        );
+        for (sock, _) in &stalled {
+            let left = Duration::from_secs(4).saturating_sub(started.elapsed());
+            assert!(
+                released_within(sock, left).is_some(),
+                "{mode}: a non-reading HTTPS client still held its connection after {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The loop's encrypting pump sends a large file whole and byte-exact, and a connection that
+/// closes after it (`Connection: close`) gets close_notify only after the last byte.
+#[test]
+fn large_files_over_tls_arrive_whole_through_the_pump() -> io::Result<()> {
+    let pki = pki();
+    let root = tempfile::tempdir()?;
+    let data = pattern(5 * 1024 * 1024 + 123);
+    std::fs::write(root.path().join("big.bin"), &data)?;
+    for mode in [Mode::Pool { workers: 2 }, ASYNC, Mode::Threading] {
+        let server = serve(&pki, root.path(), mode, Limits::default());
+        let addr = server.addr.socket_addr().unwrap();
+        let reply = https_get(addr, &client_config(&pki), "/big.bin")?;
+        let body_at = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .unwrap_or(0);
+        assert_eq!(reply.len() - body_at, data.len(), "{mode}");
+        assert!(reply[body_at..] == data[..], "{mode}: bytes differ");
+    }
+    Ok(())
+}

@@ -315,11 +315,7 @@ impl<S: Service> Driver for HttpSession<S> {
         output: &mut Output,
     ) -> Step {
         let peer = request.peer().clone();
-        let mut wire = Spill {
-            request,
-            output,
-            direct: false,
-        };
+        let mut wire = Spill::new(request, output);
         self.serve_pending(&mut wire, &peer, input)
     }
 }
@@ -369,86 +365,99 @@ impl<S: Service> HttpSession<S> {
 }
 
 /// Bytes a worker queues for the loop to send before it writes the rest itself.
-const SPILL_AT: usize = crate::protocol::OUTPUT_HIGH;
+pub(crate) const SPILL_AT: usize = crate::protocol::OUTPUT_HIGH;
 
-/// A worker's way to answer on an event loop's connection: the answer goes into the loop's
-/// output queue (files as `sendfile(2)` ranges, any size), so the worker is free at once and
-/// a client that reads slowly, or not at all, costs the loop a buffer and a timer, never a
-/// worker. Only an answer streamed from a reader past [`SPILL_AT`] bytes is written by the
-/// worker itself (within the write timeout): its length is unknown and it cannot wait in
-/// memory. Reads (a request body) come from the connection, within their deadlines.
-struct Spill<'a> {
-    request: &'a mut Request,
-    output: &'a mut Output,
-    /// The queue was handed to the socket: from now on the worker writes.
-    direct: bool,
+/// A worker's way to answer on an event loop's connection: the answer goes into a queue the
+/// loop sends from (files as ranges, any size: `sendfile(2)` on plain connections, the
+/// loop's encrypting pump over TLS), so the worker is free at once and a client that reads
+/// slowly, or not at all, costs the loop a buffer and a timer, never a worker. Only an
+/// answer streamed from a reader past [`SPILL_AT`] bytes is written by the worker itself,
+/// through `inner` (within the write timeout): its length is unknown and it cannot wait in
+/// memory. Reads (a request body) come from `inner`, within their deadlines.
+pub(crate) struct Spill<'a, W: Wire> {
+    pub(crate) inner: &'a mut W,
+    pub(crate) queue: &'a mut Output,
+    /// The queue was handed to `inner`: from now on the worker writes.
+    pub(crate) direct: bool,
 }
 
-impl Spill<'_> {
-    /// Sends the queue on the socket and writes directly from now on.
+impl<'a, W: Wire> Spill<'a, W> {
+    pub(crate) fn new(inner: &'a mut W, queue: &'a mut Output) -> Spill<'a, W> {
+        Spill {
+            inner,
+            queue,
+            direct: false,
+        }
+    }
+
+    /// Writes the queue through `inner`, and everything after it directly.
     fn go_direct(&mut self) -> io::Result<()> {
         self.direct = true;
-        self.output.drain_into(self.request)
+        self.queue.drain_into(&mut *self.inner)
     }
 }
 
-impl Read for Spill<'_> {
+impl<W: Wire> Read for Spill<'_, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.request.read(buf)
+        self.inner.read(buf)
     }
 }
 
-impl Write for Spill<'_> {
+impl<W: Wire> Write for Spill<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !self.direct && self.output.bytes.saturating_add(buf.len()) <= SPILL_AT {
-            self.output.write(buf);
+        if !self.direct && self.queue.bytes.saturating_add(buf.len()) <= SPILL_AT {
+            self.queue.write(buf);
             return Ok(buf.len());
         }
         if !self.direct {
             self.go_direct()?;
         }
-        self.request.write(buf)
+        self.inner.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if self.direct {
-            self.request.flush()
+            self.inner.flush()
         } else {
             Ok(()) // the loop sends the queue
         }
     }
 }
 
-impl Wire for Spill<'_> {
+impl<W: Wire> Wire for Spill<'_, W> {
     fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.request.set_timeout(timeout)
+        self.inner.set_timeout(timeout)
     }
 
     fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.request.set_write_timeout(timeout);
+        self.inner.set_write_timeout(timeout);
     }
 
     fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        self.request.set_read_deadline(deadline);
+        self.inner.set_read_deadline(deadline);
     }
 
     fn set_idle(&mut self, idle: bool) -> bool {
-        self.request.set_idle(idle)
+        self.inner.set_idle(idle)
     }
 
     fn is_shutting_down(&self) -> bool {
-        self.request.shutdown_ref().is_shutting_down()
+        self.inner.is_shutting_down()
     }
 
     fn wait_readable(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        self.request.wait_readable(timeout)
+        self.inner.wait_readable(timeout)
+    }
+
+    fn must_poll_when_idle(&self) -> bool {
+        self.inner.must_poll_when_idle()
     }
 
     fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
         if self.direct {
-            self.request.send_file(&file, offset, len)
+            self.inner.send_file(file, offset, len)
         } else {
-            self.output.send_file(file, offset, len);
+            self.queue.send_file(file, offset, len);
             Ok(())
         }
     }
@@ -456,9 +465,9 @@ impl Wire for Spill<'_> {
     fn send_now(&mut self) -> io::Result<()> {
         if !self.direct {
             // What the client waits for goes out now; the queue is empty again after it.
-            self.output.drain_into(self.request)?;
+            self.queue.drain_into(&mut *self.inner)?;
         }
-        self.request.flush()
+        self.inner.send_now()
     }
 }
 

@@ -231,11 +231,18 @@ pub(crate) struct TlsSession<S> {
     inner: super::session::HttpSession<S>,
     /// Plaintext received, not yet used by the HTTP session.
     plain_in: crate::protocol::Input,
-    /// Plaintext the HTTP session answered on the loop (error pages, 408), to encrypt.
+    /// Plaintext answers to encrypt: error pages the session answered on the loop, and what
+    /// a worker left (files as ranges). The loop's encrypting pump takes it a record at a time
+    /// as the socket drains, so a slow reader costs no worker and no whole file in memory.
     plain_out: crate::protocol::Output,
     /// No byte has come yet: the first ones are checked for plain HTTP.
     fresh: bool,
+    /// The connection ends once `plain_out` is sent (then close_notify).
+    close_after: bool,
 }
+
+/// Plaintext per TLS record the pump encrypts.
+const RECORD: usize = 16 * 1024;
 
 /// The answer to plain HTTP sent to the TLS port: readable in a browser or curl, where raw
 /// TLS alert bytes are not (nginx answers the same way).
@@ -255,6 +262,7 @@ impl<S: super::Service> TlsSession<S> {
             plain_in: crate::protocol::Input::default(),
             plain_out: crate::protocol::Output::default(),
             fresh: true,
+            close_after: false,
         }
     }
 
@@ -321,26 +329,37 @@ impl<S: super::Service> TlsSession<S> {
         }
     }
 
-    /// Plaintext answers into rustls, and every TLS record it has into the connection's
-    /// output.
-    fn pump(&mut self, conn: &mut crate::Conn<'_>) {
-        let answer = std::mem::take(&mut self.plain_out);
-        if let Ok(bytes) = answer.into_bytes()
-            && !bytes.is_empty()
-        {
-            let _ = self.tls.writer().write_all(&bytes);
-        }
+    /// The encrypting pump: plaintext answers into rustls a record at a time, and its records
+    /// into the connection's output, until the output is backed up (the loop calls again when
+    /// it drains, see `pending_input`) or nothing is left. Fails when a file being sent
+    /// shrank: the promised length cannot be kept, the connection must end.
+    fn pump(&mut self, conn: &mut crate::Conn<'_>) -> io::Result<()> {
         let mut out = OutputWriter(conn.output);
-        while self.tls.wants_write() {
-            if self.tls.write_tls(&mut out).is_err() {
-                break;
+        let mut piece = Vec::with_capacity(RECORD);
+        loop {
+            while self.tls.wants_write() {
+                if self.tls.write_tls(&mut out).is_err() {
+                    break;
+                }
             }
+            if out.0.is_backed_up() {
+                return Ok(());
+            }
+            piece.clear();
+            if !self.plain_out.take_front(&mut piece, RECORD)? {
+                return Ok(());
+            }
+            self.tls.writer().write_all(&piece)?;
         }
     }
 
+    /// Ends the session: what can still be encrypted now, then close_notify.
     fn closing(&mut self, conn: &mut crate::Conn<'_>) {
+        let _ = self.pump(conn);
+        self.plain_out = crate::protocol::Output::default();
+        self.close_after = false;
         self.tls.send_close_notify();
-        self.pump(conn);
+        let _ = self.pump(conn);
     }
 }
 
@@ -379,6 +398,19 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
     fn data(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
         use crate::protocol::Step;
         let limit = self.inner.input_limit();
+        if self.close_after || !self.plain_out.is_empty() {
+            // An answer is still being encrypted: it goes first, the next request waits.
+            if self.pump(conn).is_err() {
+                return Step::Abort;
+            }
+            if !self.plain_out.is_empty() {
+                return Step::Continue;
+            }
+            if self.close_after {
+                self.closing(conn);
+                return Step::Close;
+            }
+        }
         if self.fresh && !conn.received().is_empty() {
             self.fresh = false;
             if is_plain_http(conn.received()) {
@@ -398,7 +430,7 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
             match fed {
                 Fed::Failed => {
                     // Tell the client why (an alert), then close.
-                    self.pump(conn);
+                    let _ = self.pump(conn);
                     return Step::Close;
                 }
                 Fed::Closed if self.plain_in.len() == 0 => {
@@ -425,11 +457,16 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         } else {
             Step::Continue
         };
+        if self.pump(conn).is_err() {
+            return Step::Abort;
+        }
+        if step == Step::Close && !self.plain_out.is_empty() {
+            // The answer is longer than the output holds: close once the pump is done.
+            self.close_after = true;
+            return Step::Continue;
+        }
         if step == Step::Close {
-            self.pump(conn);
             self.closing(conn);
-        } else {
-            self.pump(conn);
         }
         step
     }
@@ -452,11 +489,16 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
     fn is_idle(&self) -> bool {
         // Mid-handshake with nothing received counts as idle, as a plain connection before
         // its first byte: a graceful stop closes it at once.
-        self.inner.is_idle() && self.plain_in.len() == 0
+        self.inner.is_idle()
+            && self.plain_in.len() == 0
+            && self.plain_out.is_empty()
+            && !self.close_after
     }
 
+    /// Also true while the pump has plaintext left (or a close to send): the loop calls
+    /// `data` again when the output drains, and the pump goes on.
     fn pending_input(&self) -> bool {
-        self.plain_in.len() > 0
+        self.plain_in.len() > 0 || !self.plain_out.is_empty() || self.close_after
     }
 
     fn blocking(
@@ -502,10 +544,19 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
             }
         }
 
-        let mut wire = TlsWire::new(&mut self.tls, request);
-        let step = self.inner.serve_pending(&mut wire, &peer, &mut plain);
+        // The answer is queued as plaintext for the loop's encrypting pump (see `Spill`).
+        let mut tls = TlsWire::new(&mut self.tls, request);
+        let mut wire = super::session::Spill::new(&mut tls, &mut self.plain_out);
+        let mut step = self.inner.serve_pending(&mut wire, &peer, &mut plain);
+        let direct = wire.direct;
         if step == Step::Close {
-            wire.close();
+            if direct {
+                tls.close();
+            } else {
+                // close_notify after the queued answer, from the loop.
+                self.close_after = true;
+                step = Step::Continue;
+            }
         }
         self.plain_in = crate::protocol::Input::from_vec(plain);
         // Plaintext rustls decrypted past the request (pipelined) joins it.
