@@ -838,6 +838,18 @@ fn bad_command_lines_are_one_line_and_exit_2() -> io::Result<()> {
             &["echo", "--max-headers", "100"],
             &["--max-headers", "echo"],
         ),
+        (
+            &["echo", "--write-timeout", "5"],
+            &["--write-timeout", "echo"],
+        ),
+        (
+            &["http", "--listen", TCP, "--write-timeout", "-3"],
+            &["-3", "negative"],
+        ),
+        (
+            &["http", "--listen", TCP, "--min-body-rate", "fast"],
+            &["fast"],
+        ),
     ];
     for (args, needles) in cases {
         let finished = run(args)?;

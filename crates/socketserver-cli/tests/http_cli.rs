@@ -797,6 +797,37 @@ fn self_signed(dir: &Path) -> io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// Issue 9, item 2: `--timeout` covers a client that reads nothing of a large response, in
+/// every mode (it once changed nothing: the blocking modes kept such a client ~2 minutes).
+#[test]
+fn timeout_cuts_off_a_client_that_stops_reading_in_every_mode() -> io::Result<()> {
+    use std::io::Read;
+    let site = site()?;
+    let huge: u64 = 64 * 1024 * 1024;
+    fs::File::create(site.root.join("huge.bin"))?.set_len(huge)?;
+    for mode in ["async", "pool", "threading", "fork"] {
+        let server = start(&site, &["--mode", mode, "--timeout", "1", "--quiet"])?;
+        let mut s = std::net::TcpStream::connect(tcp_addr(&server))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        // Read nothing for well past the timeout, then take what is there.
+        thread::sleep(Duration::from_millis(3500));
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        assert!(
+            got < huge,
+            "{mode}: all {huge} bytes arrived: the stalled reader was never cut off"
+        );
+    }
+    Ok(())
+}
+
 /// Issue 9, item 4: a TLS handshake trickled a byte at a time is cut off at `--timeout` in
 /// the blocking modes too (40 of them once blocked fork mode completely), and curl is served
 /// meanwhile.

@@ -124,8 +124,8 @@ pub use server::{Server, ServerBuilder};
 pub use shutdown::ShutdownHandle;
 pub use transport::Listener;
 
-/// Thin wrappers over crate-private hot paths, for the criterion benches in
-/// `benches/hot_paths.rs` only.
+/// Thin wrappers over crate-private hot paths and parsers, for the criterion benches in
+/// `benches/hot_paths.rs` and the fuzz targets in `fuzz/` only.
 ///
 /// **Not part of the API**: hidden from the documentation, compiled only with the non-default
 /// `bench-internals` feature, and free to change or disappear in any release.
@@ -184,6 +184,26 @@ pub mod __bench {
     /// files). Returns whether it maps to something servable.
     pub fn resolve(root: &Path, raw_path: &str) -> bool {
         http::resolve(root, raw_path, None, &FileOptions::default()).is_ok()
+    }
+
+    /// [`resolve`], giving the path a file or directory resolves to (`None` for a refusal or
+    /// a redirect): a fuzz target checks it never leaves `root`.
+    pub fn resolved_path(root: &Path, raw_path: &str) -> Option<std::path::PathBuf> {
+        match http::resolve(root, raw_path, None, &FileOptions::default()) {
+            Ok(http::Resolved::File { path, .. } | http::Resolved::Directory { path, .. }) => {
+                Some(path)
+            }
+            _ => None,
+        }
+    }
+
+    /// Interprets the `Range` header `header` against `len` bytes: the first and last byte
+    /// of a partial answer, `None` for a full or unsatisfiable one.
+    pub fn parse_range(header: &[u8], len: u64) -> Option<(u64, u64)> {
+        match http::parse_range(Some(header), len) {
+            http::RangeSpec::Partial { start, end } => Some((start, end)),
+            _ => None,
+        }
     }
 }
 

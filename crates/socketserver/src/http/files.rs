@@ -115,9 +115,11 @@ const QUERY: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// Percent-encodes `s` as one path segment (see [`SEGMENT`]); also used by the listing.
-pub(super) fn encode_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+/// Percent-encodes a name's raw bytes as one path segment (see [`SEGMENT`]), for the
+/// listing's links: a file name that is not UTF-8 gets a link that decodes back to its exact
+/// bytes.
+pub(super) fn encode_bytes(s: &[u8]) -> String {
+    percent_encoding::percent_encode(s, SEGMENT).to_string()
 }
 
 /// Maps a request path to a file or directory under `root`: [`resolve_in`] without a handle on
@@ -148,32 +150,36 @@ pub(crate) fn resolve_in(
     query: Option<&str>,
     opts: &FileOptions,
 ) -> Result<Resolved, Refused> {
-    // Decode exactly once: `%252e` becomes the literal text `%2e` and stays so.
-    let decoded = percent_decode_str(raw_path)
-        .decode_utf8()
-        .map_err(|_| Refused::BadRequest)?;
-    if decoded.contains(['\0', '\\']) {
+    use std::os::unix::ffi::OsStrExt;
+    // Decode exactly once: `%252e` becomes the literal text `%2e` and stays so. To bytes, not
+    // text: a file name need not be UTF-8 (Unix names are bytes), and the listing links such
+    // a name by its exact bytes.
+    let decoded: std::borrow::Cow<'_, [u8]> = percent_decode_str(raw_path).into();
+    if decoded.iter().any(|&b| b == 0 || b == b'\\') {
         return Err(Refused::BadRequest);
     }
     // An empty path can only be the root; every other request path starts with `/`.
-    let trailing_slash = decoded.is_empty() || decoded.ends_with('/');
-    let segments: Vec<&str> = decoded
-        .split('/')
-        .filter(|s| !matches!(*s, "" | "." | ".."))
+    let trailing_slash = decoded.is_empty() || decoded.ends_with(b"/");
+    let segments: Vec<&[u8]> = decoded
+        .split(|&b| b == b'/')
+        .filter(|s| !matches!(*s, b"" | b"." | b".."))
         .collect();
-    if !opts.hidden && segments.iter().any(|s| s.starts_with('.')) {
+    if !opts.hidden && segments.iter().any(|s| s.starts_with(b".")) {
         return Err(Refused::NotFound);
     }
 
     // Each segment is one normal component (no `/`, not `.` or `..`), so this stays lexically
     // under the root; only symlinks can lead elsewhere.
     let mut joined = root.to_path_buf();
-    joined.extend(&segments);
+    joined.extend(segments.iter().map(|s| std::ffi::OsStr::from_bytes(s)));
 
     if let Some(dir) = root_dir.filter(|_| !opts.follow_symlinks && !trailing_slash)
         && !segments.is_empty()
     {
-        let relative: PathBuf = segments.iter().collect();
+        let relative: PathBuf = segments
+            .iter()
+            .map(|s| std::ffi::OsStr::from_bytes(s))
+            .collect();
         match crate::sys::open_beneath(dir, &relative) {
             Ok(file) => {
                 let meta = file.metadata().map_err(|e| refusal(&e))?;
@@ -260,11 +266,12 @@ fn contained(root: &Path, canonical: &Path) -> bool {
         || fs::canonicalize(root).is_ok_and(|root| canonical.starts_with(root))
 }
 
-/// `/` + the segments + `/`, decoded, for the listing's title.
-fn display_path(segments: &[&str]) -> String {
+/// `/` + the segments + `/`, decoded, for the listing's title (bytes that are not UTF-8
+/// shown as U+FFFD).
+fn display_path(segments: &[&[u8]]) -> String {
     let mut display = String::from("/");
     for segment in segments {
-        display.push_str(segment);
+        display.push_str(&String::from_utf8_lossy(segment));
         display.push('/');
     }
     display
@@ -273,10 +280,10 @@ fn display_path(segments: &[&str]) -> String {
 /// `/` + the encoded segments + `/` + `?query`: one leading slash whatever the request was.
 ///
 /// An empty query (a bare `?`) is dropped, as Python's `urlunsplit` does.
-fn redirect_location(segments: &[&str], query: Option<&str>) -> String {
+fn redirect_location(segments: &[&[u8]], query: Option<&str>) -> String {
     let mut location = String::from("/");
     for segment in segments {
-        location.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
+        location.extend(percent_encoding::percent_encode(segment, SEGMENT));
         location.push('/');
     }
     if let Some(query) = query.filter(|q| !q.is_empty()) {
@@ -717,10 +724,12 @@ mod tests {
             ("/secret.txt%00.html", Bad),
             ("/..%00/secret.txt", Bad),
             ("/%00", Bad),
-            ("/%c0%ae%c0%ae/secret.txt", Bad),
-            ("/%c0%ae%c0%ae%c0%afsecret.txt", Bad),
-            ("/%e0%80%ae%e0%80%ae/secret.txt", Bad),
-            ("/%ff/secret.txt", Bad),
+            // Overlong and invalid UTF-8 are bytes of a name (Unix names are bytes), never a
+            // dot or a slash: nothing there.
+            ("/%c0%ae%c0%ae/secret.txt", NF),
+            ("/%c0%ae%c0%ae%c0%afsecret.txt", NF),
+            ("/%e0%80%ae%e0%80%ae/secret.txt", NF),
+            ("/%ff/secret.txt", NF),
             ("/%ef%bc%8e%ef%bc%8e/secret.txt", NF), // fullwidth dots are just a name
             ("/\u{2215}..\u{2215}secret.txt", NF),  // DIVISION SLASH too
             ("/out", Forb),
@@ -1090,9 +1099,9 @@ mod tests {
 
     #[test]
     fn encode_segment_is_strict() {
-        assert_eq!(encode_segment("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(encode_bytes(b"a-b_c.d~e"), "a-b_c.d~e");
         assert_eq!(
-            encode_segment("sp ace/%?#:'&\"<>\\é"),
+            encode_bytes("sp ace/%?#:'&\"<>\\é".as_bytes()),
             "sp%20ace%2F%25%3F%23%3A%27%26%22%3C%3E%5C%C3%A9"
         );
     }

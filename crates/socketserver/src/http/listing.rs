@@ -14,14 +14,17 @@ use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::files::{FileOptions, encode_segment};
+use super::files::{FileOptions, encode_bytes};
 
 /// One directory entry, as the listing shows it.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    /// The file name; names that are not UTF-8 are shown lossily (`U+FFFD` for bad bytes).
-    /// Such files cannot be requested, since request paths must decode to UTF-8.
+    /// The file name as shown; names that are not UTF-8 are shown lossily (`U+FFFD` for bad
+    /// bytes).
     pub(crate) name: String,
+    /// The name's exact bytes: its link encodes these, so a name that is not UTF-8 can still
+    /// be downloaded.
+    pub(crate) raw: Vec<u8>,
     /// A directory, or a symlink to one.
     pub(crate) is_dir: bool,
     /// Size in bytes (of the target, for symlinks); 0 when the metadata cannot be read.
@@ -43,19 +46,22 @@ pub(crate) fn list_directory(dir: &Path, opts: &FileOptions) -> io::Result<Vec<E
         let Ok(item) = item else {
             continue;
         };
-        let name = item.file_name().to_string_lossy().into_owned();
+        let raw = std::os::unix::ffi::OsStrExt::as_bytes(item.file_name().as_os_str()).to_vec();
+        let name = String::from_utf8_lossy(&raw).into_owned();
         if !opts.hidden && name.starts_with('.') {
             continue;
         }
         let entry = match fs::metadata(item.path()) {
             Ok(meta) => Entry {
                 name,
+                raw,
                 is_dir: meta.is_dir(),
                 len: meta.len(),
                 modified: meta.modified().ok(),
             },
             Err(_) => Entry {
                 name,
+                raw,
                 is_dir: false,
                 len: 0,
                 modified: None,
@@ -113,7 +119,7 @@ pub(crate) fn render_listing(display_path: &str, entries: &[Entry]) -> String {
             page,
             "<tr><td><a href=\"{href}{slash}\">{name}{slash}</a></td>\
              <td class=\"size\">{size}</td><td>{modified}</td></tr>",
-            href = encode_segment(&entry.name),
+            href = encode_bytes(&entry.raw),
             name = escape_html(&entry.name),
         );
     }
@@ -199,6 +205,7 @@ mod tests {
     fn entry(name: &str, is_dir: bool) -> Entry {
         Entry {
             name: name.to_owned(),
+            raw: name.as_bytes().to_vec(),
             is_dir,
             len: 42,
             modified: Some(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
@@ -399,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_names_are_listed_lossily() {
+    fn non_utf8_names_are_shown_lossily_and_linked_by_their_bytes() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let raw = OsStr::from_bytes(b"bad\xff\xfe<name>");
@@ -408,9 +415,9 @@ mod tests {
         assert_eq!(names(&entries), ["bad\u{fffd}\u{fffd}<name>"]);
         assert_eq!(entries[0].len, 1);
         let page = render_listing("/", &entries);
-        assert!(page.contains(
-            "<a href=\"bad%EF%BF%BD%EF%BF%BD%3Cname%3E\">bad\u{fffd}\u{fffd}&lt;name&gt;</a>"
-        ));
+        assert!(
+            page.contains("<a href=\"bad%FF%FE%3Cname%3E\">bad\u{fffd}\u{fffd}&lt;name&gt;</a>")
+        );
     }
 
     #[test]

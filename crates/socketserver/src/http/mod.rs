@@ -55,7 +55,7 @@ mod tls;
 // For `crate::__bench` only (not part of the API).
 #[cfg(feature = "bench-internals")]
 pub(crate) use {
-    files::{FileOptions, resolve},
+    files::{FileOptions, RangeSpec, Resolved, parse_range, resolve},
     parse::{ChunkedDecoder, HeadLimits, Parse, parse_head},
 };
 

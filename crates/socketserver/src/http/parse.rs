@@ -1789,6 +1789,42 @@ mod tests {
         }
 
         #[test]
+        fn generated_heads_parse_back_exactly(
+            method in "[A-Z]{1,10}",
+            target in "/[A-Za-z0-9._~%/?=&-]{0,40}",
+            minor in 0u8..2,
+            headers in proptest::collection::vec(
+                ("[A-Za-z][A-Za-z0-9-]{0,15}", "([!-~]([ -~]{0,30}[!-~])?)?"),
+                0..10,
+            ),
+            tail in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let mut raw = format!("{method} {target} HTTP/1.{minor}\r\n");
+            for (name, value) in &headers {
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+            raw.push_str("\r\n");
+            let buf = [raw.as_bytes(), &tail[..]].concat();
+            let Ok(Parse::Complete(head)) = parse_head(&buf, &LIMITS) else {
+                return Err(TestCaseError::fail(format!("{raw:?} did not parse")));
+            };
+            prop_assert_eq!(head.len, raw.len());
+            prop_assert_eq!(&head.method, &method);
+            prop_assert_eq!(&head.target, &target);
+            prop_assert_eq!(head.minor_version, minor);
+            let got: Vec<(String, Vec<u8>)> = head.headers.clone();
+            let want: Vec<(String, Vec<u8>)> = headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))
+                .collect();
+            prop_assert_eq!(got, want);
+            // The checks on a parsed head never panic either.
+            let _ = check_host(&head);
+            let _ = connection_has(&head, "close");
+            let _ = framing(&head);
+        }
+
+        #[test]
         fn parse_head_never_panics(
             buf in proptest::collection::vec(
                 prop_oneof![Just(b'\r'), Just(b'\n'), Just(b' '), Just(b':'), Just(b'H'), any::<u8>()],
