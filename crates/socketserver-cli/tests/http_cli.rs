@@ -1073,6 +1073,50 @@ fn access_lines(stderr: &str) -> Vec<Clf> {
     stderr.lines().filter_map(parse_clf).collect()
 }
 
+/// Issue 9, item 6: a file that shrinks while it is sent still gets its access line in the
+/// blocking modes (it once got none), with no size since the bytes sent are not known.
+#[test]
+fn a_file_that_shrinks_mid_transfer_still_gets_an_access_line() -> io::Result<()> {
+    use std::io::Read;
+    for mode in ["threading", "fork"] {
+        let site = site()?;
+        let huge = site.root.join("shrinks.bin");
+        fs::File::create(&huge)?.set_len(64 * 1024 * 1024)?;
+        let mut server = start(&site, &["--mode", mode])?;
+        let mut s = std::net::TcpStream::connect(tcp_addr(&server))?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.write_all(b"GET /shrinks.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = s.read(&mut buf)?;
+        // The server is mid-file: cut the file short, then read what still comes.
+        fs::File::options()
+            .write(true)
+            .open(&huge)?
+            .set_len(1024 * 1024)?;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        assert!(
+            got < 64 * 1024 * 1024,
+            "{mode}: the whole announced length came"
+        );
+        server.signal("TERM")?;
+        server.wait_exit(Duration::from_secs(5))?;
+        let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
+        let lines = access_lines(&stderr);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.request == "GET /shrinks.bin HTTP/1.1" && l.status == 200),
+            "{mode}: no access line for the cut answer in {stderr:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn access_log_has_one_common_log_line_per_request() -> io::Result<()> {
     in_modes(|extra| {

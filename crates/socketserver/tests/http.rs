@@ -969,3 +969,22 @@ fn a_chunk_size_with_trailing_whitespace_is_refused() -> io::Result<()> {
         Ok(())
     })
 }
+
+/// Issue 9, item 6: a file whose name is not UTF-8 is listed with a link of its exact bytes,
+/// and that link downloads it (it once held U+FFFD and gave 404).
+#[test]
+fn a_file_named_in_bytes_that_are_not_utf8_can_be_downloaded() -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9 menu.txt");
+        std::fs::write(site.root.path().join("list").join(name), b"latin-1 name")?;
+        let listing = get(&site.server.addr, "GET", "/list/", "")?;
+        let page = String::from_utf8_lossy(&listing.body).into_owned();
+        assert!(page.contains("href=\"caf%E9%20menu.txt\""), "{page}");
+        let file = get(&site.server.addr, "GET", "/list/caf%E9%20menu.txt", "")?;
+        assert_eq!(file.status, 200);
+        assert_eq!(file.body, b"latin-1 name");
+        Ok(())
+    })
+}

@@ -484,14 +484,23 @@ impl<S: Service> Http<S> {
         io.stream.set_read_deadline(None);
         io.stream
             .set_write_timeout(Some(self.config.limits.write_timeout));
-        let sent = write_response(
+        let sent = match write_response(
             io.stream,
             response,
             head_only,
             http11,
             keep_alive,
             &self.config.server,
-        )?;
+        ) {
+            Ok(sent) => sent,
+            Err(e) => {
+                // The request is logged all the same (a file that shrank, a client gone),
+                // with no size: how much of the body went out is not known. The error itself
+                // is reported by the server's `on_error`.
+                self.log(peer, &request_line, status, 0);
+                return Err(e);
+            }
+        };
         self.log(peer, &request_line, status, sent.bytes);
         Ok(keep_alive && !sent.close_delimited)
     }
