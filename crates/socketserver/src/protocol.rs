@@ -367,8 +367,19 @@ impl Input {
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // only HTTP sends files
 enum Chunk {
     Bytes(Vec<u8>, usize),
-    File { file: File, offset: u64, left: u64 },
+    File {
+        file: File,
+        offset: u64,
+        left: u64,
+    },
+    /// Called with `true` once everything before it went out, with `false` if the output is
+    /// dropped first (see [`Output::on_sent`]).
+    Done(OnSent),
 }
+
+/// What runs once the output before it has gone out (an HTTP access line with its real
+/// outcome).
+pub(crate) type OnSent = Box<dyn FnOnce(bool) + Send>;
 
 /// How [`Output::send`] stopped, with the bytes it sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,6 +435,30 @@ impl Output {
         self.chunks.is_empty()
     }
 
+    /// Runs `done(true)` once everything queued so far has gone out (at once when nothing
+    /// is queued), or `done(false)` if the output is dropped before (the connection ended
+    /// first).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn on_sent(&mut self, done: OnSent) {
+        if self.chunks.is_empty() {
+            done(true);
+        } else {
+            self.chunks.push_back(Chunk::Done(done));
+        }
+    }
+
+    /// The [`on_sent`](Self::on_sent) call at the front, if that is what comes next.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn take_done(&mut self) -> Option<OnSent> {
+        if !matches!(self.chunks.front(), Some(Chunk::Done(_))) {
+            return None;
+        }
+        match self.chunks.pop_front() {
+            Some(Chunk::Done(done)) => Some(done),
+            _ => None,
+        }
+    }
+
     /// True when reading should pause: too many bytes waiting, or a file still being sent.
     pub(crate) fn is_backed_up(&self) -> bool {
         self.bytes > OUTPUT_HIGH || self.chunks.iter().any(|c| matches!(c, Chunk::File { .. }))
@@ -438,6 +473,12 @@ impl Output {
                 return Ok(Sent::Budget(sent));
             }
             match front {
+                Chunk::Done(_) => {
+                    if let Some(Chunk::Done(done)) = self.chunks.pop_front() {
+                        done(true);
+                    }
+                    continue;
+                }
                 Chunk::Bytes(buf, pos) => {
                     match socket.send_with_flags(&buf[*pos..], crate::request::SEND_FLAGS) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -532,6 +573,8 @@ impl Output {
             return Ok(false);
         };
         let done = match front {
+            // The caller takes it with `take_done`, in order.
+            Chunk::Done(_) => return Ok(false),
             Chunk::Bytes(buf, pos) => {
                 let n = (buf.len() - *pos).min(max);
                 piece.extend_from_slice(&buf[*pos..*pos + n]);
@@ -592,10 +635,22 @@ impl Output {
                 Chunk::File { file, offset, left } => {
                     crate::request::copy_file_to(out, &file, offset, left)?
                 }
+                Chunk::Done(done) => done(true),
             }
         }
         self.bytes = 0;
         Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // What was still to be sent never went out: say so to whoever waits for it.
+        for chunk in self.chunks.drain(..) {
+            if let Chunk::Done(done) = chunk {
+                done(false);
+            }
+        }
     }
 }
 
@@ -762,7 +817,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Chunk::Bytes(buf, _) => buf.len(),
-                Chunk::File { .. } => 0,
+                Chunk::File { .. } | Chunk::Done(_) => 0,
             })
             .sum()
     }

@@ -21,7 +21,7 @@ const POOL: Mode = Mode::Pool { workers: 2 };
 const HOSTILE: usize = 6;
 /// How late a deadline may be met: a lingering close (up to 2 s, so an answer is not lost to
 /// a reset) and a loaded 2-core machine running tests in parallel.
-const MARGIN: Duration = Duration::from_secs(3);
+const MARGIN: Duration = Duration::from_secs(4);
 /// A file far larger than the socket buffers of both ends can hold.
 const HUGE: u64 = 64 * 1024 * 1024;
 

@@ -501,30 +501,53 @@ impl<S: Service> Http<S> {
                 return Err(e);
             }
         };
-        self.log(peer, &request_line, status, sent.bytes);
+        // Logged once the answer has really gone out (on an event loop that is later than
+        // now), with no size if the connection ended first (a file that shrank, a client
+        // gone).
+        if let Some(line) = self.access_line(peer, &request_line, status) {
+            let bytes = sent.bytes;
+            io.stream.log_when_sent(Box::new(move |sent| {
+                emit_access(&line, if sent { bytes } else { 0 });
+            }));
+        }
         Ok(keep_alive && !sent.close_delimited)
     }
 
     fn log(&self, peer: &Address, request_line: &str, status: StatusCode, bytes: u64) {
+        if let Some(line) = self.access_line(peer, request_line, status) {
+            emit_access(&line, bytes);
+        }
+    }
+
+    /// The access line of a request without its size (`None` with the access log off).
+    fn access_line(
+        &self,
+        peer: &Address,
+        request_line: &str,
+        status: StatusCode,
+    ) -> Option<String> {
         if !self.config.access_log {
-            return;
+            return None;
         }
         let host = match peer {
             Address::Tcp { host, .. } | Address::Udp { host, .. } => host.clone(),
             Address::Unix(_) | Address::UnixDatagram(_) => "unix".to_string(),
         };
         let line = crate::error::escape_control(request_line).replace('"', "\\x22");
-        let size = if bytes == 0 {
-            "-".to_string()
-        } else {
-            bytes.to_string()
-        };
-        log::info!(
-            target: "socketserver::access",
-            "{host} - - [{}] \"{line}\" {} {size}",
+        Some(format!(
+            "{host} - - [{}] \"{line}\" {}",
             clf_date(SystemTime::now()),
             status.as_u16()
-        );
+        ))
+    }
+}
+
+/// Logs an access line with its size (`-` for none: no body, or not known to have gone out).
+fn emit_access(line: &str, bytes: u64) {
+    if bytes == 0 {
+        log::info!(target: "socketserver::access", "{line} -");
+    } else {
+        log::info!(target: "socketserver::access", "{line} {bytes}");
     }
 }
 

@@ -140,6 +140,12 @@ pub(crate) trait Wire: Read + Write {
     fn send_now(&mut self) -> io::Result<()> {
         self.flush()
     }
+    /// Runs `done(true)` once what was written so far has gone out, `done(false)` if the
+    /// connection ends first: the access line then tells what really happened. A wire that
+    /// writes before returning has sent it already.
+    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
+        done(true);
+    }
 }
 
 impl Wire for crate::Request {
@@ -276,10 +282,26 @@ pub struct Body<'r> {
     read: u64,
     max: u64,
     failed: bool,
+    clock: BodyClock,
+}
+
+/// A body's deadline as it arrives: when it became due, and the bytes received since.
+#[derive(Debug)]
+struct BodyClock {
     pace: Pace,
-    /// When the body became due, and the bytes received since.
     started: Option<Instant>,
     received: u64,
+}
+
+impl BodyClock {
+    /// Reads more of the body from the connection, before the deadline its pace sets.
+    fn fill(&mut self, io: &mut dyn Source) -> io::Result<usize> {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        io.set_read_deadline(self.pace.deadline(started, self.received));
+        let n = io.fill()?;
+        self.received = self.received.saturating_add(n as u64);
+        Ok(n)
+    }
 }
 
 impl<'r> Body<'r> {
@@ -309,11 +331,13 @@ impl<'r> Body<'r> {
             read: 0,
             max,
             failed: false,
-            pace,
             // The body is due from the end of its head, or from the `100 Continue` the
             // client waits for.
-            started: (!continue_pending).then_some(since),
-            received: 0,
+            clock: BodyClock {
+                pace,
+                started: (!continue_pending).then_some(since),
+                received: 0,
+            },
         }
     }
 
@@ -359,7 +383,7 @@ impl<'r> Body<'r> {
     fn send_continue(&mut self) -> io::Result<()> {
         if self.continue_pending {
             self.continue_pending = false;
-            self.started = Some(Instant::now());
+            self.clock.started = Some(Instant::now());
             self.io.interim(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         Ok(())
@@ -377,20 +401,6 @@ impl<'r> Body<'r> {
     }
 }
 
-/// Reads more of a body from the connection, before the deadline its pace sets.
-fn fill_paced(
-    io: &mut dyn Source,
-    pace: Pace,
-    started: &mut Option<Instant>,
-    received: &mut u64,
-) -> io::Result<usize> {
-    let started = *started.get_or_insert_with(Instant::now);
-    io.set_read_deadline(pace.deadline(started, *received));
-    let n = io.fill()?;
-    *received = received.saturating_add(n as u64);
-    Ok(n)
-}
-
 impl Read for Body<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() || self.failed {
@@ -403,14 +413,7 @@ impl Read for Body<'_> {
                 if *left == 0 {
                     return Ok(0);
                 }
-                if self.io.buffered().is_empty()
-                    && fill_paced(
-                        &mut *self.io,
-                        self.pace,
-                        &mut self.started,
-                        &mut self.received,
-                    )? == 0
-                {
+                if self.io.buffered().is_empty() && self.clock.fill(&mut *self.io)? == 0 {
                     self.failed = true;
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -436,14 +439,7 @@ impl Read for Body<'_> {
                 while *at >= pending.len() && !*done {
                     pending.clear();
                     *at = 0;
-                    if self.io.buffered().is_empty()
-                        && fill_paced(
-                            &mut *self.io,
-                            self.pace,
-                            &mut self.started,
-                            &mut self.received,
-                        )? == 0
-                    {
+                    if self.io.buffered().is_empty() && self.clock.fill(&mut *self.io)? == 0 {
                         self.failed = true;
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,

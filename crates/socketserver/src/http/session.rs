@@ -469,6 +469,14 @@ impl<W: Wire> Wire for Spill<'_, W> {
         }
         self.inner.send_now()
     }
+
+    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
+        if self.direct {
+            self.inner.log_when_sent(done);
+        } else {
+            self.queue.on_sent(done);
+        }
+    }
 }
 
 /// A connection's output queue as a [`Wire`], for writing responses on the loop.
@@ -524,5 +532,9 @@ impl Wire for OutputWire<'_> {
     fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
         self.output.send_file(file, offset, len);
         Ok(())
+    }
+
+    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
+        self.output.on_sent(done);
     }
 }

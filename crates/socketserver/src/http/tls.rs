@@ -345,6 +345,11 @@ impl<S: super::Service> TlsSession<S> {
             if out.0.is_backed_up() {
                 return Ok(());
             }
+            if let Some(done) = self.plain_out.take_done() {
+                // Everything before it is encrypted into the output: done once that is sent.
+                out.0.on_sent(done);
+                continue;
+            }
             piece.clear();
             if !self.plain_out.take_front(&mut piece, RECORD)? {
                 return Ok(());
