@@ -16,12 +16,15 @@ impl log::Log for Stderr {
         if !self.enabled(record.metadata()) {
             return;
         }
-        if record.target() == "socketserver::access" {
+        // The whole line in one write(2): forked children share stderr with the parent, and
+        // a line written in pieces interleaves with theirs (stderr is unbuffered).
+        let line = if record.target() == "socketserver::access" {
             // Access-log lines stand alone (common log format), like http.server's.
-            let _ = writeln!(std::io::stderr().lock(), "{}", record.args());
+            format!("{}\n", record.args())
         } else {
-            let _ = writeln!(std::io::stderr().lock(), "socketserver: {}", record.args());
-        }
+            format!("socketserver: {}\n", record.args())
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}

@@ -1123,6 +1123,50 @@ fn a_file_that_shrinks_mid_transfer_still_gets_an_honest_access_line() -> io::Re
     Ok(())
 }
 
+/// Forked children share stderr: each log line must be one write, never interleaved with
+/// another child's (they once came out as `socketserver: socketserver: tcp://…tcp…`).
+#[test]
+fn concurrent_children_write_whole_log_lines() -> io::Result<()> {
+    let site = site()?;
+    let mut server = start(&site, &["--mode", "fork", "--max-children", "16"])?;
+    let addr = tcp_addr(&server);
+    let clients: Vec<_> = (0..48)
+        .map(|i| {
+            thread::spawn(move || -> io::Result<()> {
+                use std::io::Read;
+                let mut s = std::net::TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                let path = if i % 2 == 0 { "/a.txt" } else { "/missing" };
+                write!(
+                    s,
+                    "GET {path}?n={i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut reply = Vec::new();
+                s.read_to_end(&mut reply)?;
+                Ok(())
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap()?;
+    }
+    server.signal("TERM")?;
+    server.wait_exit(Duration::from_secs(5))?;
+    let stderr = server.stderr_at_exit(IO_TIMEOUT)?;
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("?n=")).collect();
+    assert_eq!(lines.len(), 48, "{stderr}");
+    for line in lines {
+        let clf = parse_clf(line);
+        assert!(
+            clf.as_ref()
+                .is_some_and(|c| c.request.starts_with("GET /")
+                    && c.request.matches("HTTP/1.1").count() == 1),
+            "a broken log line: {line:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn access_log_has_one_common_log_line_per_request() -> io::Result<()> {
     in_modes(|extra| {
