@@ -635,7 +635,11 @@ impl Output {
                 Chunk::File { file, offset, left } => {
                     crate::request::copy_file_to(out, &file, offset, left)?
                 }
-                Chunk::Done(done) => done(true),
+                Chunk::Done(done) => {
+                    // Gone out means written to the socket, not into a writer's buffer.
+                    out.flush()?;
+                    done(true);
+                }
             }
         }
         self.bytes = 0;

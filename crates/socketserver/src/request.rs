@@ -217,9 +217,25 @@ impl Request {
     }
 
     /// Sets only the write side of [`set_timeout`](Self::set_timeout): how long the peer may
-    /// make a write wait without taking 64 KiB.
+    /// make a write wait without taking 64 KiB. Also starts a fresh stall window: call it
+    /// before each response, so time spent reading the next request never counts against it.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.clock.limit = timeout;
+        self.clock.reset();
+    }
+
+    /// What the request read from the socket ahead of its reader (its buffer), taken out: a
+    /// worker hands it back to the event loop with the connection, so no byte is lost.
+    pub(crate) fn take_read_ahead(&mut self) -> Vec<u8> {
+        match &mut self.io {
+            Io::Stream { rbuf, rpos, .. } if *rpos < rbuf.len() => {
+                let rest = rbuf[*rpos..].to_vec();
+                rbuf.clear();
+                *rpos = 0;
+                rest
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Sets a deadline for reads: once it passes, a read that has to wait fails with

@@ -235,29 +235,95 @@ fn body_tricklers_are_cut_at_the_minimum_rate_and_starve_no_one() -> io::Result<
     Ok(())
 }
 
-/// A body sent at a fair pace is received whole, however long it takes overall.
+/// A body sent at a fair pace is received whole, however long it takes overall: sized, and
+/// chunked (whose first 64 KiB the loop receives before a worker reads the rest: those bytes
+/// earn their time too).
 #[test]
 fn a_body_at_a_fair_pace_is_received_whole() -> io::Result<()> {
     for mode in MODES {
+        for chunked in [false, true] {
+            let mut limits = Limits::default();
+            limits.idle_timeout = Duration::from_millis(300);
+            limits.min_body_rate = 10_000;
+            let server = body_site(mode, limits);
+            let mut s = tcp_to(&server)?;
+            if chunked {
+                write!(
+                    s,
+                    "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )?;
+            } else {
+                write!(
+                    s,
+                    "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                )?;
+            }
+            // 20 kB/s, twice the minimum, for 5 s: longer than any single timeout.
+            for _ in 0..50 {
+                if chunked {
+                    s.write_all(b"7d0\r\n")?;
+                }
+                s.write_all(&[b'y'; 2000])?;
+                if chunked {
+                    s.write_all(b"\r\n")?;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            if chunked {
+                s.write_all(b"0\r\n\r\n")?;
+            }
+            let mut reply = String::new();
+            BufReader::new(s).read_to_string(&mut reply).ok();
+            assert!(
+                reply.starts_with("HTTP/1.1 200"),
+                "{mode} chunked={chunked}: {reply:?}"
+            );
+            assert!(
+                reply.ends_with("\n100000\n"),
+                "{mode} chunked={chunked}: {reply:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A reader that takes 4 KiB every 100 ms (far under 64 KiB per write timeout) through a
+/// small receive buffer is cut off in every mode: the loop keeps the same stall window as
+/// the blocking side.
+#[test]
+fn a_reader_taking_little_through_a_small_window_is_dropped() -> io::Result<()> {
+    for mode in MODES {
         let mut limits = Limits::default();
-        limits.idle_timeout = Duration::from_millis(300);
-        limits.min_body_rate = 10_000;
-        let server = body_site(mode, limits);
-        let mut s = tcp_to(&server)?;
-        let len = 100_000;
-        write!(
-            s,
-            "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n"
-        )?;
-        // 20 kB/s, twice the minimum, for 5 s: longer than any single timeout.
-        for _ in 0..50 {
-            s.write_all(&[b'y'; 2000])?;
+        limits.write_timeout = Duration::from_millis(500);
+        let (server, _root) = site(mode, limits.clone());
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.set_recv_buffer_size(4096)?;
+        sock.connect(&server.addr.socket_addr().unwrap().into())?;
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        write!(s, "GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        let mut released = false;
+        while started.elapsed() < limits.write_timeout * 4 + MARGIN {
+            if !server_holds(&s) {
+                released = true;
+                break;
+            }
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    released = true;
+                    break;
+                }
+                Ok(_) => {}
+            }
             thread::sleep(Duration::from_millis(100));
         }
-        let mut reply = String::new();
-        BufReader::new(s).read_to_string(&mut reply).ok();
-        assert!(reply.starts_with("HTTP/1.1 200"), "{mode}: {reply:?}");
-        assert!(reply.ends_with("\n100000\n"), "{mode}: {reply:?}");
+        assert!(
+            released,
+            "{mode}: a reader taking 40 KiB/s kept its connection"
+        );
     }
     Ok(())
 }
@@ -327,6 +393,41 @@ fn past_the_pool_queue_bound_requests_wait_on_the_loop_and_are_all_answered() ->
         running.lock().unwrap().1,
         1,
         "one worker runs one request at a time"
+    );
+    Ok(())
+}
+
+/// A large answer already in memory (`Response::bytes`) is queued for the loop like a file:
+/// clients that do not read it hold no worker, even with a single one.
+#[test]
+fn large_in_memory_answers_to_non_readers_hold_no_worker() -> io::Result<()> {
+    let big = Arc::new(vec![b'z'; 8 << 20]);
+    let service = move |req: &mut http::Request<'_>| {
+        if req.path() == "/big" {
+            Response::new(StatusCode::OK).body(big.to_vec())
+        } else {
+            Response::text(StatusCode::OK, "hello\n")
+        }
+    };
+    let mut limits = Limits::default();
+    limits.write_timeout = Duration::from_secs(20);
+    let server = TestServer::start(
+        Transport::Tcp,
+        Mode::Pool { workers: 1 },
+        Http::new(service).limits(limits).access_log(false),
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = tcp_to(&server)?;
+        write!(s, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        stalled.push(s);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let (status, took) = timed_get(&server, "/hello.txt")?;
+    assert_eq!(status, 200);
+    assert!(
+        took < Duration::from_secs(1),
+        "a normal client waited {took:?}: a worker is writing to a non-reader"
     );
     Ok(())
 }

@@ -324,6 +324,14 @@ impl<'r> Body<'r> {
             },
         };
         let continue_pending = expect_continue && !matches!(state, BodyState::Empty);
+        // What already arrived with the head, or while the event loop received the body,
+        // earns its time as if read here.
+        let arrived = io.buffered().len() as u64;
+        let arrived = match framing {
+            Framing::Length(n) => arrived.min(n),
+            Framing::Chunked => arrived,
+            Framing::None => 0,
+        };
         Body {
             io,
             state,
@@ -336,7 +344,7 @@ impl<'r> Body<'r> {
             clock: BodyClock {
                 pace,
                 started: (!continue_pending).then_some(since),
-                received: 0,
+                received: arrived,
             },
         }
     }

@@ -405,7 +405,12 @@ impl<W: Wire> Read for Spill<'_, W> {
 
 impl<W: Wire> Write for Spill<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !self.direct && self.queue.bytes.saturating_add(buf.len()) <= SPILL_AT {
+        // A piece larger than the bound is an answer already in memory (`Response::bytes`, a
+        // listing), written whole: queue it too. Only a stream of small pieces past the bound
+        // (a reader's body) is written directly.
+        if !self.direct
+            && (buf.len() > SPILL_AT || self.queue.bytes.saturating_add(buf.len()) <= SPILL_AT)
+        {
             self.queue.write(buf);
             return Ok(buf.len());
         }

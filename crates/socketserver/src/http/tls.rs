@@ -150,33 +150,59 @@ fn readable(path: &Path) -> Result<(), TlsError> {
 pub(crate) struct TlsWire<'a> {
     conn: &'a mut ServerConnection,
     stream: &'a mut crate::Request,
+    /// On a worker of an event loop: the ciphertext the loop had not sent yet. It stays the
+    /// loop's to send unless this wire does TLS I/O of its own (a body read, an answer written
+    /// directly, `100 Continue`): then it goes out first, so records stay in order. A worker
+    /// whose answer is queued for the loop's pump never waits on it.
+    pending: Option<&'a mut crate::protocol::Output>,
 }
 
 impl<'a> TlsWire<'a> {
     pub(crate) fn new(conn: &'a mut ServerConnection, stream: &'a mut crate::Request) -> Self {
-        TlsWire { conn, stream }
+        TlsWire {
+            conn,
+            stream,
+            pending: None,
+        }
     }
 
     /// Sends close_notify, best effort.
     pub(crate) fn close(&mut self) {
+        if self.settle().is_err() {
+            return;
+        }
         self.conn.send_close_notify();
         let _ = self.conn.complete_io(self.stream);
         let _ = self.stream.flush();
+    }
+
+    /// Sends the loop's pending ciphertext, before any TLS I/O of this wire's own.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Some(pending) = self.pending.as_mut()
+            && !pending.is_empty()
+        {
+            pending.drain_into(self.stream)?;
+            self.stream.flush()?;
+        }
+        Ok(())
     }
 }
 
 impl Read for TlsWire<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.settle()?;
         rustls::Stream::new(self.conn, self.stream).read(buf)
     }
 }
 
 impl Write for TlsWire<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.settle()?;
         rustls::Stream::new(self.conn, self.stream).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.settle()?;
         rustls::Stream::new(self.conn, self.stream).flush()?;
         self.stream.flush()
     }
@@ -457,7 +483,9 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
                 break;
             }
         }
-        let step = if self.plain_in.len() > 0 {
+        // Pipelined requests wait while earlier answers are backed up, as in plain HTTP (the
+        // HTTP session sees only `plain_out`): the loop calls again as the output drains.
+        let step = if self.plain_in.len() > 0 && !conn.output.is_backed_up() {
             self.with_inner(conn, |inner, c| inner.data(c))
         } else {
             Step::Continue
@@ -514,14 +542,6 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
     ) -> crate::protocol::Step {
         use crate::protocol::Step;
         let peer = request.peer().clone();
-        // Ciphertext the loop had not sent yet goes first (records in order).
-        if output
-            .drain_into(request)
-            .and_then(|()| request.flush())
-            .is_err()
-        {
-            return Step::Abort;
-        }
         // Ciphertext the loop had not fed yet goes to rustls first, all of it, before the
         // worker reads the socket (records must arrive in order): plaintext is moved out
         // whenever rustls's buffer is full.
@@ -534,7 +554,10 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
                 Ok(_) => {
                     if let Err(e) = self.tls.process_new_packets() {
                         log::debug!("{peer}: TLS failed: {e}");
-                        let _ = self.tls.write_tls(request);
+                        // The alert after what the loop had queued, best effort.
+                        let mut alert = Vec::new();
+                        let _ = self.tls.write_tls(&mut alert);
+                        output.write(&alert);
                         return Step::Abort;
                     }
                 }
@@ -550,7 +573,11 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         }
 
         // The answer is queued as plaintext for the loop's encrypting pump (see `Spill`).
-        let mut tls = TlsWire::new(&mut self.tls, request);
+        let mut tls = TlsWire {
+            conn: &mut self.tls,
+            stream: request,
+            pending: Some(output),
+        };
         let mut wire = super::session::Spill::new(&mut tls, &mut self.plain_out);
         let mut step = self.inner.serve_pending(&mut wire, &peer, &mut plain);
         let direct = wire.direct;

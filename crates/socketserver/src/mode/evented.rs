@@ -414,6 +414,12 @@ struct Entry {
     armed: Option<Instant>,
     /// Waiting for a place in the workers' queue (see [`Busy`]): not driven meanwhile.
     parked: bool,
+    /// The write stall window, as `Request`'s on the blocking side: opened when output had
+    /// to wait for the peer, restarted each time it took `WRITE_PROGRESS` bytes, closed
+    /// when the output drained. While output waits, the driver's deadline runs from here,
+    /// so a reader taking a little now and then is cut off too.
+    stalled_since: Option<Instant>,
+    taken: usize,
 }
 
 struct EventLoop {
@@ -734,6 +740,8 @@ impl EventLoop {
             last: Instant::now(),
             armed: None,
             parked: false,
+            stalled_since: None,
+            taken: 0,
         });
         self.drive(token);
     }
@@ -757,6 +765,8 @@ impl EventLoop {
         let usable = request.socket().is_some();
         entry.request = Some(request);
         entry.output = output;
+        entry.stalled_since = None;
+        entry.taken = 0;
         entry.resume = !input.is_empty() || driver.pending_input();
         entry.driver = Some(driver);
         // What the worker read ahead (pipelined requests), in a buffer of its own size.
@@ -800,10 +810,15 @@ impl EventLoop {
             return;
         };
         if !entry.parked && !self.busy.try_take() {
-            entry.parked = true;
+            // Counted as parked before the second look: a place freed in between either is
+            // seen here or wakes this loop.
             self.busy.parked.fetch_add(1, SeqCst);
-            self.parked.push_back((token, entry.generation));
-            return;
+            if !self.busy.try_take() {
+                entry.parked = true;
+                self.parked.push_back((token, entry.generation));
+                return;
+            }
+            self.busy.parked.fetch_sub(1, SeqCst);
         }
         if entry.parked {
             entry.parked = false;
@@ -853,6 +868,9 @@ impl EventLoop {
                     Step::Abort
                 }
             };
+            // Bytes the request read ahead of the driver (rustls reads small pieces) come
+            // after what the driver left: the loop reads the socket directly from now on.
+            input.extend_from_slice(&request.take_read_ahead());
             busy.release();
             let returned = Msg::Back(Back {
                 token,
@@ -916,10 +934,26 @@ impl EventLoop {
                 let (Sent::Drained(n) | Sent::Blocked(n) | Sent::Budget(n)) = sent;
                 if n > 0 {
                     entry.last = Instant::now();
+                    entry.taken = entry.taken.saturating_add(n);
+                    if entry.stalled_since.is_some()
+                        && entry.taken as u64 >= crate::request::WRITE_PROGRESS
+                    {
+                        entry.stalled_since = Some(entry.last);
+                        entry.taken = 0;
+                    }
                 }
                 match sent {
-                    Sent::Drained(_) => {}
-                    Sent::Blocked(_) => entry.writable = false,
+                    Sent::Drained(_) => {
+                        entry.stalled_since = None;
+                        entry.taken = 0;
+                    }
+                    Sent::Blocked(_) => {
+                        entry.writable = false;
+                        if entry.stalled_since.is_none() {
+                            entry.stalled_since = Some(Instant::now());
+                            entry.taken = 0;
+                        }
+                    }
                     Sent::Budget(_) => {
                         // Others get their turn; this one goes on in the next.
                         self.again.push((token, entry.generation));
@@ -1203,7 +1237,10 @@ fn new_session(handler: &dyn Handler, request: &Request) -> Result<Option<Sessio
 fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) -> Option<Instant> {
     match entry.linger {
         Some((until, _)) => Some(until),
-        None => driver.deadline(entry.last, timeout, !entry.output.is_empty()),
+        None if !entry.output.is_empty() => {
+            driver.deadline(entry.stalled_since.unwrap_or(entry.last), timeout, true)
+        }
+        None => driver.deadline(entry.last, timeout, false),
     }
 }
 
