@@ -44,6 +44,11 @@ pub(crate) struct Shared {
     /// Set while the loop waits for a slot to free up or for the drain: then every finished
     /// request wakes it.
     want_wake: AtomicBool,
+    /// Set while an event loop that accepts is at the connection limit: then a freed place
+    /// wakes every such loop (see `loop_wakers`), so none of them polls for it.
+    loops_want_wake: AtomicBool,
+    /// The wakers of the event loops that accept by themselves.
+    loop_wakers: Mutex<Vec<Arc<mio::Waker>>>,
     count: AtomicUsize,
     /// `count` plus the places claimed for connections being accepted: what the connection
     /// limit is checked against, so that threads accepting at once never pass it.
@@ -89,6 +94,8 @@ impl Shared {
             state: AtomicU8::new(RUNNING),
             waker,
             want_wake: AtomicBool::new(false),
+            loops_want_wake: AtomicBool::new(false),
+            loop_wakers: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
@@ -204,6 +211,46 @@ impl Shared {
         self.want_wake.store(want, SeqCst);
     }
 
+    /// An event loop that accepts by itself: woken when a place under the limit frees up.
+    pub(crate) fn add_loop_waker(&self, waker: Arc<mio::Waker>) {
+        self.loop_wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(waker);
+    }
+
+    /// Drops a loop's waker (the loop has stopped), so its fd closes with the loop.
+    pub(crate) fn forget_loop_waker(&self, waker: &Arc<mio::Waker>) {
+        self.loop_wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|w| !Arc::ptr_eq(w, waker));
+    }
+
+    /// A loop at the limit asks to be woken by the next freed place. Returns whether a place
+    /// is free after all (it freed in between): then accept again at once.
+    pub(crate) fn loop_at_limit(&self, limit: usize) -> bool {
+        self.loops_want_wake.store(true, SeqCst);
+        self.reserved.load(SeqCst) < limit
+    }
+
+    /// A place under the limit was given back: wake whoever waits for one.
+    fn place_freed(&self) {
+        if self.want_wake.load(SeqCst) {
+            self.wake();
+        }
+        if self.loops_want_wake.swap(false, SeqCst) {
+            for waker in self
+                .loop_wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                let _ = waker.wake();
+            }
+        }
+    }
+
     pub(crate) fn wake(&self) {
         // A failed wake means the eventfd counter is saturated: the loop is already due to wake.
         let _ = self.waker.wake();
@@ -276,9 +323,7 @@ impl Drop for Claim<'_> {
             return;
         }
         self.shared.reserved.fetch_sub(1, SeqCst);
-        if self.shared.want_wake.load(SeqCst) {
-            self.shared.wake();
-        }
+        self.shared.place_freed();
     }
 }
 
@@ -375,9 +420,7 @@ impl Drop for Slot {
         self.unlist();
         self.shared.count.fetch_sub(1, SeqCst);
         self.shared.reserved.fetch_sub(1, SeqCst);
-        if self.shared.want_wake.load(SeqCst) {
-            self.shared.wake();
-        }
+        self.shared.place_freed();
     }
 }
 

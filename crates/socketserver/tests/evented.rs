@@ -857,6 +857,77 @@ fn loops_that_accept_never_overshoot_the_limit_under_a_flood() -> io::Result<()>
     Ok(())
 }
 
+/// This process's event-loop threads and how often each has slept (voluntary context
+/// switches): a loop that polls wakes many times a second, one that waits for an event not.
+fn loop_wakeups() -> std::collections::HashMap<String, u64> {
+    let mut found = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("socketserver-lo") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        if let Some(n) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok())
+        {
+            found.insert(task.file_name().to_string_lossy().into_owned(), n);
+        }
+    }
+    found
+}
+
+/// Issue 10, item 1: a loop at `max_connections` sleeps until a place frees (no 10 ms
+/// re-poll), and a freed place wakes it at once.
+#[test]
+fn a_loop_at_the_limit_sleeps_until_a_place_frees() -> io::Result<()> {
+    let _serial = serial();
+    let before: Vec<String> = loop_wakeups().into_keys().collect();
+    let server = TestServer::start_with(
+        Transport::Tcp,
+        |b| {
+            b.mode(ASYNC)
+                .async_accept(AsyncAccept::Shared)
+                .max_connections(1)
+        },
+        Echo,
+    );
+    let mut held = Stream::connect(&server.addr)?;
+    held.write_all(b"a")?;
+    let mut one = [0u8; 1];
+    held.read_exact(&mut one)?;
+    // A second client waits in the kernel's queue, so the loops are at the limit with a
+    // listener ready.
+    let mut waiting = Stream::connect(&server.addr)?;
+    waiting.write_all(b"b")?;
+    thread::sleep(Duration::from_millis(100));
+    let start: std::collections::HashMap<String, u64> = loop_wakeups()
+        .into_iter()
+        .filter(|(tid, _)| !before.contains(tid))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let end = loop_wakeups();
+    for (tid, n) in &start {
+        let woke = end.get(tid).copied().unwrap_or(*n) - n;
+        assert!(
+            woke < 10,
+            "loop thread {tid} woke {woke} times in 500 ms at the limit: it polls"
+        );
+    }
+    assert!(!start.is_empty(), "no loop thread found");
+    drop(held);
+    waiting.set_timeout(Some(Duration::from_secs(2)))?;
+    waiting.read_exact(&mut one)?;
+    assert_eq!(&one, b"b");
+    drop(waiting);
+    server.shutdown().unwrap();
+    Ok(())
+}
+
 #[test]
 fn loops_that_accept_keep_to_the_connection_limit() -> io::Result<()> {
     let _serial = serial();

@@ -44,8 +44,6 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENERS: usize = usize::MAX / 2;
 /// Most accepts per listener per turn.
 const ACCEPT_BATCH: usize = 64;
-/// How often a loop at the connection limit looks again.
-const LIMIT_RETRY: Duration = Duration::from_millis(10);
 
 /// A stream listener an event loop accepts from itself ([`crate::AsyncAccept::Shared`] and
 /// `ReusePort`).
@@ -83,8 +81,8 @@ struct Acceptor {
     settings: StreamSettings,
     /// Accepting paused until then (resource exhaustion: 5 ms doubling to 1 s).
     backoff: Option<(Duration, Instant)>,
-    /// At the connection limit: look again then.
-    retry: Option<Instant>,
+    /// At the connection limit: accept again once a freed place wakes this loop.
+    full: bool,
     /// The server's probe session, for this loop's first connection.
     spare: Option<Session>,
 }
@@ -260,7 +258,7 @@ impl Evented {
                     handler: Arc::clone(&this.handler),
                     settings: a.settings,
                     backoff: None,
-                    retry: None,
+                    full: false,
                     spare,
                 });
                 let Some(jobs) = this.jobs.clone() else {
@@ -472,6 +470,10 @@ impl EventLoop {
                 }
             }
         }
+        if let Some(acceptor) = &acceptor {
+            // At the connection limit the loop sleeps until a freed place wakes it.
+            acceptor.shared.add_loop_waker(Arc::clone(&waker));
+        }
         let (sender, receiver) = unbounded();
         let event_loop = EventLoop {
             poll,
@@ -556,8 +558,14 @@ impl EventLoop {
                     ready.push(token);
                 }
             }
-            if woken && self.messages() {
-                break;
+            if woken {
+                // A freed place under the connection limit may be what woke us.
+                if let Some(a) = self.acceptor.as_mut() {
+                    a.full = false;
+                }
+                if self.messages() {
+                    break;
+                }
             }
             self.unpark();
             self.accept();
@@ -574,6 +582,9 @@ impl EventLoop {
         for token in 0..self.conns.len() {
             self.close(token);
         }
+        if let Some(a) = &self.acceptor {
+            a.shared.forget_loop_waker(&self.waker);
+        }
     }
 
     /// True when a listener has connections waiting and nothing stops accepting them now.
@@ -584,7 +595,7 @@ impl EventLoop {
         let now = Instant::now();
         a.listeners.iter().any(|l| l.ready)
             && a.backoff.is_none_or(|(_, until)| until <= now)
-            && a.retry.is_none_or(|at| at <= now)
+            && !a.full
     }
 
     /// Accepts from this loop's own listeners (not in `Handoff` mode).
@@ -603,11 +614,10 @@ impl EventLoop {
             return;
         }
         let now = Instant::now();
-        if a.backoff.is_some_and(|(_, until)| until > now) || a.retry.is_some_and(|at| at > now) {
+        if a.backoff.is_some_and(|(_, until)| until > now) || a.full {
             self.acceptor = Some(a);
             return;
         }
-        a.retry = None;
         'listeners: for i in 0..a.listeners.len() {
             let mut batch = 0;
             while a.listeners[i].ready && batch < ACCEPT_BATCH {
@@ -639,8 +649,12 @@ impl EventLoop {
                     Ok(Accepted::Skipped) => a.backoff = None,
                     Ok(Accepted::Full) => {
                         // The claim in `accept_stream` keeps the limit exact across loops.
-                        a.retry = Some(now + LIMIT_RETRY);
-                        break 'listeners;
+                        // Sleep until a place frees (it wakes us), unless one did already.
+                        let limit = a.settings.limit.unwrap_or(usize::MAX);
+                        if !a.shared.loop_at_limit(limit) {
+                            a.full = true;
+                            break 'listeners;
+                        }
                     }
                     Ok(Accepted::Drained) => {
                         a.backoff = None;
@@ -1101,13 +1115,8 @@ impl EventLoop {
 
     fn next_timer(&mut self) -> Option<Duration> {
         let mut next = self.timers.peek().map(|Reverse((when, _, _))| *when);
-        if let Some(a) = &self.acceptor {
-            for at in [a.backoff.map(|(_, until)| until), a.retry]
-                .into_iter()
-                .flatten()
-            {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
+        if let Some((_, until)) = self.acceptor.as_ref().and_then(|a| a.backoff) {
+            next = Some(next.map_or(until, |n| n.min(until)));
         }
         // Round up: waking a little early would only spin.
         next.map(|when| when.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
