@@ -38,6 +38,34 @@ pub(crate) enum Entry {
     Nothing,
 }
 
+/// Wakers of event loops to wake together (a freed place under a limit): added as loops
+/// start, removed as they stop, so their fds close with them.
+#[derive(Default)]
+pub(crate) struct LoopWakers(Mutex<Vec<Arc<mio::Waker>>>);
+
+impl LoopWakers {
+    pub(crate) fn add(&self, waker: Arc<mio::Waker>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(waker);
+    }
+
+    pub(crate) fn remove(&self, waker: &Arc<mio::Waker>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|w| !Arc::ptr_eq(w, waker));
+    }
+
+    pub(crate) fn wake_all(&self) {
+        for waker in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            // A failed wake means the eventfd is saturated: that loop is due to wake anyway.
+            let _ = waker.wake();
+        }
+    }
+}
+
 pub(crate) struct Shared {
     state: AtomicU8,
     waker: mio::Waker,
@@ -48,7 +76,7 @@ pub(crate) struct Shared {
     /// wakes every such loop (see `loop_wakers`), so none of them polls for it.
     loops_want_wake: AtomicBool,
     /// The wakers of the event loops that accept by themselves.
-    loop_wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    loop_wakers: LoopWakers,
     count: AtomicUsize,
     /// `count` plus the places claimed for connections being accepted: what the connection
     /// limit is checked against, so that threads accepting at once never pass it.
@@ -95,7 +123,7 @@ impl Shared {
             waker,
             want_wake: AtomicBool::new(false),
             loops_want_wake: AtomicBool::new(false),
-            loop_wakers: Mutex::new(Vec::new()),
+            loop_wakers: LoopWakers::default(),
             count: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
@@ -213,18 +241,12 @@ impl Shared {
 
     /// An event loop that accepts by itself: woken when a place under the limit frees up.
     pub(crate) fn add_loop_waker(&self, waker: Arc<mio::Waker>) {
-        self.loop_wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(waker);
+        self.loop_wakers.add(waker);
     }
 
     /// Drops a loop's waker (the loop has stopped), so its fd closes with the loop.
     pub(crate) fn forget_loop_waker(&self, waker: &Arc<mio::Waker>) {
-        self.loop_wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|w| !Arc::ptr_eq(w, waker));
+        self.loop_wakers.remove(waker);
     }
 
     /// A loop at the limit asks to be woken by the next freed place. Returns whether a place
@@ -240,14 +262,7 @@ impl Shared {
             self.wake();
         }
         if self.loops_want_wake.swap(false, SeqCst) {
-            for waker in self
-                .loop_wakers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-            {
-                let _ = waker.wake();
-            }
+            self.loop_wakers.wake_all();
         }
     }
 

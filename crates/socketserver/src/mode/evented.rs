@@ -22,8 +22,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,7 @@ pub(crate) struct Busy {
     jobs: AtomicUsize,
     limit: usize,
     parked: AtomicUsize,
-    wakers: Mutex<Vec<Arc<Waker>>>,
+    wakers: crate::shutdown::LoopWakers,
 }
 
 impl Busy {
@@ -151,7 +151,7 @@ impl Busy {
             jobs: AtomicUsize::new(0),
             limit: limit.max(1),
             parked: AtomicUsize::new(0),
-            wakers: Mutex::new(Vec::new()),
+            wakers: crate::shutdown::LoopWakers::default(),
         }
     }
 
@@ -166,14 +166,7 @@ impl Busy {
     fn release(&self) {
         self.jobs.fetch_sub(1, SeqCst);
         if self.parked.load(SeqCst) > 0 {
-            for waker in self
-                .wakers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-            {
-                let _ = waker.wake();
-            }
+            self.wakers.wake_all();
         }
     }
 }
@@ -266,10 +259,7 @@ impl Evented {
                 };
                 match EventLoop::spawn(n, jobs, Arc::clone(&busy), flavor, timeout, acceptor) {
                     Ok(handle) => {
-                        busy.wakers
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(Arc::clone(&handle.waker));
+                        busy.wakers.add(Arc::clone(&handle.waker));
                         this.loops.push(handle);
                     }
                     Err(e) => {
@@ -1298,7 +1288,7 @@ mod tests {
         // A loop with a parked request is woken when a place frees.
         let mut poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
-        busy.wakers.lock().unwrap().push(Arc::clone(&waker));
+        busy.wakers.add(Arc::clone(&waker));
         busy.parked.fetch_add(1, SeqCst);
         busy.release();
         let mut events = Events::with_capacity(4);
