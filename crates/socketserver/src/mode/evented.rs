@@ -920,9 +920,6 @@ impl EventLoop {
             let Some(Some(entry)) = self.conns.get_mut(token) else {
                 return;
             };
-            if entry.parked {
-                return; // waits for a worker (see `unpark`)
-            }
             let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_mut())
             else {
                 return; // on a worker
@@ -964,6 +961,11 @@ impl EventLoop {
                         break;
                     }
                 }
+            }
+            if entry.parked {
+                // Waits for a worker (see `unpark`): earlier answers still go out, nothing
+                // more is read.
+                break;
             }
             if entry.closing {
                 if !entry.output.is_empty() {
