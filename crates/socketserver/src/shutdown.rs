@@ -103,7 +103,16 @@ pub(crate) struct Shared {
     /// deadline while one runs, so a timer thread does.
     inline: bool,
     shutdown_timeout: Duration,
-    drain_timer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+    drain_timer: Mutex<DrainTimer>,
+}
+
+/// The drain deadline's timer thread in `Mode::Sync`.
+enum DrainTimer {
+    NotStarted,
+    Running(mpsc::Sender<()>, JoinHandle<()>),
+    /// The drain is over: a stop asked for late (racing the end of the drain) starts none,
+    /// or its thread would outlive the server by the whole shutdown timeout.
+    Over,
 }
 
 impl Shared {
@@ -133,7 +142,7 @@ impl Shared {
             drain,
             inline,
             shutdown_timeout,
-            drain_timer: Mutex::new(None),
+            drain_timer: Mutex::new(DrainTimer::NotStarted),
         }
     }
 
@@ -185,7 +194,7 @@ impl Shared {
             .drain_timer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() {
+        if !matches!(*slot, DrainTimer::NotStarted) {
             return;
         }
         let (cancel, cancelled) = mpsc::channel::<()>();
@@ -203,7 +212,7 @@ impl Shared {
                 }
             });
         match timer {
-            Ok(timer) => *slot = Some((cancel, timer)),
+            Ok(timer) => *slot = DrainTimer::Running(cancel, timer),
             Err(e) => {
                 log::warn!("cannot start the drain timer ({e}); the drain waits for the handler")
             }
@@ -212,12 +221,14 @@ impl Shared {
 
     /// Stops the drain timer (the drain is over) and waits for its thread.
     pub(crate) fn cancel_drain_timer(&self) {
-        let timer = self
-            .drain_timer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((cancel, thread)) = timer {
+        let timer = std::mem::replace(
+            &mut *self
+                .drain_timer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            DrainTimer::Over,
+        );
+        if let DrainTimer::Running(cancel, thread) = timer {
             drop(cancel);
             let _ = thread.join();
         }

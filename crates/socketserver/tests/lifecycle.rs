@@ -526,3 +526,19 @@ fn async_mode_parses_to_its_defaults_and_serves() -> io::Result<()> {
     server.shutdown().unwrap();
     Ok(())
 }
+
+/// A stop asked for while a `Mode::Sync` drain is already ending must not start a drain timer
+/// nobody cancels (its thread, holding the server's state and fds, outlived the server by
+/// the whole shutdown timeout: seen once as a leak in `leaks.rs`).
+#[test]
+fn a_sync_mode_stop_leaves_no_drain_timer_behind() {
+    for _ in 0..30 {
+        let server = TestServer::start(Transport::Tcp, Mode::Sync, Echo);
+        server.shutdown().unwrap();
+    }
+    assert!(
+        wait_until(|| threads_named("socketserver-drain") == 0),
+        "{} drain timer threads left",
+        threads_named("socketserver-drain")
+    );
+}
