@@ -57,7 +57,7 @@ impl Default for Config {
             timeout: None,
             shutdown_timeout: Duration::from_secs(10),
             socket: SocketOptions {
-                backlog: 1024,
+                backlog: crate::transport::DEFAULT_BACKLOG,
                 reuse_address: true,
                 reuse_port: false,
             },

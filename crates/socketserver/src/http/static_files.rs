@@ -74,7 +74,7 @@ impl StaticFiles {
         })
     }
 
-    /// Follow symlinks that lead out of the root. Default: refused (404).
+    /// Follow symlinks that lead out of the root. Default: refused (403).
     pub fn follow_symlinks(mut self, follow: bool) -> Self {
         self.options.follow_symlinks = follow;
         self

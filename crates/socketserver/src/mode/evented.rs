@@ -1,17 +1,23 @@
 //! `Mode::Async`: event loops driving connections without a thread each (the documentation's
 //! `select()` approach, on epoll through mio).
 //!
-//! The serving thread accepts as in every mode (verify, limits, back-off, in-flight slots)
-//! and hands each stream connection to one of the loops, round robin, through a channel and
-//! the loop's waker. A loop owns its connections outright: their buffers, their partial
+//! By default each loop accepts from the stream listeners itself (`AsyncAccept::Shared`, one
+//! loop woken per connection; or `ReusePort`, a listener per loop), through the same
+//! `accept_stream` as the serving thread (verify, the connection limit, back-off, in-flight
+//! slots); with `AsyncAccept::Handoff` the serving thread accepts and hands each connection
+//! to a loop, round robin, through a channel and the loop's waker. A loop owns its
+//! connections outright: their buffers, their partial
 //! writes, their timers (a heap with lazy deadlines, never a scan of every connection). Each
 //! connection's [`Driver`] (a user's [`Protocol`](crate::Protocol), or the HTTP server) is
 //! called with the bytes that arrived and queues its output; the loop stops reading a
 //! connection whose output is not draining.
 //!
 //! Work that must block (a handler without an event-driven form, an HTTP service that is not
-//! declared inline) runs on a bounded set of worker threads: the connection is handed over in
-//! blocking mode and comes back to its loop when the worker is done with it. Datagrams with a
+//! declared inline) runs on a bounded set of worker threads, at most `2 × workers` jobs at a
+//! time (`Busy`; past it the connection waits parked on its loop): the connection is handed
+//! over (its socket stays non-blocking; the worker's `Request` waits with poll deadlines) and
+//! comes back to its loop when the worker is done with it, with the answer the worker queued
+//! for the loop to send. Datagrams with a
 //! session are handled on the serving thread as they are received (a protocol never blocks).
 //!
 //! `Mode::Pool` uses the same machinery, with one loop, for handlers whose sessions serve

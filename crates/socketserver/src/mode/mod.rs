@@ -12,6 +12,7 @@
 //! | `Threading` | `socketserver-conn-{n}`, `n` counting connections from 0 |
 //! | `Pool` | `socketserver-worker-{n}`, `n` from 0 to `workers - 1` |
 //! | `Fork` | `pid-{pid}` of the child process |
+//! | `Async` | `socketserver-worker-{n}` for work handed to the workers; protocols run on the loops, `socketserver-loop-{n}` |
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,8 +76,9 @@ pub enum Mode {
         max_children: usize,
     },
     /// Event loops (epoll) drive every connection without a thread of its own: `loops`
-    /// threads named `socketserver-loop-{n}`, each owning the connections handed to it
-    /// round robin, plus `workers` threads (`socketserver-worker-{n}`) for work that blocks.
+    /// threads named `socketserver-loop-{n}`, each owning the connections it accepted (or was
+    /// handed, see [`AsyncAccept`]), plus `workers` threads (`socketserver-worker-{n}`) for
+    /// work that blocks.
     ///
     /// Handlers with an event-driven form ([`Handler::session`](crate::Handler::session): the
     /// [`services`](crate::services), [`ProtocolHandler`](crate::ProtocolHandler), the HTTP
