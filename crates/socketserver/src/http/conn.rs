@@ -9,7 +9,7 @@ use super::parse::{self, Framing, HeadLimits, Parse};
 use super::request::{Body, ConnIo, Method, Pace, Request, Source, Version, Wire};
 use super::response::{Response, write_response};
 use super::{Service, StatusCode};
-use crate::{Address, Handler};
+use crate::Address;
 
 /// HTTP limits. Each has its own setting, as Go's `http.Server` has them; defaults in
 /// parentheses.
@@ -66,7 +66,8 @@ impl Default for Limits {
     }
 }
 
-/// Serves HTTP/1.1 with a [`Service`]: a [`Handler`] for any stream transport and mode.
+/// Serves HTTP/1.1 with a [`Service`]: a [`Handler`](crate::Handler) for any stream
+/// transport and mode.
 ///
 /// ```
 /// use socketserver::http::{Http, Limits, StaticFiles};
@@ -91,7 +92,7 @@ pub(crate) struct Config {
     access_log: bool,
     server: String,
     #[cfg(feature = "tls")]
-    tls: Option<super::tls::TlsConfig>,
+    pub(crate) tls: Option<super::tls_config::TlsConfig>,
 }
 
 impl Config {
@@ -131,7 +132,7 @@ impl<S: Service> Http<S> {
     /// Serves HTTPS: every connection starts with a TLS handshake, run by the connection's
     /// worker (never the accept loop) under the header timeout.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: super::tls::TlsConfig) -> Self {
+    pub fn tls(mut self, config: super::tls_config::TlsConfig) -> Self {
         Arc::make_mut(&mut self.config).tls = Some(config);
         self
     }
@@ -175,54 +176,14 @@ enum Next {
     Close,
 }
 
-impl<S: Service> Handler for Http<S> {
-    fn handle(&self, stream: &mut crate::Request) -> io::Result<()> {
-        if stream.is_datagram() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "HTTP needs a stream transport (tcp:// or unix:)",
-            ));
-        }
-        let peer = stream.peer().clone();
-        let started = Instant::now();
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.config.tls {
-            let Some(mut conn) = tls.accept(
-                stream,
-                started.checked_add(self.config.limits.header_timeout),
-            )?
-            else {
-                return Ok(());
-            };
-            let mut wire = super::tls::TlsWire::new(&mut conn, stream);
-            let result = self.serve(&mut wire, &peer, started);
-            wire.close();
-            return result;
-        }
-        self.serve(stream, &peer, started)
-    }
-
-    fn serves_requests(&self) -> bool {
-        true
-    }
-
-    fn session(&self) -> Option<crate::Session> {
-        let http = super::session::HttpSession::new(self.clone());
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.config.tls {
-            // The handshake and request heads on the loop; requests on the workers.
-            let conn = tls.connection()?;
-            return Some(crate::Session(Box::new(super::tls::TlsSession::new(
-                conn, http,
-            ))));
-        }
-        Some(crate::Session(Box::new(http)))
-    }
-}
-
 impl<S: Service> Http<S> {
     /// The request loop of one connection, over plain or TLS bytes.
-    fn serve(&self, wire: &mut dyn Wire, peer: &Address, started: Instant) -> io::Result<()> {
+    pub(crate) fn serve(
+        &self,
+        wire: &mut dyn Wire,
+        peer: &Address,
+        started: Instant,
+    ) -> io::Result<()> {
         let mut io = ConnIo::new(wire);
         let mut first = true;
         loop {

@@ -42,6 +42,7 @@
 
 mod conn;
 mod files;
+mod handler;
 mod listing;
 mod parse;
 mod request;
@@ -51,6 +52,8 @@ mod static_files;
 mod status;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
+mod tls_config;
 
 // For `crate::__bench` only (not part of the API).
 #[cfg(feature = "bench-internals")]
@@ -65,7 +68,7 @@ pub use response::{Response, ResponseBody};
 pub use static_files::StaticFiles;
 pub use status::StatusCode;
 #[cfg(feature = "tls")]
-pub use tls::{TlsConfig, TlsError};
+pub use tls_config::{TlsConfig, TlsError};
 
 /// An HTTP application: turns a request into a response. Python's `BaseHTTPRequestHandler`
 /// with its `do_GET`/`do_HEAD`/... methods becomes one `match` on
