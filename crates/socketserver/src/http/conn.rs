@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::parse::{self, Framing, HeadLimits, Parse};
-use super::request::{Body, ConnIo, Method, Pace, Request, Source, Version, Wire};
+use super::request::{Body, Method, Pace, Request, Version};
 use super::response::{Response, write_response};
+use super::wire::{ConnIo, Source, Wire};
 use super::{Service, StatusCode};
 use crate::Address;
 

@@ -54,6 +54,7 @@ mod status;
 mod tls;
 #[cfg(feature = "tls")]
 mod tls_config;
+mod wire;
 
 // For `crate::__bench` only (not part of the API).
 #[cfg(feature = "bench-internals")]

@@ -1,12 +1,12 @@
 //! `http::Request`: the parsed head plus a reader for the body.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use super::parse::{ChunkedDecoder, Framing};
+use super::wire::Source;
 use crate::Address;
-use crate::protocol::Input;
 
 /// The request method. The standard methods of RFC 9110 (plus PATCH) have variants; anything
 /// else is kept as [`Method::Other`].
@@ -96,142 +96,6 @@ impl fmt::Display for Version {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
         })
-    }
-}
-
-/// Where a body's bytes come from: the connection (erased, so a `Body<'r>` need not name the
-/// connection's own lifetime).
-pub(crate) trait Source {
-    /// Received bytes not consumed yet.
-    fn buffered(&self) -> &[u8];
-    /// Marks `n` buffered bytes as used.
-    fn consume(&mut self, n: usize);
-    /// Reads more bytes; `Ok(0)` at end of file.
-    fn fill(&mut self) -> io::Result<usize>;
-    /// Writes and flushes an interim response (`100 Continue`).
-    fn interim(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// See [`crate::Request::set_read_deadline`].
-    fn set_read_deadline(&mut self, deadline: Option<Instant>);
-}
-
-/// The byte stream HTTP runs over: the plain connection, or TLS on top of it.
-pub(crate) trait Wire: Read + Write {
-    /// Read and write timeout of the underlying socket.
-    fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()>;
-    /// See [`crate::Request::set_write_timeout`].
-    fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>);
-    /// See [`crate::Request::set_read_deadline`].
-    fn set_read_deadline(&mut self, deadline: Option<Instant>);
-    /// See [`crate::Request::set_idle`].
-    fn set_idle(&mut self, idle: bool) -> bool;
-    /// True once the server is stopping.
-    fn is_shutting_down(&self) -> bool;
-    /// See [`crate::Request::wait_readable`].
-    fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool>;
-    /// Whether waiting for the next request must poll for a shutdown. Only a forked child
-    /// must: in process, a shutdown shuts idle sockets down and a blocking read wakes up.
-    fn must_poll_when_idle(&self) -> bool {
-        crate::mode::is_forked_child()
-    }
-    /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
-    fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()>;
-    /// Sends what was written so far now (an interim `100 Continue` the client waits for),
-    /// where [`flush`](Write::flush) may leave it queued for the event loop.
-    fn send_now(&mut self) -> io::Result<()> {
-        self.flush()
-    }
-    /// Runs `done(true)` once what was written so far has gone out, `done(false)` if the
-    /// connection ends first: the access line then tells what really happened. A wire that
-    /// writes before returning has sent it already.
-    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
-        done(true);
-    }
-}
-
-impl Wire for crate::Request {
-    fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
-        crate::Request::set_timeout(self, timeout)
-    }
-
-    fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
-        crate::Request::set_write_timeout(self, timeout);
-    }
-
-    fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        crate::Request::set_read_deadline(self, deadline);
-    }
-
-    fn set_idle(&mut self, idle: bool) -> bool {
-        crate::Request::set_idle(self, idle)
-    }
-
-    fn is_shutting_down(&self) -> bool {
-        self.shutdown_handle().is_shutting_down()
-    }
-
-    fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
-        crate::Request::wait_readable(self, timeout)
-    }
-
-    fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        crate::Request::send_file(self, &file, offset, len)
-    }
-}
-
-/// The connection's bytes: what was received but not used yet, then the stream.
-pub(crate) struct ConnIo<'c> {
-    pub(crate) stream: &'c mut dyn Wire,
-    /// The same buffer as the event loop's (initialised once, compacted rather than grown).
-    received: Input,
-}
-
-/// Bytes read per `fill`, and the unit the buffer grows by.
-const FILL: usize = 16 * 1024;
-
-impl<'c> ConnIo<'c> {
-    pub(crate) fn new(stream: &'c mut dyn Wire) -> ConnIo<'c> {
-        ConnIo::with_received(stream, Vec::new())
-    }
-
-    /// Over `stream`, with `received` already read from it (and not used yet).
-    pub(crate) fn with_received(stream: &'c mut dyn Wire, received: Vec<u8>) -> ConnIo<'c> {
-        ConnIo {
-            stream,
-            received: Input::from_vec(received),
-        }
-    }
-
-    /// The bytes read and not used, handed back.
-    pub(crate) fn into_received(self) -> Vec<u8> {
-        self.received.bytes().to_vec()
-    }
-}
-
-impl Source for ConnIo<'_> {
-    fn buffered(&self) -> &[u8] {
-        self.received.bytes()
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.received.consume(n);
-    }
-
-    fn fill(&mut self) -> io::Result<usize> {
-        // More unread bytes than the buffer holds (a large head, a pipelined batch) grow it;
-        // heads are bounded by `max_head`.
-        let spare = self.received.spare(FILL);
-        let n = self.stream.read(spare);
-        self.received.commit(FILL, *n.as_ref().unwrap_or(&0));
-        n
-    }
-
-    fn interim(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.send_now()
-    }
-
-    fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        self.stream.set_read_deadline(deadline);
     }
 }
 

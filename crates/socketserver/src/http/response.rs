@@ -152,7 +152,7 @@ const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "connection"]
 /// `http11`: the client speaks HTTP/1.1 (chunked encoding is allowed). `keep_alive`: whether
 /// the connection stays open after this response.
 pub(crate) fn write_response(
-    out: &mut dyn super::request::Wire,
+    out: &mut dyn super::wire::Wire,
     response: Response,
     head_only: bool,
     http11: bool,

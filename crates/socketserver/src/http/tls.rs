@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
-use super::request::Wire;
 use super::tls_config::{PLAIN_ON_TLS, is_plain_http};
+use super::wire::Wire;
 
 /// HTTP bytes through TLS.
 pub(crate) struct TlsWire<'a> {
@@ -440,7 +440,7 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
             stream: request,
             pending: Some(output),
         };
-        let mut wire = super::session::Spill::new(&mut tls, &mut self.plain_out);
+        let mut wire = super::wire::Spill::new(&mut tls, &mut self.plain_out);
         let mut step = self.inner.serve_pending(&mut wire, &peer, &mut plain);
         let direct = wire.direct;
         if step == Step::Close {
