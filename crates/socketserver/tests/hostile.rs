@@ -349,10 +349,11 @@ fn a_small_body_that_stops_gets_408_on_the_loop() -> io::Result<()> {
     Ok(())
 }
 
-/// Issue 9, item 5: in pool mode at most `2 × workers` requests are handed to the workers at
-/// once; the rest wait on the loop (parked, in arrival order) and are all answered.
+/// Issue 9, item 5: in pool mode the requests of many connections go through one worker in
+/// turn, one at a time, all answered. (Past the queue's bound, `64 × workers`, requests wait
+/// parked on their loop: that mechanism has its unit test beside `Busy`.)
 #[test]
-fn past_the_pool_queue_bound_requests_wait_on_the_loop_and_are_all_answered() -> io::Result<()> {
+fn many_requests_on_one_pool_worker_are_all_answered_in_turn() -> io::Result<()> {
     let running = Arc::new(Mutex::new((0usize, 0usize))); // (now, most)
     let service = {
         let running = Arc::clone(&running);

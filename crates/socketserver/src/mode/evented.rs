@@ -13,8 +13,8 @@
 //! connection whose output is not draining.
 //!
 //! Work that must block (a handler without an event-driven form, an HTTP service that is not
-//! declared inline) runs on a bounded set of worker threads, at most `2 × workers` jobs at a
-//! time (`Busy`; past it the connection waits parked on its loop): the connection is handed
+//! declared inline) runs on a bounded set of worker threads, at most `QUEUE_PER_WORKER ×
+//! workers` jobs at a time (`Busy`; past it the connection waits parked on its loop): the connection is handed
 //! over (its socket stays non-blocking; the worker's `Request` waits with poll deadlines) and
 //! comes back to its loop when the worker is done with it, with the answer the worker queued
 //! for the loop to send. Datagrams with a
@@ -48,6 +48,15 @@ use crate::{Address, Handler, Request, Session};
 const WAKER: Token = Token(usize::MAX);
 /// Listener `i` of a loop has token `LISTENERS + i` (connections count up from 0).
 const LISTENERS: usize = usize::MAX / 2;
+/// Requests handed to the workers (running or waiting) per worker, at most: the queue's
+/// bound, like nginx's `thread_pool max_queue`. Each connection has at most one request on
+/// the workers at a time, so `max_connections` bounds them too. Not `2 ×` as for blocking
+/// handlers: past the bound a request waits parked on its loop, and every worker that
+/// finishes must then wait for its loop to hand over the next one; with 100 keep-alive
+/// clients and 4 workers that halved HTTP throughput (37.5k against 102k req/s,
+/// `bench/run` `http-100B-c100`, pool), for no memory saved (a parked request holds what a
+/// queued one does).
+const QUEUE_PER_WORKER: usize = 64;
 /// Most accepts per listener per turn.
 const ACCEPT_BATCH: usize = 64;
 
@@ -141,7 +150,7 @@ struct LoopHandle {
 }
 
 /// The bound on the workers' queue, shared by the loops: at most `limit` requests handed to
-/// the workers (running or waiting) at once, as `Mode::Pool` promises (`2 × workers`). Past
+/// the workers (running or waiting) at once ([`QUEUE_PER_WORKER`] × workers). Past
 /// it a loop parks the request (its bytes stay in the loop's buffer, nothing more is read)
 /// until a worker is free; every loop with parked requests is woken when one is.
 pub(crate) struct Busy {
@@ -207,7 +216,7 @@ impl Evented {
         let spare = probe;
         let evented = spare.is_some();
         let (jobs, job_queue) = unbounded::<Job>();
-        let busy = Arc::new(Busy::new(2 * workers.max(1)));
+        let busy = Arc::new(Busy::new(QUEUE_PER_WORKER * workers.max(1)));
         let mut this = Evented {
             handler,
             loops: Vec::new(),
