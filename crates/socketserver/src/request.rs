@@ -17,7 +17,7 @@ const READ_BUF: usize = 8 * 1024;
 const WRITE_BUF: usize = 8 * 1024;
 /// What a peer that makes us wait must take within each write timeout: a reader that takes a
 /// byte now and then does not keep a connection forever.
-pub(crate) const WRITE_PROGRESS: u64 = 64 * 1024;
+const WRITE_PROGRESS: u64 = 64 * 1024;
 
 /// One request: a connection (TCP, Unix stream) or one datagram (UDP, Unix datagram).
 ///
@@ -54,9 +54,10 @@ pub struct Request {
 
 /// The stall window of a connection's writes: it opens when a write has to wait for the peer,
 /// restarts each time the peer takes [`WRITE_PROGRESS`] bytes, and closes when a write goes
-/// out without waiting. A write that would wait past its end fails with `TimedOut`.
-#[derive(Clone, Copy, Debug)]
-struct WriteClock {
+/// out without waiting. A write that would wait past its end fails with `TimedOut`. The event
+/// loop keeps one per connection too: its write deadline runs from [`since`](Self::since).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WriteClock {
     limit: Option<Duration>,
     since: Option<Instant>,
     taken: u64,
@@ -71,8 +72,18 @@ impl WriteClock {
         }
     }
 
+    /// A write has to wait for the peer: the window opens, unless it is open already.
+    pub(crate) fn open(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the current window opened (or last restarted), if one is open.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        self.since
+    }
+
     /// The peer took `n` bytes.
-    fn taken(&mut self, n: usize) {
+    pub(crate) fn taken(&mut self, n: usize) {
         if self.since.is_some() {
             self.taken = self.taken.saturating_add(n as u64);
             if self.taken >= WRITE_PROGRESS {
@@ -95,8 +106,8 @@ impl WriteClock {
         }
     }
 
-    /// A write went out without waiting: the peer is reading.
-    fn reset(&mut self) {
+    /// A write went out without waiting (or the output drained): the peer is reading.
+    pub(crate) fn reset(&mut self) {
         self.since = None;
         self.taken = 0;
     }

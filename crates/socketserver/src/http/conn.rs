@@ -51,6 +51,17 @@ pub struct Limits {
     pub keep_alive: bool,
 }
 
+impl Limits {
+    /// The pace a request body must keep (see [`min_body_rate`](Self::min_body_rate)), the
+    /// same on a worker and on the event loop.
+    pub(crate) fn body_pace(&self) -> Pace {
+        Pace {
+            grace: self.idle_timeout,
+            rate: self.min_body_rate,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
@@ -404,10 +415,7 @@ impl<S: Service> Http<S> {
                     framing,
                     expect_continue,
                     self.config.limits.max_body,
-                    Pace {
-                        grace: self.config.limits.idle_timeout,
-                        rate: self.config.limits.min_body_rate,
-                    },
+                    self.config.limits.body_pace(),
                     received,
                 ),
             };

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use super::conn::Http;
 use super::parse::{self, Parse};
-use super::request::Pace;
 use super::wire::{ConnIo, OutputWire, Spill, Wire};
 use super::{Service, StatusCode};
 use crate::Request;
@@ -45,10 +44,8 @@ pub(crate) struct HttpSession<S> {
 /// as the service reads it, at the pace `Limits::min_body_rate` sets.
 pub(crate) const LOOP_BODY: usize = 64 * 1024;
 
-/// A request body the loop is receiving.
+/// A request body the loop is receiving (its pace counts from `HttpSession::head_at`).
 struct BodyWait {
-    /// When the loop began waiting for it: its pace counts from here.
-    since: Instant,
     /// Body bytes received so far (the pace's progress).
     got: usize,
     need: Need,
@@ -118,11 +115,7 @@ impl<S: Service> HttpSession<S> {
             },
             _ => return None,
         };
-        Some(BodyWait {
-            since: Instant::now(),
-            got: 0,
-            need,
-        })
+        Some(BodyWait { got: 0, need })
     }
 
     /// Whether the bytes received so far are worth parsing: the head's end (an empty line)
@@ -284,13 +277,10 @@ impl<S: Service> Driver for HttpSession<S> {
         if sending {
             last.checked_add(limits.write_timeout)
         } else if let Some(body) = &self.body {
-            let pace = Pace {
-                grace: limits.idle_timeout,
-                rate: limits.min_body_rate,
-            };
             // Each wait within the idle timeout too, as on a worker.
             let idle = last.checked_add(limits.idle_timeout);
-            match (pace.deadline(body.since, body.got as u64), idle) {
+            let paced = limits.body_pace().deadline(self.head_at, body.got as u64);
+            match (paced, idle) {
                 (Some(paced), Some(idle)) => Some(paced.min(idle)),
                 (paced, idle) => paced.or(idle),
             }

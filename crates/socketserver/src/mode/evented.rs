@@ -14,10 +14,10 @@
 //!
 //! Work that must block (a handler without an event-driven form, an HTTP service that is not
 //! declared inline) runs on a bounded set of worker threads, at most `QUEUE_PER_WORKER ×
-//! workers` jobs at a time (`Busy`; past it the connection waits parked on its loop): the connection is handed
-//! over (its socket stays non-blocking; the worker's `Request` waits with poll deadlines) and
-//! comes back to its loop when the worker is done with it, with the answer the worker queued
-//! for the loop to send. Datagrams with a
+//! workers` jobs at a time (`Busy`; past it the connection waits parked on its loop): the
+//! connection is handed over (its socket stays non-blocking; the worker's `Request` waits
+//! with poll deadlines) and comes back to its loop when the worker is done with it, with the
+//! answer the worker queued for the loop to send. Datagrams with a
 //! session are handled on the serving thread as they are received (a protocol never blocks).
 //!
 //! `Mode::Pool` uses the same machinery, with one loop, for handlers whose sessions serve
@@ -40,6 +40,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::{Dispatch, join_threads};
 use crate::handler::run;
 use crate::protocol::{Conn, Driver, Input, Output, Sent, Step};
+use crate::request::WriteClock;
 use crate::server::{AcceptError, Accepted, StreamSettings, accept_stream, classify};
 use crate::shutdown::Shared;
 use crate::transport::Kind;
@@ -417,12 +418,10 @@ struct Entry {
     armed: Option<Instant>,
     /// Waiting for a place in the workers' queue (see [`Busy`]): not driven meanwhile.
     parked: bool,
-    /// The write stall window, as `Request`'s on the blocking side: opened when output had
-    /// to wait for the peer, restarted each time it took `WRITE_PROGRESS` bytes, closed
-    /// when the output drained. While output waits, the driver's deadline runs from here,
-    /// so a reader taking a little now and then is cut off too.
-    stalled_since: Option<Instant>,
-    taken: usize,
+    /// The write stall window, the same as `Request`'s on the blocking side: while output
+    /// waits, the driver's deadline runs from when it opened, so a reader taking a little now
+    /// and then is cut off too.
+    write_clock: WriteClock,
 }
 
 struct EventLoop {
@@ -759,8 +758,7 @@ impl EventLoop {
             last: Instant::now(),
             armed: None,
             parked: false,
-            stalled_since: None,
-            taken: 0,
+            write_clock: WriteClock::default(),
         });
         self.drive(token);
     }
@@ -784,8 +782,7 @@ impl EventLoop {
         let usable = request.socket().is_some();
         entry.request = Some(request);
         entry.output = output;
-        entry.stalled_since = None;
-        entry.taken = 0;
+        entry.write_clock.reset();
         entry.resume = !input.is_empty() || driver.pending_input();
         entry.driver = Some(driver);
         // What the worker read ahead (pipelined requests), in a buffer of its own size.
@@ -950,25 +947,13 @@ impl EventLoop {
                 let (Sent::Drained(n) | Sent::Blocked(n) | Sent::Budget(n)) = sent;
                 if n > 0 {
                     entry.last = Instant::now();
-                    entry.taken = entry.taken.saturating_add(n);
-                    if entry.stalled_since.is_some()
-                        && entry.taken as u64 >= crate::request::WRITE_PROGRESS
-                    {
-                        entry.stalled_since = Some(entry.last);
-                        entry.taken = 0;
-                    }
+                    entry.write_clock.taken(n);
                 }
                 match sent {
-                    Sent::Drained(_) => {
-                        entry.stalled_since = None;
-                        entry.taken = 0;
-                    }
+                    Sent::Drained(_) => entry.write_clock.reset(),
                     Sent::Blocked(_) => {
                         entry.writable = false;
-                        if entry.stalled_since.is_none() {
-                            entry.stalled_since = Some(Instant::now());
-                            entry.taken = 0;
-                        }
+                        entry.write_clock.open();
                     }
                     Sent::Budget(_) => {
                         // Others get their turn; this one goes on in the next.
@@ -1253,9 +1238,11 @@ fn new_session(handler: &dyn Handler, request: &Request) -> Result<Option<Sessio
 fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) -> Option<Instant> {
     match entry.linger {
         Some((until, _)) => Some(until),
-        None if !entry.output.is_empty() => {
-            driver.deadline(entry.stalled_since.unwrap_or(entry.last), timeout, true)
-        }
+        None if !entry.output.is_empty() => driver.deadline(
+            entry.write_clock.since().unwrap_or(entry.last),
+            timeout,
+            true,
+        ),
         None => driver.deadline(entry.last, timeout, false),
     }
 }
