@@ -98,7 +98,9 @@
 #[cfg(not(unix))]
 compile_error!("socketserver supports Unix platforms only for now");
 
+mod accept;
 mod addr;
+mod deadline;
 mod error;
 mod handler;
 #[cfg(feature = "http")]

@@ -157,6 +157,13 @@ impl Request {
         }
     }
 
+    /// True in a child forked by `Mode::Fork`: a shutdown reaches it only through the
+    /// drain pipe (see [`wait_readable`](Self::wait_readable)).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn in_forked_child(&self) -> bool {
+        self.shutdown.shared.forked_child().is_some()
+    }
+
     pub(crate) fn datagram(
         data: Vec<u8>,
         socket: Arc<Socket>,
@@ -309,10 +316,8 @@ impl Request {
         let shared = Arc::clone(&self.shutdown.shared);
         let mut fds = vec![socket.as_fd()];
         // Only a forked child needs the pipe: in-process, a shutdown shuts idle sockets down.
-        if crate::mode::is_forked_child()
-            && let Some(drain) = shared.drain_fd()
-        {
-            fds.push(drain);
+        if let Some(link) = shared.forked_child() {
+            fds.push(link.drain_fd());
         }
         let ready = crate::sys::poll_readable(&fds, timeout)?;
         match ready.as_slice() {

@@ -1,11 +1,16 @@
 //! `Server` and its builder: binding, the serving loop, the drain.
 //!
+//! Starting (`Server::start`): the mode's plan (`mode::Plan`: how many event loops, whether
+//! they accept), the listeners bound and shared out (`accept::Wiring`), the shared state, the
+//! mode built (`mode::build`), signals.
+//!
 //! A request's path (Python: `serve_forever → _handle_request_noblock → get_request →
-//! verify_request → process_request`): the loop waits in `epoll` (mio) on every listener plus a
-//! waker; a ready listener is accepted from (or received from) until it would block or the
-//! in-flight limit is reached; each connection is checked with [`Handler::verify`], gets an
-//! in-flight [`Slot`], and goes to the mode's `Dispatch::dispatch`. Shutdown wakes the loop
-//! through the waker, never through a poll interval.
+//! verify_request → process_request`): the loop waits in `epoll` (mio) on the listeners it
+//! serves, the mode's own event sources and a waker; a ready listener is taken from through
+//! `accept::Intake` (a place claimed, accept or receive, [`Handler::verify`], socket options)
+//! until it would block or the in-flight limit is reached, and each request goes to the
+//! mode's `Dispatch::dispatch`. Shutdown wakes the loop through the waker, never through a
+//! poll interval.
 
 use std::fmt;
 use std::io;
@@ -16,22 +21,17 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::handler::{panic_message, report};
+use crate::accept::{AtLimit, Intake, Settings, Wiring};
+use crate::deadline::{deadline_after, time_left};
+use crate::handler::panic_message;
 use crate::mode::{self, Dispatch};
-use crate::shutdown::{Claim, Entry, Shared, Slot};
-use crate::transport::{Kind, Listener, SocketOptions, address_of};
-use crate::{Address, AsyncAccept, Error, Handler, Mode, Request, Result, ShutdownHandle};
+use crate::shutdown::Shared;
+use crate::transport::{Listener, SocketOptions};
+use crate::{Address, AsyncAccept, Error, Handler, Mode, Result, ShutdownHandle};
 
 const WAKER: Token = Token(usize::MAX - 1);
-/// A forked child asking for a shutdown (see `Shared::remote`).
-const REMOTE: Token = Token(usize::MAX - 3);
-/// Most accepts per listener per loop turn, so one busy listener cannot starve the others or
-/// delay a shutdown check.
-const ACCEPT_BATCH: usize = 64;
 /// How long a forced close waits for handlers to notice their sockets were shut down.
 const FORCE_GRACE: Duration = Duration::from_secs(1);
-pub(crate) const BACKOFF_START: Duration = Duration::from_millis(5);
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Server settings; every default is stated on the matching [`ServerBuilder`] setter.
 #[derive(Clone, Debug)]
@@ -282,6 +282,7 @@ impl Server {
         Server::builder(addr).bind(handler)
     }
 
+    /// Binds, shares the listeners out, builds the mode, starts the signal watcher.
     fn start(builder: ServerBuilder, handler: Arc<dyn Handler>) -> Result<Server> {
         let ServerBuilder {
             addrs,
@@ -293,186 +294,77 @@ impl Server {
                 what: "no address to listen on: add one with listen()".into(),
             });
         }
-        // Async mode: the session that tells whether the handler is event-driven (kept for
-        // the first connection), and whether the loops accept by themselves.
-        let (probe, loops) = match config.mode {
-            Mode::Async { loops, .. } => (handler.session(), loops.max(1)),
-            _ => (None, 1),
-        };
-        let loop_accept = if probe.is_some() {
-            config.async_accept
-        } else {
-            AsyncAccept::Handoff
-        };
-        if loop_accept == AsyncAccept::ReusePort {
+        let mut plan = mode::Plan::new(config.mode, config.async_accept, &*handler)?;
+        if plan.accept == AsyncAccept::ReusePort {
             config.socket.reuse_port = true;
         }
-        let mut listeners = Vec::with_capacity(addrs.len() + adopted.len());
-        for addr in &addrs {
-            listeners.push(Listener::bind(addr, &config.socket)?);
-        }
-        listeners.extend(adopted);
-        // One more TCP listener per extra loop on the same port, for the kernel to spread
-        // connections over (`SO_REUSEPORT`); other listeners are shared by the loops.
-        let mut extra: Vec<Vec<Listener>> = Vec::with_capacity(listeners.len());
-        for listener in &listeners {
-            let mut more = Vec::new();
-            if loop_accept == AsyncAccept::ReusePort
-                && listener.kind == Kind::Tcp
-                && !listener.adopted
-            {
-                for _ in 1..loops {
-                    more.push(Listener::bind(&listener.local, &config.socket)?);
-                }
-            }
-            extra.push(more);
-        }
-
+        let wiring = Wiring::bind(&addrs, adopted, &config.socket, plan.loops, plan.accept)?;
+        let (locals, fds) = (wiring.locals(), wiring.fds());
         let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let listening = listeners
-            .iter()
-            .chain(extra.iter().flatten())
-            .filter(|l| l.kind.is_stream() && !l.adopted)
-            .map(|l| (Arc::clone(&l.socket), l.kind == Kind::Unix))
-            .collect();
-        let inline = matches!(config.mode, Mode::Sync);
-        // Fork mode: a handler's shutdown() runs in a child, which tells the parent here.
-        let (remote_read, remote_write) = if matches!(config.mode, Mode::Fork { .. }) {
-            let (read, write) = std::os::unix::net::UnixStream::pair()?;
-            read.set_nonblocking(true)?;
-            poll.registry().register(
-                &mut SourceFd(&read.as_raw_fd()),
-                REMOTE,
-                Interest::READABLE,
-            )?;
-            (Some(read), Some(write))
-        } else {
-            (None, None)
-        };
-        let drain = if matches!(config.mode, Mode::Fork { .. }) {
-            Some(std::os::unix::net::UnixStream::pair()?)
-        } else {
-            None
-        };
         let shared = Arc::new(Shared::new(
-            waker,
-            listening,
-            inline,
+            mio::Waker::new(poll.registry(), WAKER)?,
+            wiring.listening(),
+            matches!(config.mode, Mode::Sync),
             config.shutdown_timeout,
-            remote_write,
-            drain,
+            plan.take_fork_link(),
         ));
-        let on_loops = |l: &Listener| loop_accept != AsyncAccept::Handoff && l.kind.is_stream();
-        let locals_shared: Vec<Arc<Address>> = listeners
-            .iter()
-            .map(|l| Arc::new(l.local.clone()))
-            .collect();
-        for (i, listener) in listeners.iter().enumerate() {
-            if on_loops(listener) {
-                continue; // the event loops watch it
-            }
+        let Wiring {
+            owned,
+            server: ports,
+            per_loop,
+            ..
+        } = wiring;
+        for (i, port) in ports.iter().enumerate() {
             poll.registry().register(
-                &mut SourceFd(&listener.raw_fd()),
+                &mut SourceFd(&port.socket.as_raw_fd()),
                 Token(i),
                 Interest::READABLE,
             )?;
         }
-        // For each loop, the stream listeners it accepts from.
-        let accept = (loop_accept != AsyncAccept::Handoff).then(|| {
-            let per_loop = (0..loops)
-                .map(|n| {
-                    listeners
-                        .iter()
-                        .zip(&extra)
-                        .zip(&locals_shared)
-                        .filter(|((l, _), _)| on_loops(l))
-                        .map(|((l, more), local)| {
-                            let socket = match n {
-                                0 => &l.socket,
-                                n => more.get(n - 1).map_or(&l.socket, |m| &m.socket),
-                            };
-                            mode::LoopListener::new(Arc::clone(socket), l.kind, Arc::clone(local))
-                        })
-                        .collect()
-                })
-                .collect();
-            mode::LoopAccept {
-                per_loop,
+        let settings = Settings {
+            nodelay: config.nodelay,
+            timeout: config.timeout,
+            limit: config.max_connections,
+            max_packet_size: config.max_packet_size,
+        };
+        let mut dispatcher = mode::build(
+            config.mode,
+            plan,
+            mode::Parts {
+                handler: Arc::clone(&handler),
                 shared: Arc::clone(&shared),
-                settings: StreamSettings {
-                    nodelay: config.nodelay,
-                    timeout: config.timeout,
-                    limit: config.max_connections,
+                timeout: config.timeout,
+                block_on_close: config.block_on_close,
+                loop_ports: per_loop,
+                settings,
+                listener_fds: fds.clone(),
+                signals: if config.handle_signals {
+                    crate::signals::SIGNALS.to_vec()
+                } else {
+                    Vec::new()
                 },
-            }
-        });
-        let fds: Vec<RawFd> = listeners.iter().map(Listener::raw_fd).collect();
-        let signals: Vec<i32> = if config.handle_signals {
-            crate::signals::SIGNALS.to_vec()
-        } else {
-            Vec::new()
-        };
-        let mut dispatcher: Box<dyn Dispatch> = match config.mode {
-            Mode::Sync => Box::new(mode::Sync::new(Arc::clone(&handler))),
-            Mode::Threading => Box::new(mode::Threading::new(
-                Arc::clone(&handler),
-                config.block_on_close,
-            )),
-            // HTTP under a pool: the workers serve requests, one loop waits for them.
-            Mode::Pool { workers } if handler.serves_requests() => Box::new(mode::Evented::new(
-                Arc::clone(&handler),
-                handler.session(),
-                1,
-                workers,
-                mode::Flavor::Pool,
-                config.timeout,
-                None,
-            )?),
-            Mode::Pool { workers } => {
-                Box::new(mode::Pool::new(Arc::clone(&handler), workers.max(1))?)
-            }
-            Mode::Fork { max_children } => Box::new(mode::Fork::new(
-                Arc::clone(&handler),
-                max_children,
-                fds.clone(),
-                signals.clone(),
-            )),
-            Mode::Async { workers, .. } => Box::new(mode::Evented::new(
-                Arc::clone(&handler),
-                probe,
-                loops,
-                workers,
-                mode::Flavor::Async,
-                config.timeout,
-                accept,
-            )?),
-        };
+            },
+        )?;
         dispatcher.register(poll.registry())?;
-        let locals: Vec<Address> = listeners.iter().map(|l| l.local.clone()).collect();
-        let served = listeners
-            .into_iter()
-            .zip(locals_shared)
-            .map(|(listener, local)| Served {
-                ready: !on_loops(&listener),
-                local,
-                listener,
-            })
-            .chain(extra.into_iter().flatten().map(|listener| Served {
-                // Bound for the loops; kept here so it closes with the others.
-                local: Arc::new(listener.local.clone()),
-                listener,
-                ready: false,
-            }))
-            .collect();
+        // The serving loop's limit is the mode's too (`Pool`: 2 × workers, `Fork`:
+        // `max_children`, `Sync`: 1).
+        let limit = match (config.max_connections, dispatcher.capacity()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let intake = Intake::new(
+            ports,
+            Arc::clone(&shared),
+            Arc::clone(&handler),
+            Settings { limit, ..settings },
+            AtLimit::Server,
+        );
         let lp = Loop {
             poll,
             events: Events::with_capacity(256),
-            listeners: served,
+            listeners: owned,
+            intake,
             dispatcher,
-            recv_buf: Vec::new(),
-            backoff: None,
-            remote: remote_read,
             config: config.clone(),
         };
         let server_signals = if config.handle_signals {
@@ -624,42 +516,16 @@ impl fmt::Debug for Server {
     }
 }
 
-struct Served {
-    listener: Listener,
-    local: Arc<Address>,
-    /// Edge-triggered readiness not yet drained to `WouldBlock`.
-    ready: bool,
-}
-
-struct Backoff {
-    delay: Duration,
-    until: Instant,
-}
-
 /// The serving loop's state, owned by whichever thread serves.
 struct Loop {
     poll: Poll,
     events: Events,
-    listeners: Vec<Served>,
+    /// Every listener (closed when the loop finishes).
+    listeners: Vec<Listener>,
+    /// The way in from the listeners the serving loop watches (token `i` is port `i`).
+    intake: Intake,
     dispatcher: Box<dyn Dispatch>,
-    recv_buf: Vec<u8>,
-    backoff: Option<Backoff>,
-    /// Fork mode: requests to stop from handlers running in children.
-    remote: Option<std::os::unix::net::UnixStream>,
     config: Config,
-}
-
-// A `Request` is returned once per accept and moved straight into dispatch; boxing it would
-// cost an allocation per request to save a few hundred bytes of stack.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Accepted {
-    Request(Request),
-    /// Nothing to serve this time (denied, dropped or skipped); try again.
-    Skipped,
-    /// The listener has nothing more right now.
-    Drained,
-    /// The connection limit is reached: accept again once a connection ends.
-    Full,
 }
 
 impl Loop {
@@ -672,25 +538,23 @@ impl Loop {
         wait: Option<Duration>,
         max: usize,
     ) -> Result<usize> {
-        let timeout = self.poll_timeout(shared, wait);
+        let timeout = self.poll_timeout(wait);
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::Io(e)),
         }
-        let mut remote = false;
         for event in self.events.iter() {
-            if let Some(served) = self.listeners.get_mut(event.token().0) {
-                served.ready = true;
-            }
-            remote |= event.token() == REMOTE;
+            self.intake.mark_ready(event.token().0);
         }
-        if remote {
-            self.remote_requests(shared);
-        }
+        // Any wake-up may come with a freed place: a finished request, a reaped child.
+        self.intake.woken();
         self.dispatcher.tick();
         let dispatched = if shared.is_running() {
-            self.accept(shared, handler, max)?
+            let dispatcher = &mut self.dispatcher;
+            self.intake
+                .accept(max, |request| dispatcher.dispatch(request))
+                .map_err(|broken| Error::Accept(broken.error))?
         } else {
             0
         };
@@ -705,54 +569,7 @@ impl Loop {
         Ok(dispatched)
     }
 
-    /// Acts on stop requests forked children sent through the pipe.
-    fn remote_requests(&mut self, shared: &Arc<Shared>) {
-        use std::io::Read;
-        let Some(pipe) = self.remote.as_mut() else {
-            return;
-        };
-        let handle = ShutdownHandle {
-            shared: Arc::clone(shared),
-        };
-        let mut buf = [0u8; 64];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            for &what in &buf[..n] {
-                match what {
-                    b'c' => handle.close(),
-                    _ => handle.shutdown(),
-                }
-            }
-        }
-    }
-
-    fn limit(&self) -> Option<usize> {
-        match (self.config.max_connections, self.dispatcher.capacity()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// True when another request may start. Otherwise arranges for the next finished request
-    /// to wake the loop (set the flag, then check again, so a slot freed in between is seen).
-    fn has_room(&self, shared: &Shared) -> bool {
-        let Some(limit) = self.limit() else {
-            return true;
-        };
-        if shared.in_flight() < limit {
-            return true;
-        }
-        shared.set_want_wake(true);
-        if shared.in_flight() < limit {
-            shared.set_want_wake(false);
-            return true;
-        }
-        false
-    }
-
-    fn poll_timeout(&self, shared: &Shared, wait: Option<Duration>) -> Option<Duration> {
+    fn poll_timeout(&self, wait: Option<Duration>) -> Option<Duration> {
         let mut timeout = wait;
         let mut at_most = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
         if let Some(interval) = self.config.service_interval {
@@ -762,139 +579,25 @@ impl Loop {
             at_most(interval);
         }
         let now = Instant::now();
-        if let Some(backoff) = self.backoff.as_ref().filter(|b| b.until > now) {
-            at_most(backoff.until - now);
-        } else if self.listeners.iter().any(|s| s.ready)
-            && self.limit().is_none_or(|l| shared.in_flight() < l)
-        {
+        if let Some(until) = self.intake.backoff_until().filter(|&until| until > now) {
+            at_most(until - now);
+        } else if self.intake.has_work(now) {
             // A listener still has connections waiting from the last edge: don't sleep.
             at_most(Duration::ZERO);
         }
         timeout
     }
 
-    fn accept(&mut self, shared: &Arc<Shared>, handler: &dyn Handler, max: usize) -> Result<usize> {
-        if let Some(backoff) = &self.backoff
-            && Instant::now() < backoff.until
-        {
-            return Ok(0);
-        }
-        let mut dispatched = 0;
-        for i in 0..self.listeners.len() {
-            let mut batch = 0;
-            while self.listeners[i].ready && batch < ACCEPT_BATCH && dispatched < max {
-                if !shared.is_running() || !self.has_room(shared) {
-                    return Ok(dispatched);
-                }
-                batch += 1;
-                match self.accept_one(i, shared, handler) {
-                    Ok(Accepted::Request(request)) => {
-                        self.backoff = None;
-                        self.dispatcher.dispatch(request);
-                        dispatched += 1;
-                    }
-                    Ok(Accepted::Skipped) => self.backoff = None,
-                    // Another thread took the last place: wait for a connection to end.
-                    Ok(Accepted::Full) if !self.has_room(shared) => return Ok(dispatched),
-                    Ok(Accepted::Full) => {}
-                    Ok(Accepted::Drained) => {
-                        // Nothing left to accept: whatever exhausted a resource is past.
-                        self.backoff = None;
-                        self.listeners[i].ready = false;
-                    }
-                    // A stop shuts the listeners down from another thread: an accept
-                    // failing after that is the stop, not a broken listener.
-                    Err(_) if !shared.is_running() => return Ok(dispatched),
-                    Err(e) => match classify(&e) {
-                        AcceptError::Retry => {}
-                        AcceptError::Backoff => {
-                            let delay = match &self.backoff {
-                                Some(b) => (b.delay * 2).min(BACKOFF_MAX),
-                                None => {
-                                    log::warn!(
-                                        "{}: accept failed: {}; pausing accepts (5 ms doubling to 1 s) until it clears",
-                                        self.listeners[i].local,
-                                        crate::error::describe(&e)
-                                    );
-                                    BACKOFF_START
-                                }
-                            };
-                            self.backoff = Some(Backoff {
-                                delay,
-                                until: Instant::now() + delay,
-                            });
-                            return Ok(dispatched);
-                        }
-                        AcceptError::Fatal => return Err(Error::Accept(e)),
-                    },
-                }
-            }
-        }
-        Ok(dispatched)
-    }
-
-    fn accept_one(
-        &mut self,
-        i: usize,
-        shared: &Arc<Shared>,
-        handler: &dyn Handler,
-    ) -> io::Result<Accepted> {
-        let served = &self.listeners[i];
-        let kind = served.listener.kind;
-        let socket = &served.listener.socket;
-        if kind.is_stream() {
-            let settings = StreamSettings {
-                nodelay: self.config.nodelay,
-                timeout: self.config.timeout,
-                limit: self.limit(),
-            };
-            accept_stream(socket, kind, &served.local, shared, handler, &settings)
-        } else {
-            // MSG_TRUNC reports a datagram's real length, so one byte of slack is enough to
-            // tell "exactly the limit" from "too large".
-            let size = self.config.max_packet_size + 1;
-            if self.recv_buf.len() != size {
-                self.recv_buf = vec![0; size];
-            }
-            let (len, from) = match crate::sys::recv_from_dontwait(socket, &mut self.recv_buf) {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
-                Err(e) => return Err(e),
-            };
-            let peer = address_of(&from, kind);
-            if len > self.config.max_packet_size {
-                let error = Error::DatagramTooLarge {
-                    len,
-                    limit: self.config.max_packet_size,
-                };
-                report(handler, &peer, &error);
-                return Ok(Accepted::Skipped);
-            }
-            if !verified(handler, &peer) {
-                return Ok(Accepted::Skipped);
-            }
-            let handle = ShutdownHandle {
-                shared: Arc::clone(shared),
-            };
-            let data = self.recv_buf[..len].to_vec();
-            let slot = Slot::new(shared, Entry::Nothing);
-            let local = Arc::clone(&served.local);
-            let socket = Arc::clone(socket);
-            Ok(Accepted::Request(Request::datagram(
-                data, socket, from, peer, local, handle, slot,
-            )))
-        }
-    }
-
     /// Graceful end: close the listeners at once, wait for in-flight work until the deadline
     /// (cut short by [`ShutdownHandle::close`]), force what remains, release the workers.
     fn finish(mut self, shared: &Arc<Shared>) {
-        for served in self.listeners.drain(..) {
+        for port in self.intake.ports() {
             let _ = self
                 .poll
                 .registry()
-                .deregister(&mut SourceFd(&served.listener.raw_fd()));
+                .deregister(&mut SourceFd(&port.socket.as_raw_fd()));
         }
+        self.listeners.clear();
         shared.forget_listeners();
         let waits = !matches!(self.config.mode, Mode::Threading) || self.config.block_on_close;
         let mut all_done = true;
@@ -920,6 +623,7 @@ impl Loop {
     ) -> bool {
         shared.set_want_wake(true);
         loop {
+            // The mode's housekeeping: reaping children, a child's request to close.
             self.dispatcher.tick();
             if shared.in_flight() == 0 {
                 return true;
@@ -936,121 +640,6 @@ impl Loop {
             {
                 return false;
             }
-            // A handler in a forked child may ask for `close()` during the drain.
-            if self.events.iter().any(|e| e.token() == REMOTE) {
-                self.remote_requests(shared);
-            }
         }
-    }
-}
-
-/// `now + d`, or `None` ("never") when that is past what `Instant` can hold.
-pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now().checked_add(d)
-}
-
-/// A deadline that has passed.
-#[derive(Debug)]
-pub(crate) struct Expired;
-
-/// Time left until `deadline`: `Ok(None)` when there is none, `Err(Expired)` once it passed.
-pub(crate) fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, Expired> {
-    match deadline {
-        None => Ok(None),
-        Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Ok(Some(left)),
-            _ => Err(Expired),
-        },
-    }
-}
-
-/// What accepting a stream connection needs from the settings.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct StreamSettings {
-    pub(crate) nodelay: bool,
-    pub(crate) timeout: Option<Duration>,
-    /// Most connections in flight: a connection is accepted only with a place among them
-    /// claimed first, so several accepting threads never pass it together.
-    pub(crate) limit: Option<usize>,
-}
-
-/// Accepts one stream connection from `socket` (non-blocking): verify it, set its options,
-/// give it an in-flight slot. Shared by the serving loop and the event loops of `Mode::Async`.
-pub(crate) fn accept_stream(
-    socket: &socket2::Socket,
-    kind: Kind,
-    local: &Arc<Address>,
-    shared: &Arc<Shared>,
-    handler: &dyn Handler,
-    settings: &StreamSettings,
-) -> io::Result<Accepted> {
-    let Some(claim) = Claim::take(shared, settings.limit) else {
-        return Ok(Accepted::Full);
-    };
-    let (conn, addr) = match socket.accept() {
-        Ok(pair) => pair,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
-        Err(e) => return Err(e),
-    };
-    let peer = address_of(&addr, kind);
-    if !verified(handler, &peer) {
-        return Ok(Accepted::Skipped);
-    }
-    // Every stream socket is non-blocking: a request waits for its peer with `poll(2)`
-    // deadlines (see `Request`), and the event loops need nothing changed to take it.
-    conn.set_nonblocking(true)?;
-    if kind == Kind::Tcp && settings.nodelay {
-        let _ = conn.set_tcp_nodelay(true);
-    }
-    let conn = Arc::new(conn);
-    let slot = Slot::claimed(claim, Entry::Socket(Arc::clone(&conn)));
-    let handle = ShutdownHandle {
-        shared: Arc::clone(shared),
-    };
-    Ok(Accepted::Request(Request::stream(
-        conn,
-        peer,
-        Arc::clone(local),
-        handle,
-        settings.timeout,
-        slot,
-    )))
-}
-
-fn verified(handler: &dyn Handler, peer: &Address) -> bool {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.verify(peer))) {
-        Ok(allowed) => allowed,
-        Err(payload) => {
-            report(
-                handler,
-                peer,
-                &Error::Panicked {
-                    message: panic_message(payload.as_ref()),
-                },
-            );
-            false
-        }
-    }
-}
-
-pub(crate) enum AcceptError {
-    /// The failure belongs to one connection: carry on at once.
-    Retry,
-    /// The process or system is out of a resource: pause, then try again.
-    Backoff,
-    /// The listener itself is broken.
-    Fatal,
-}
-
-pub(crate) fn classify(err: &io::Error) -> AcceptError {
-    use nix::libc::*;
-    match err.raw_os_error() {
-        Some(
-            ECONNABORTED | EPROTO | EINTR | ECONNRESET | EPERM | ENETDOWN | ENOPROTOOPT | EHOSTDOWN
-            | ENONET | EHOSTUNREACH | EOPNOTSUPP | ENETUNREACH | ETIMEDOUT | ECONNREFUSED | EAGAIN,
-        ) => AcceptError::Retry,
-        Some(EMFILE | ENFILE | ENOBUFS | ENOMEM) => AcceptError::Backoff,
-        _ if err.kind() == io::ErrorKind::Interrupted => AcceptError::Retry,
-        _ => AcceptError::Fatal,
     }
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use socket2::Socket;
 
+use crate::mode::ForkLink;
+
 const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
 const CLOSING: u8 = 2;
@@ -88,17 +90,9 @@ pub(crate) struct Shared {
     /// Listeners this server bound itself (an adopted socket belongs to whoever bound it:
     /// shutting it down would break it for them too). `true` marks a Unix stream listener.
     listening: Mutex<Vec<(Arc<Socket>, bool)>>,
-    /// In fork mode, the write end of a pipe to the parent's loop: a handler's
-    /// `shutdown()`/`close()` in a child travels through it (the child's copy of this state
-    /// is not the server's).
-    remote: Option<std::os::unix::net::UnixStream>,
-    /// In fork mode, a pipe the parent writes one byte into when a graceful shutdown starts:
-    /// children (whose copy of `state` never changes) see it readable, and close connections
-    /// that are idle between requests instead of waiting for another one.
-    drain: Option<(
-        std::os::unix::net::UnixStream,
-        std::os::unix::net::UnixStream,
-    )>,
+    /// In fork mode, the pipes to and from the children (a child's copy of this state is not
+    /// the server's: its stop requests travel to the parent, and it hears of a drain).
+    fork: Option<ForkLink>,
     /// Requests run on the serving thread (`Mode::Sync`): the loop cannot watch the drain
     /// deadline while one runs, so a timer thread does.
     inline: bool,
@@ -121,11 +115,7 @@ impl Shared {
         listening: Vec<(Arc<Socket>, bool)>,
         inline: bool,
         shutdown_timeout: Duration,
-        remote: Option<std::os::unix::net::UnixStream>,
-        drain: Option<(
-            std::os::unix::net::UnixStream,
-            std::os::unix::net::UnixStream,
-        )>,
+        fork: Option<ForkLink>,
     ) -> Shared {
         Shared {
             state: AtomicU8::new(RUNNING),
@@ -138,8 +128,7 @@ impl Shared {
             next_id: AtomicU64::new(0),
             table: Mutex::new(HashMap::new()),
             listening: Mutex::new(listening),
-            remote,
-            drain,
+            fork,
             inline,
             shutdown_timeout,
             drain_timer: Mutex::new(DrainTimer::NotStarted),
@@ -165,18 +154,9 @@ impl Shared {
         }
     }
 
-    /// The read end of the drain pipe, which a forked child polls (see `drain`).
-    pub(crate) fn drain_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        self.drain.as_ref().map(|(read, _)| read.as_fd())
-    }
-
-    /// True in a forked child once the parent began a graceful shutdown.
-    fn drain_announced(&self) -> bool {
-        match self.drain_fd() {
-            Some(fd) => crate::sys::poll_readable(&[fd], Some(Duration::ZERO)).is_ok_and(|r| r[0]),
-            None => false,
-        }
+    /// The link to the parent, in a child forked by `Mode::Fork` (`None` anywhere else).
+    pub(crate) fn forked_child(&self) -> Option<&ForkLink> {
+        self.fork.as_ref().filter(|link| link.in_child())
     }
 
     /// Drops our references to the listeners; called when the loop closes them.
@@ -244,6 +224,12 @@ impl Shared {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.count.load(SeqCst)
+    }
+
+    /// In flight plus the places claimed by connections being accepted: what the connection
+    /// limit is checked against.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(SeqCst)
     }
 
     pub(crate) fn set_want_wake(&self, want: bool) {
@@ -491,8 +477,8 @@ impl ShutdownHandle {
     /// requests finish within the shutdown timeout, then closes what remains.
     /// `serve_forever` returns `Ok(())` afterwards. Calling it again does nothing.
     pub fn shutdown(&self) {
-        if crate::mode::is_forked_child() {
-            return self.ask_parent(b's');
+        if let Some(link) = self.shared.forked_child() {
+            return link.ask_parent(false);
         }
         if self
             .shared
@@ -503,9 +489,8 @@ impl ShutdownHandle {
             self.shared.stop_listening();
             // Connections idle between requests have nothing in flight: close them now.
             self.shared.close_listed(true);
-            if let Some((_, announce)) = self.shared.drain.as_ref() {
-                use std::io::Write;
-                let _ = (&*announce).write_all(b"d");
+            if let Some(link) = self.shared.fork.as_ref() {
+                link.announce_drain();
             }
             if self.shared.inline {
                 // The serving thread may be inside a handler (or about to enter one it just
@@ -520,8 +505,8 @@ impl ShutdownHandle {
     /// in-flight connection is shut down (its handler sees end of file or an error) and every
     /// forked child is killed.
     pub fn close(&self) {
-        if crate::mode::is_forked_child() {
-            return self.ask_parent(b'c');
+        if let Some(link) = self.shared.forked_child() {
+            return link.ask_parent(true);
         }
         self.shared.state.store(CLOSING, SeqCst);
         self.shared.stop_listening();
@@ -531,18 +516,10 @@ impl ShutdownHandle {
 
     /// True once [`shutdown`](Self::shutdown) or [`close`](Self::close) was called.
     pub fn is_shutting_down(&self) -> bool {
-        if crate::mode::is_forked_child() {
-            return self.shared.drain_announced();
+        if let Some(link) = self.shared.forked_child() {
+            return link.drain_announced();
         }
         !self.shared.is_running()
-    }
-
-    /// In a forked child: pass the request to the parent's loop (`s` shutdown, `c` close).
-    fn ask_parent(&self, what: u8) {
-        use std::io::Write;
-        if let Some(mut pipe) = self.shared.remote.as_ref() {
-            let _ = pipe.write_all(&[what]);
-        }
     }
 }
 

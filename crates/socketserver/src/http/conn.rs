@@ -273,7 +273,7 @@ impl<S: Service> Http<S> {
                     return Next::Close;
                 }
             }
-            let wait = match crate::server::time_left(deadline) {
+            let wait = match crate::deadline::time_left(deadline) {
                 Ok(left) => left.unwrap_or(self.config.limits.idle_timeout),
                 Err(_) => return self.timed_out(io),
             };

@@ -16,7 +16,8 @@ use super::parse::{self, Parse};
 use super::wire::{ConnIo, OutputWire, Spill, Wire};
 use super::{Service, StatusCode};
 use crate::Request;
-use crate::protocol::{Conn, Driver, Output, Step};
+use crate::mode::engine::{Driver, Output, Step};
+use crate::protocol::Conn;
 
 pub(crate) struct HttpSession<S> {
     http: Http<S>,

@@ -26,7 +26,7 @@ pub(crate) struct TlsWire<'a> {
     /// loop's to send unless this wire does TLS I/O of its own (a body read, an answer written
     /// directly, `100 Continue`): then it goes out first, so records stay in order. A worker
     /// whose answer is queued for the loop's pump never waits on it.
-    pending: Option<&'a mut crate::protocol::Output>,
+    pending: Option<&'a mut crate::mode::engine::Output>,
 }
 
 impl<'a> TlsWire<'a> {
@@ -113,6 +113,10 @@ impl Wire for TlsWire<'_> {
         self.stream.wait_readable(timeout)
     }
 
+    fn must_poll_when_idle(&self) -> bool {
+        self.stream.in_forked_child()
+    }
+
     /// No zero-copy through TLS: read and encrypt in 64 KiB pieces.
     fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
         crate::request::copy_file_to(self, &file, offset, len)
@@ -128,11 +132,11 @@ pub(crate) struct TlsSession<S> {
     tls: ServerConnection,
     inner: super::session::HttpSession<S>,
     /// Plaintext received, not yet used by the HTTP session.
-    plain_in: crate::protocol::Input,
+    plain_in: crate::mode::engine::Input,
     /// Plaintext answers to encrypt: error pages the session answered on the loop, and what
     /// a worker left (files as ranges). The loop's encrypting pump takes it a record at a time
     /// as the socket drains, so a slow reader costs no worker and no whole file in memory.
-    plain_out: crate::protocol::Output,
+    plain_out: crate::mode::engine::Output,
     /// No byte has come yet: the first ones are checked for plain HTTP.
     fresh: bool,
     /// The connection ends once `plain_out` is sent (then close_notify).
@@ -147,8 +151,8 @@ impl<S: super::Service> TlsSession<S> {
         TlsSession {
             tls,
             inner,
-            plain_in: crate::protocol::Input::default(),
-            plain_out: crate::protocol::Output::default(),
+            plain_in: crate::mode::engine::Input::default(),
+            plain_out: crate::mode::engine::Output::default(),
             fresh: true,
             close_after: false,
         }
@@ -161,8 +165,8 @@ impl<S: super::Service> TlsSession<S> {
         f: impl FnOnce(
             &mut super::session::HttpSession<S>,
             &mut crate::Conn<'_>,
-        ) -> crate::protocol::Step,
-    ) -> crate::protocol::Step {
+        ) -> crate::mode::engine::Step,
+    ) -> crate::mode::engine::Step {
         let mut inner = crate::Conn {
             input: &mut self.plain_in,
             output: &mut self.plain_out,
@@ -202,7 +206,7 @@ impl<S: super::Service> TlsSession<S> {
 
     /// Plaintext out of rustls into `plain_in`, up to what the HTTP session keeps.
     fn pull(&mut self) {
-        use crate::protocol::Driver;
+        use crate::mode::engine::Driver;
         let limit = self.inner.input_limit();
         while self.plain_in.len() < limit {
             let want = (limit - self.plain_in.len()).min(16 * 1024);
@@ -249,7 +253,7 @@ impl<S: super::Service> TlsSession<S> {
     /// Ends the session: what can still be encrypted now, then close_notify.
     fn closing(&mut self, conn: &mut crate::Conn<'_>) {
         let _ = self.pump(conn);
-        self.plain_out = crate::protocol::Output::default();
+        self.plain_out = crate::mode::engine::Output::default();
         self.close_after = false;
         self.tls.send_close_notify();
         let _ = self.pump(conn);
@@ -270,7 +274,7 @@ enum Fed {
 }
 
 /// A connection's output queue as an `io::Write`, for rustls's records.
-struct OutputWriter<'o>(&'o mut crate::protocol::Output);
+struct OutputWriter<'o>(&'o mut crate::mode::engine::Output);
 
 impl Write for OutputWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -283,13 +287,13 @@ impl Write for OutputWriter<'_> {
     }
 }
 
-impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
+impl<S: super::Service> crate::mode::engine::Driver for TlsSession<S> {
     fn connected(&mut self) {
         self.inner.connected();
     }
 
-    fn data(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
-        use crate::protocol::Step;
+    fn data(&mut self, conn: &mut crate::Conn<'_>) -> crate::mode::engine::Step {
+        use crate::mode::engine::Step;
         let limit = self.inner.input_limit();
         if self.close_after || !self.plain_out.is_empty() {
             // An answer is still being encrypted: it goes first, the next request waits.
@@ -366,12 +370,12 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         step
     }
 
-    fn eof(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
+    fn eof(&mut self, conn: &mut crate::Conn<'_>) -> crate::mode::engine::Step {
         self.closing(conn);
-        crate::protocol::Step::Close
+        crate::mode::engine::Step::Close
     }
 
-    fn timed_out(&mut self, conn: &mut crate::Conn<'_>) -> crate::protocol::Step {
+    fn timed_out(&mut self, conn: &mut crate::Conn<'_>) -> crate::mode::engine::Step {
         let step = self.with_inner(conn, |inner, c| inner.timed_out(c));
         self.closing(conn);
         step
@@ -400,15 +404,15 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
         &mut self,
         request: &mut crate::Request,
         input: &mut Vec<u8>,
-        output: &mut crate::protocol::Output,
-    ) -> crate::protocol::Step {
-        use crate::protocol::Step;
+        output: &mut crate::mode::engine::Output,
+    ) -> crate::mode::engine::Step {
+        use crate::mode::engine::Step;
         let peer = request.peer().clone();
         // Ciphertext the loop had not fed yet goes to rustls first, all of it, before the
         // worker reads the socket (records must arrive in order): plaintext is moved out
         // whenever rustls's buffer is full.
         let mut plain = self.plain_in.bytes().to_vec();
-        self.plain_in = crate::protocol::Input::default();
+        self.plain_in = crate::mode::engine::Input::default();
         let mut rest = input.as_slice();
         while !rest.is_empty() {
             match self.tls.read_tls(&mut rest) {
@@ -452,7 +456,7 @@ impl<S: super::Service> crate::protocol::Driver for TlsSession<S> {
                 step = Step::Continue;
             }
         }
-        self.plain_in = crate::protocol::Input::from_vec(plain);
+        self.plain_in = crate::mode::engine::Input::from_vec(plain);
         // Plaintext rustls decrypted past the request (pipelined) joins it.
         self.pull();
         input.clear();

@@ -93,7 +93,7 @@ impl TlsConfig {
         // The whole handshake is due by the deadline: a client trickling it a byte at a time
         // (each read well within any per-read timeout) is cut off when it passes.
         stream.set_read_deadline(deadline);
-        if let Ok(left) = crate::server::time_left(deadline) {
+        if let Ok(left) = crate::deadline::time_left(deadline) {
             stream.set_timeout(left)?;
         }
         let plain = io::BufRead::fill_buf(stream).is_ok_and(is_plain_http);
@@ -106,7 +106,7 @@ impl TlsConfig {
             if !conn.is_handshaking() {
                 break true;
             }
-            let Ok(left) = crate::server::time_left(deadline) else {
+            let Ok(left) = crate::deadline::time_left(deadline) else {
                 break false;
             };
             stream.set_timeout(left)?;

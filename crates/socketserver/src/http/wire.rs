@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Input, Output};
+use crate::mode::engine::{Input, Output};
 
 /// Where a body's bytes come from: the connection (erased, so a `Body<'r>` need not name the
 /// connection's own lifetime).
@@ -42,7 +42,7 @@ pub(crate) trait Wire: Read + Write {
     /// Whether waiting for the next request must poll for a shutdown. Only a forked child
     /// must: in process, a shutdown shuts idle sockets down and a blocking read wakes up.
     fn must_poll_when_idle(&self) -> bool {
-        crate::mode::is_forked_child()
+        false
     }
     /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
     fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()>;
@@ -54,7 +54,7 @@ pub(crate) trait Wire: Read + Write {
     /// Runs `done(true)` once what was written so far has gone out, `done(false)` if the
     /// connection ends first: the access line then tells what really happened. A wire that
     /// writes before returning has sent it already.
-    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
+    fn log_when_sent(&mut self, done: crate::mode::engine::OnSent) {
         done(true);
     }
 }
@@ -82,6 +82,10 @@ impl Wire for crate::Request {
 
     fn wait_readable(&mut self, timeout: Option<std::time::Duration>) -> io::Result<bool> {
         crate::Request::wait_readable(self, timeout)
+    }
+
+    fn must_poll_when_idle(&self) -> bool {
+        self.in_forked_child()
     }
 
     fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
@@ -147,7 +151,7 @@ impl Source for ConnIo<'_> {
 }
 
 /// Bytes a worker queues for the loop to send before it writes the rest itself.
-pub(crate) const SPILL_AT: usize = crate::protocol::OUTPUT_HIGH;
+pub(crate) const SPILL_AT: usize = crate::mode::engine::OUTPUT_HIGH;
 
 /// A worker's way to answer on an event loop's connection: the answer goes into a queue the
 /// loop sends from (files as ranges, any size: `sendfile(2)` on plain connections, the
@@ -257,7 +261,7 @@ impl<W: Wire> Wire for Spill<'_, W> {
         self.inner.send_now()
     }
 
-    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
+    fn log_when_sent(&mut self, done: crate::mode::engine::OnSent) {
         if self.direct {
             self.inner.log_when_sent(done);
         } else {
@@ -321,7 +325,7 @@ impl Wire for OutputWire<'_> {
         Ok(())
     }
 
-    fn log_when_sent(&mut self, done: crate::protocol::OnSent) {
+    fn log_when_sent(&mut self, done: crate::mode::engine::OnSent) {
         self.output.on_sent(done);
     }
 }

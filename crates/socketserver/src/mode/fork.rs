@@ -4,10 +4,16 @@
 //! watches (signal-hook's pipe registration), and every wake-up reaps each known child with
 //! `waitpid(pid, WNOHANG)`, so coalesced signals lose nothing. At `max_children` the loop stops
 //! accepting until a child is reaped.
+//!
+//! A child's copy of the server's state is not the server's, so two pipes link them, owned
+//! here ([`ForkLink`], kept in the shared state for the child's [`ShutdownHandle`]): a
+//! handler's `shutdown()`/`close()` in a child writes `s`/`c` to the parent, which acts on it
+//! in [`Dispatch::tick`]; and the parent writes one byte when a graceful stop begins, so a
+//! child waiting for the next request on a keep-alive connection closes it instead.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -18,10 +24,60 @@ use super::Dispatch;
 use crate::handler::{report, run};
 use crate::shutdown::{Entry, Slot};
 use crate::sys;
-use crate::{Error, Handler, Request};
+use crate::{Error, Handler, Request, ShutdownHandle};
 
 /// The loop's token for the SIGCHLD pipe.
-pub(crate) const CHILD_TOKEN: mio::Token = mio::Token(usize::MAX - 2);
+const CHILD_TOKEN: mio::Token = mio::Token(usize::MAX - 2);
+/// The loop's token for stop requests from children (see [`ForkLink`]).
+const REMOTE_TOKEN: mio::Token = mio::Token(usize::MAX - 3);
+
+/// The pipes between a forking server and its children. Made before the server's shared
+/// state, which keeps it: the state is what a child's [`ShutdownHandle`] reaches.
+pub(crate) struct ForkLink {
+    /// Write end of the children's stop requests (`s` shutdown, `c` close); the parent's
+    /// [`Fork`] reads the other end.
+    remote: UnixStream,
+    /// Read and write ends of the drain announcement: one byte once a graceful stop begins.
+    drain: (UnixStream, UnixStream),
+}
+
+impl ForkLink {
+    /// The link, and the read end of the stop requests for [`Fork::new`].
+    pub(crate) fn new() -> io::Result<(ForkLink, UnixStream)> {
+        let (requests, remote) = UnixStream::pair()?;
+        requests.set_nonblocking(true)?;
+        let drain = UnixStream::pair()?;
+        Ok((ForkLink { remote, drain }, requests))
+    }
+
+    /// True in a forked child: a stop is then the parent's to make.
+    pub(crate) fn in_child(&self) -> bool {
+        sys::is_forked_child()
+    }
+
+    /// In a child: asks the parent for a graceful stop (`close` false) or an immediate one.
+    pub(crate) fn ask_parent(&self, close: bool) {
+        use std::io::Write;
+        let _ = (&self.remote).write_all(if close { b"c" } else { b"s" });
+    }
+
+    /// In the parent, once: tells every child a graceful stop began.
+    pub(crate) fn announce_drain(&self) {
+        use std::io::Write;
+        let _ = (&self.drain.1).write_all(b"d");
+    }
+
+    /// What a child polls to hear of the drain (readable once it began).
+    pub(crate) fn drain_fd(&self) -> BorrowedFd<'_> {
+        self.drain.0.as_fd()
+    }
+
+    /// In a child: whether the parent began a graceful stop.
+    pub(crate) fn drain_announced(&self) -> bool {
+        sys::poll_readable(&[self.drain_fd()], Some(std::time::Duration::ZERO))
+            .is_ok_and(|ready| ready[0])
+    }
+}
 
 pub(crate) struct Fork {
     handler: Arc<dyn Handler>,
@@ -32,6 +88,9 @@ pub(crate) struct Fork {
     close_in_child: Vec<RawFd>,
     /// Signals a child blocks (those the server handles).
     block_in_child: Vec<i32>,
+    /// Stop requests from children (see [`ForkLink`]).
+    requests: UnixStream,
+    shutdown: ShutdownHandle,
 }
 
 impl Fork {
@@ -40,6 +99,8 @@ impl Fork {
         max_children: usize,
         close_in_child: Vec<RawFd>,
         block_in_child: Vec<i32>,
+        requests: UnixStream,
+        shutdown: ShutdownHandle,
     ) -> Fork {
         Fork {
             handler,
@@ -48,6 +109,24 @@ impl Fork {
             sigchld: None,
             close_in_child,
             block_in_child,
+            requests,
+            shutdown,
+        }
+    }
+
+    /// Acts on the stop requests children sent (see [`ForkLink`]).
+    fn stop_requests(&mut self) {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = self.requests.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            for &what in &buf[..n] {
+                match what {
+                    b'c' => self.shutdown.close(),
+                    _ => self.shutdown.shutdown(),
+                }
+            }
         }
     }
 
@@ -70,7 +149,6 @@ impl Fork {
     }
 
     fn child(&self, request: Request) -> ! {
-        super::mark_forked_child();
         let keep = request.reply_fd();
         let close: Vec<RawFd> = self
             .close_in_child
@@ -101,7 +179,11 @@ impl Dispatch for Fork {
             mio::Interest::READABLE,
         )?;
         self.sigchld = Some((read, id));
-        Ok(())
+        registry.register(
+            &mut SourceFd(&self.requests.as_raw_fd()),
+            REMOTE_TOKEN,
+            mio::Interest::READABLE,
+        )
     }
 
     fn dispatch(&mut self, mut request: Request) {
@@ -138,7 +220,10 @@ impl Dispatch for Fork {
         }
     }
 
+    /// After every wake-up, in the drain too: reap exited children, act on their stop
+    /// requests (a handler in a child may ask for `close()` during the drain).
     fn tick(&mut self) {
+        self.stop_requests();
         self.reap();
     }
 

@@ -15,10 +15,14 @@
 //! | `Async` | `socketserver-worker-{n}` for work handed to the workers; protocols run on the loops, `socketserver-loop-{n}` |
 
 use std::fmt;
+use std::os::fd::RawFd;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::{Error, Request};
+use crate::accept::{Port, Settings};
+use crate::shutdown::Shared;
+use crate::{Error, Handler, Request, Session, ShutdownHandle};
 
 mod evented;
 #[cfg(unix)]
@@ -26,16 +30,13 @@ mod fork;
 mod pool;
 mod sync;
 mod threading;
+mod workers;
 
-pub(crate) use self::evented::{Evented, Flavor, LoopAccept, LoopListener};
-#[cfg(unix)]
-pub(crate) use self::fork::Fork;
-pub(crate) use self::pool::Pool;
-pub(crate) use self::sync::Sync;
-pub(crate) use self::threading::Threading;
+pub(crate) use self::evented::engine;
+pub(crate) use self::fork::ForkLink;
 
 /// How requests run. Python's `ThreadingMixIn`, `ForkingMixIn` and friends, as one value chosen
-/// at run time. Every mode serves the same [`Handler`](crate::Handler) unchanged.
+/// at run time. Every mode serves the same [`Handler`] unchanged.
 ///
 /// | Mode | Python | Use it when |
 /// |---|---|---|
@@ -80,7 +81,7 @@ pub enum Mode {
     /// handed, see [`AsyncAccept`]), plus `workers` threads (`socketserver-worker-{n}`) for
     /// work that blocks.
     ///
-    /// Handlers with an event-driven form ([`Handler::session`](crate::Handler::session): the
+    /// Handlers with an event-driven form ([`Handler::session`]: the
     /// [`services`](crate::services), [`ProtocolHandler`](crate::ProtocolHandler), the HTTP
     /// server) run on the loops: an idle or slow connection costs memory, never a thread.
     /// Over HTTP the loop parses request heads itself and serves static files from the loop;
@@ -184,22 +185,11 @@ pub enum AsyncAccept {
     Handoff,
 }
 
-static FORKED_CHILD: AtomicBool = AtomicBool::new(false);
-
-pub(crate) fn mark_forked_child() {
-    FORKED_CHILD.store(true, Ordering::SeqCst);
-}
-
-/// True in a child forked by `Mode::Fork`.
-pub(crate) fn is_forked_child() -> bool {
-    FORKED_CHILD.load(Ordering::SeqCst)
-}
-
 /// The name of the worker running the current request: the thread's name in `Sync`,
 /// `Threading` and `Pool` modes (see the table in this module), `pid-{pid}` in a forked child.
 /// Threads without a name show as `unnamed`.
 pub fn worker_name() -> String {
-    if FORKED_CHILD.load(Ordering::SeqCst) {
+    if crate::sys::is_forked_child() {
         format!("pid-{}", std::process::id())
     } else {
         std::thread::current()
@@ -207,6 +197,134 @@ pub fn worker_name() -> String {
             .unwrap_or("unnamed")
             .to_string()
     }
+}
+
+/// How the mode takes its connections, decided before anything is bound.
+pub(crate) struct Plan {
+    /// `Async`: the session that told the handler has an event-driven form, kept for the
+    /// first connection (so a protocol factory runs exactly once per connection).
+    probe: Option<Session>,
+    /// Event loops to run.
+    pub(crate) loops: usize,
+    /// How the event loops take stream connections: `Handoff` when they do not accept by
+    /// themselves (or there are none).
+    pub(crate) accept: AsyncAccept,
+    /// `Fork`: the link to the children, for the server's shared state
+    /// ([`take_fork_link`](Self::take_fork_link)), and the read end of their stop requests.
+    fork_link: Option<ForkLink>,
+    fork_requests: Option<std::os::unix::net::UnixStream>,
+}
+
+impl Plan {
+    pub(crate) fn new(
+        mode: Mode,
+        accept: AsyncAccept,
+        handler: &dyn Handler,
+    ) -> std::io::Result<Plan> {
+        let (probe, loops) = match mode {
+            Mode::Async { loops, .. } => (handler.session(), loops.max(1)),
+            _ => (None, 1),
+        };
+        // Only the loops of an event-driven handler accept; otherwise the serving thread
+        // accepts for the workers.
+        let accept = if probe.is_some() {
+            accept
+        } else {
+            AsyncAccept::Handoff
+        };
+        let (fork_link, fork_requests) = match mode {
+            Mode::Fork { .. } => {
+                let (link, requests) = ForkLink::new()?;
+                (Some(link), Some(requests))
+            }
+            _ => (None, None),
+        };
+        Ok(Plan {
+            probe,
+            loops,
+            accept,
+            fork_link,
+            fork_requests,
+        })
+    }
+
+    /// The link a forking server's shared state keeps (see [`ForkLink`]).
+    pub(crate) fn take_fork_link(&mut self) -> Option<ForkLink> {
+        self.fork_link.take()
+    }
+}
+
+/// What a mode is built from, besides its [`Plan`].
+pub(crate) struct Parts {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) shared: Arc<Shared>,
+    /// The per-connection timeout.
+    pub(crate) timeout: Option<Duration>,
+    /// `Threading`: whether closing waits for handler threads.
+    pub(crate) block_on_close: bool,
+    /// Per event loop, the ports it accepts from itself (see [`Plan::accept`]), and what
+    /// its connections get.
+    pub(crate) loop_ports: Vec<Vec<Port>>,
+    pub(crate) settings: Settings,
+    /// `Fork`: the listeners a child closes and the signals it blocks.
+    pub(crate) listener_fds: Vec<RawFd>,
+    pub(crate) signals: Vec<i32>,
+}
+
+/// Makes the mode's [`Dispatch`].
+pub(crate) fn build(mode: Mode, plan: Plan, parts: Parts) -> std::io::Result<Box<dyn Dispatch>> {
+    let handler = parts.handler;
+    Ok(match mode {
+        Mode::Sync => Box::new(sync::Sync::new(handler)),
+        Mode::Threading => Box::new(threading::Threading::new(handler, parts.block_on_close)),
+        // HTTP under a pool: the workers serve requests, one loop waits for them.
+        Mode::Pool { workers } if handler.serves_requests() => {
+            let probe = handler.session();
+            Box::new(evented::Evented::new(
+                handler,
+                probe,
+                1,
+                workers,
+                evented::Flavor::Pool,
+                parts.timeout,
+                None,
+            )?)
+        }
+        Mode::Pool { workers } => Box::new(pool::Pool::new(handler, workers.max(1))?),
+        Mode::Fork { max_children } => {
+            let Some(requests) = plan.fork_requests else {
+                return Err(std::io::Error::other(
+                    "fork mode was planned without its link",
+                ));
+            };
+            Box::new(fork::Fork::new(
+                handler,
+                max_children,
+                parts.listener_fds,
+                parts.signals,
+                requests,
+                ShutdownHandle {
+                    shared: parts.shared,
+                },
+            ))
+        }
+        Mode::Async { workers, .. } => {
+            let accept = (plan.accept != AsyncAccept::Handoff).then(|| evented::LoopAccept {
+                per_loop: parts.loop_ports,
+                shared: parts.shared,
+                settings: parts.settings,
+            });
+            Box::new(evented::Evented::new(
+                handler,
+                plan.probe,
+                plan.loops,
+                workers,
+                evented::Flavor::Async,
+                parts.timeout,
+                accept,
+            )?)
+        }
+    })
 }
 
 /// Python's `process_request` + `server_close` seam.

@@ -43,9 +43,20 @@ pub(crate) fn fork() -> io::Result<Fork> {
     // beyond the dispatch function, never touching the server's locks.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(Fork::Parent(child.as_raw())),
-        Ok(nix::unistd::ForkResult::Child) => Ok(Fork::Child),
+        Ok(nix::unistd::ForkResult::Child) => {
+            FORKED_CHILD.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(Fork::Child)
+        }
         Err(errno) => Err(io::Error::from(errno)),
     }
+}
+
+/// Set in a child made by [`fork`]: process-wide state, like the pid.
+static FORKED_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True in a child made by [`fork`] (read by `mode/`: the worker's name, the fork link).
+pub(crate) fn is_forked_child() -> bool {
+    FORKED_CHILD.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Prepares a freshly forked child: closes the server's listening sockets (so a stopped parent's

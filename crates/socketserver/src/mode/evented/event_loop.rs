@@ -1,35 +1,10 @@
-//! `Mode::Async`: event loops driving connections without a thread each (the documentation's
-//! `select()` approach, on epoll through mio).
-//!
-//! By default each loop accepts from the stream listeners itself (`AsyncAccept::Shared`, one
-//! loop woken per connection; or `ReusePort`, a listener per loop), through the same
-//! `accept_stream` as the serving thread (verify, the connection limit, back-off, in-flight
-//! slots); with `AsyncAccept::Handoff` the serving thread accepts and hands each connection
-//! to a loop, round robin, through a channel and the loop's waker. A loop owns its
-//! connections outright: their buffers, their partial
-//! writes, their timers (a heap with lazy deadlines, never a scan of every connection). Each
-//! connection's [`Driver`] (a user's [`Protocol`](crate::Protocol), or the HTTP server) is
-//! called with the bytes that arrived and queues its output; the loop stops reading a
-//! connection whose output is not draining.
-//!
-//! Work that must block (a handler without an event-driven form, an HTTP service that is not
-//! declared inline) runs on a bounded set of worker threads, at most `QUEUE_PER_WORKER ×
-//! workers` jobs at a time (`Busy`; past it the connection waits parked on its loop): the
-//! connection is handed over (its socket stays non-blocking; the worker's `Request` waits
-//! with poll deadlines) and comes back to its loop when the worker is done with it, with the
-//! answer the worker queued for the loop to send. Datagrams with a
-//! session are handled on the serving thread as they are received (a protocol never blocks).
-//!
-//! `Mode::Pool` uses the same machinery, with one loop, for handlers whose sessions serve
-//! requests rather than connections (HTTP): the loop waits for request heads, the workers
-//! serve the requests.
+//! One event loop and its connection table: readiness, reads and writes under budgets, the
+//! driver calls, lingering close, timers, parking and the hand-off to a worker and back.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -37,71 +12,29 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::{Dispatch, join_threads};
-use crate::handler::run;
-use crate::protocol::{Conn, Driver, Input, Output, Sent, Step};
+use super::super::workers::Job;
+use super::engine::{Driver, Input, Output, Sent, Step};
+use super::timers::{Linger, Timers};
+use super::{Busy, Flavor, new_session};
+use crate::accept::Intake;
+use crate::protocol::Conn;
 use crate::request::WriteClock;
-use crate::server::{AcceptError, Accepted, StreamSettings, accept_stream, classify};
 use crate::shutdown::Shared;
-use crate::transport::Kind;
-use crate::{Address, Handler, Request, Session};
+use crate::{Handler, Request, Session};
 
-const WAKER: Token = Token(usize::MAX);
+pub(super) const WAKER: Token = Token(usize::MAX);
 /// Listener `i` of a loop has token `LISTENERS + i` (connections count up from 0).
 const LISTENERS: usize = usize::MAX / 2;
-/// Requests handed to the workers (running or waiting) per worker, at most: the queue's
-/// bound, like nginx's `thread_pool max_queue`. Each connection has at most one request on
-/// the workers at a time, so `max_connections` bounds them too. Not `2 ×` as for blocking
-/// handlers: past the bound a request waits parked on its loop, and every worker that
-/// finishes must then wait for its loop to hand over the next one; with 100 keep-alive
-/// clients and 4 workers that halved HTTP throughput (37.5k against 102k req/s,
-/// `bench/run` `http-100B-c100`, pool), for no memory saved (a parked request holds what a
-/// queued one does).
-const QUEUE_PER_WORKER: usize = 64;
-/// Most accepts per listener per turn.
-const ACCEPT_BATCH: usize = 64;
-
-/// A stream listener an event loop accepts from itself ([`crate::AsyncAccept::Shared`] and
-/// `ReusePort`).
-pub(crate) struct LoopListener {
-    socket: Arc<socket2::Socket>,
-    kind: Kind,
-    local: Arc<Address>,
-    /// Edge-triggered readiness not yet drained to `WouldBlock`.
-    ready: bool,
-}
-
-impl LoopListener {
-    pub(crate) fn new(socket: Arc<socket2::Socket>, kind: Kind, local: Arc<Address>) -> Self {
-        LoopListener {
-            socket,
-            kind,
-            local,
-            ready: true,
-        }
-    }
-}
-
-/// What the loops need to accept by themselves: per loop, its listeners.
-pub(crate) struct LoopAccept {
-    pub(crate) per_loop: Vec<Vec<LoopListener>>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) settings: StreamSettings,
-}
 
 /// One loop's accepting state.
-struct Acceptor {
-    listeners: Vec<LoopListener>,
-    shared: Arc<Shared>,
-    handler: Arc<dyn Handler>,
-    settings: StreamSettings,
-    /// Accepting paused until then (resource exhaustion: 5 ms doubling to 1 s).
-    backoff: Option<(Duration, Instant)>,
-    /// At the connection limit: accept again once a freed place wakes this loop.
-    full: bool,
+pub(super) struct Acceptor {
+    pub(super) intake: Intake,
+    pub(super) shared: Arc<Shared>,
+    pub(super) handler: Arc<dyn Handler>,
     /// The server's probe session, for this loop's first connection.
-    spare: Option<Session>,
+    pub(super) spare: Option<Session>,
 }
+
 /// Reads per connection per turn before others get their go.
 const READ_BUDGET: usize = 16;
 /// Bytes asked for per read.
@@ -111,29 +44,15 @@ const READ_SIZE: usize = 64 * 1024;
 const KEEP_SMALL: usize = 4 * 1024;
 /// Bytes sent to one connection per turn before others get their go.
 const WRITE_BUDGET: usize = 4 * 1024 * 1024;
-/// How long, and how many bytes, a closing connection's unread input is discarded for.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// How the loops run requests that are complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flavor {
-    /// `Mode::Async`: services declared inline run on the loop.
-    Async,
-    /// `Mode::Pool`: every request runs on a worker.
-    Pool,
-}
-
-enum Msg {
+pub(super) enum Msg {
     Conn(Request, Session),
     Back(Back),
     Stop,
 }
 
 /// A connection returning from a worker.
-struct Back {
+pub(super) struct Back {
     token: usize,
     generation: u64,
     request: Request,
@@ -144,253 +63,11 @@ struct Back {
     step: Step,
 }
 
-struct LoopHandle {
-    sender: Sender<Msg>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// The bound on the workers' queue, shared by the loops: at most `limit` requests handed to
-/// the workers (running or waiting) at once ([`QUEUE_PER_WORKER`] × workers). Past
-/// it a loop parks the request (its bytes stay in the loop's buffer, nothing more is read)
-/// until a worker is free; every loop with parked requests is woken when one is.
-pub(crate) struct Busy {
-    jobs: AtomicUsize,
-    limit: usize,
-    parked: AtomicUsize,
-    wakers: crate::shutdown::LoopWakers,
-}
-
-impl Busy {
-    fn new(limit: usize) -> Busy {
-        Busy {
-            jobs: AtomicUsize::new(0),
-            limit: limit.max(1),
-            parked: AtomicUsize::new(0),
-            wakers: crate::shutdown::LoopWakers::default(),
-        }
-    }
-
-    /// Takes a place in the queue, if there is one.
-    fn try_take(&self) -> bool {
-        self.jobs
-            .fetch_update(SeqCst, SeqCst, |n| (n < self.limit).then_some(n + 1))
-            .is_ok()
-    }
-
-    /// A job is done: its place is free, and loops with parked requests hear of it.
-    fn release(&self) {
-        self.jobs.fetch_sub(1, SeqCst);
-        if self.parked.load(SeqCst) > 0 {
-            self.wakers.wake_all();
-        }
-    }
-}
-
-pub(crate) struct Evented {
-    handler: Arc<dyn Handler>,
-    loops: Vec<LoopHandle>,
-    next: usize,
-    jobs: Option<Sender<Job>>,
-    job_queue: Receiver<Job>,
-    workers: Vec<JoinHandle<()>>,
-    worker_count: usize,
-    /// The handler has an event-driven form.
-    evented: bool,
-    /// The session made to find that out, kept for the first connection (so a protocol
-    /// factory runs exactly once per connection).
-    spare: Option<Session>,
-}
-
-impl Evented {
-    /// `probe` is `handler.session()`, made by the caller to learn whether the handler is
-    /// event-driven; `accept`, when the loops accept by themselves.
-    pub(crate) fn new(
-        handler: Arc<dyn Handler>,
-        probe: Option<Session>,
-        loops: usize,
-        workers: usize,
-        flavor: Flavor,
-        timeout: Option<Duration>,
-        accept: Option<LoopAccept>,
-    ) -> io::Result<Evented> {
-        let spare = probe;
-        let evented = spare.is_some();
-        let (jobs, job_queue) = unbounded::<Job>();
-        let busy = Arc::new(Busy::new(QUEUE_PER_WORKER * workers.max(1)));
-        let mut this = Evented {
-            handler,
-            loops: Vec::new(),
-            next: 0,
-            // The only sender outside the loops: `close` drops it, and the workers end.
-            jobs: Some(jobs),
-            job_queue: job_queue.clone(),
-            workers: Vec::new(),
-            worker_count: workers.max(1),
-            evented,
-            spare,
-        };
-        for n in 0..this.worker_count {
-            let queue = job_queue.clone();
-            let worker = thread::Builder::new()
-                .name(format!("socketserver-worker-{n}"))
-                .spawn(move || {
-                    for job in queue {
-                        job();
-                    }
-                });
-            match worker {
-                Ok(worker) => this.workers.push(worker),
-                Err(e) => {
-                    this.close(true);
-                    return Err(e);
-                }
-            }
-        }
-        if evented {
-            let mut accept = accept;
-            for n in 0..loops.max(1) {
-                let acceptor = accept.as_mut().map(|a| {
-                    let listeners =
-                        std::mem::take(a.per_loop.get_mut(n).unwrap_or(&mut Vec::new()));
-                    // The probe serves the first connection, wherever it arrives first.
-                    let spare = if listeners.is_empty() {
-                        None
-                    } else {
-                        this.spare.take()
-                    };
-                    (listeners, spare, a)
-                });
-                let acceptor = acceptor.map(|(listeners, spare, a)| Acceptor {
-                    listeners,
-                    shared: Arc::clone(&a.shared),
-                    handler: Arc::clone(&this.handler),
-                    settings: a.settings,
-                    backoff: None,
-                    full: false,
-                    spare,
-                });
-                let Some(jobs) = this.jobs.clone() else {
-                    break;
-                };
-                match EventLoop::spawn(n, jobs, Arc::clone(&busy), flavor, timeout, acceptor) {
-                    Ok(handle) => {
-                        busy.wakers.add(Arc::clone(&handle.waker));
-                        this.loops.push(handle);
-                    }
-                    Err(e) => {
-                        this.close(true);
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        Ok(this)
-    }
-
-    fn to_worker(&self, request: Request) {
-        if let Some(jobs) = &self.jobs {
-            run_on_worker(jobs, &self.handler, request);
-        }
-    }
-
-    fn datagram(&self, mut request: Request, mut session: Session) {
-        let mut input = Input::from_vec(request.take_packet());
-        let mut output = Output::default();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            session.0.datagram(
-                &mut input,
-                &mut output,
-                request.peer(),
-                request.local(),
-                request.shutdown_ref(),
-            )
-        }));
-        let failure = match outcome {
-            Ok(Some(crate::Flow::Abort)) => None,
-            Ok(Some(_)) if !output.touched => None,
-            Ok(Some(_)) => match output.into_bytes() {
-                Ok(reply) => {
-                    request.set_reply(reply);
-                    request.finish().err().map(crate::Error::Handler)
-                }
-                Err(e) => Some(crate::Error::Handler(e)),
-            },
-            Ok(None) => {
-                // No event-driven form for datagrams (HTTP): the blocking handler gets it.
-                request.put_packet(input.bytes().to_vec());
-                return self.to_worker(request);
-            }
-            Err(payload) => Some(crate::Error::Panicked {
-                message: crate::handler::panic_message(payload.as_ref()),
-            }),
-        };
-        if let Some(error) = failure {
-            crate::handler::report(&*self.handler, request.peer(), &error);
-        }
-    }
-}
-
-impl Dispatch for Evented {
-    fn capacity(&self) -> Option<usize> {
-        // Blocking handlers hold a worker per connection: bound them as `Pool` does.
-        (!self.evented).then_some(2 * self.worker_count)
-    }
-
-    fn dispatch(&mut self, request: Request) {
-        if !self.evented {
-            return self.to_worker(request);
-        }
-        let session = match self.spare.take() {
-            Some(session) => session,
-            None => match new_session(&*self.handler, &request) {
-                Ok(Some(session)) => session,
-                Ok(None) => return self.to_worker(request),
-                Err(()) => return, // reported; the connection closes
-            },
-        };
-        if request.is_datagram() {
-            return self.datagram(request, session);
-        }
-        if self.loops.is_empty() {
-            return self.to_worker(request);
-        }
-        self.next = (self.next + 1) % self.loops.len();
-        let target = &self.loops[self.next];
-        if target.sender.send(Msg::Conn(request, session)).is_ok() {
-            let _ = target.waker.wake();
-        }
-    }
-
-    fn close(&mut self, all_done: bool) {
-        for handle in &self.loops {
-            if handle.sender.send(Msg::Stop).is_ok() {
-                let _ = handle.waker.wake();
-            }
-        }
-        let mut loops: Vec<JoinHandle<()>> = self
-            .loops
-            .iter_mut()
-            .filter_map(|h| h.thread.take())
-            .collect();
-        join_threads(&mut loops, true);
-        self.loops.clear();
-        self.jobs = None;
-        // Jobs no worker took (workers stuck past the deadline): drop them, closing their
-        // connections, rather than leave them behind a stuck worker.
-        if !all_done {
-            while self.job_queue.try_recv().is_ok() {}
-        }
-        join_threads(&mut self.workers, all_done);
-    }
-}
-
-impl Drop for Evented {
-    /// A server that failed to start after its loops began (or was never closed) must not
-    /// leave them accepting and serving: stop them and the workers.
-    fn drop(&mut self) {
-        self.close(true);
-    }
+/// What the [`Evented`](super::Evented) keeps of a loop.
+pub(super) struct LoopHandle {
+    pub(super) sender: Sender<Msg>,
+    pub(super) waker: Arc<Waker>,
+    pub(super) thread: Option<JoinHandle<()>>,
 }
 
 /// One connection owned by a loop.
@@ -410,9 +87,8 @@ struct Entry {
     idle: bool,
     /// Unconsumed input waits for the output to drain: call the driver again then.
     resume: bool,
-    /// Closing, output sent, discarding what the peer still sends: until when, and how many
-    /// more bytes.
-    linger: Option<(Instant, usize)>,
+    /// Closing, output sent, discarding what the peer still sends.
+    linger: Option<Linger>,
     last: Instant,
     /// The deadline currently in the timer heap, if any.
     armed: Option<Instant>,
@@ -424,7 +100,7 @@ struct Entry {
     write_clock: WriteClock,
 }
 
-struct EventLoop {
+pub(super) struct EventLoop {
     poll: Poll,
     receiver: Receiver<Msg>,
     /// For workers to send connections back.
@@ -437,7 +113,7 @@ struct EventLoop {
     conns: Vec<Option<Entry>>,
     free: Vec<usize>,
     generations: u64,
-    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    timers: Timers,
     /// Connections with readable data left after their read budget.
     again: Vec<(usize, u64)>,
     /// The read buffer lent to whichever connection reads with nothing left over, so an
@@ -450,7 +126,7 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn spawn(
+    pub(super) fn spawn(
         n: usize,
         jobs: Sender<Job>,
         busy: Arc<Busy>,
@@ -461,7 +137,7 @@ impl EventLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         if let Some(acceptor) = &acceptor {
-            for (i, listener) in acceptor.listeners.iter().enumerate() {
+            for (i, listener) in acceptor.intake.ports().iter().enumerate() {
                 let fd = listener.socket.as_raw_fd();
                 let token = LISTENERS + i;
                 // Shared by every loop: one of them is woken per connection, not all.
@@ -490,7 +166,7 @@ impl EventLoop {
             conns: Vec::new(),
             free: Vec::new(),
             generations: 0,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             again: Vec::new(),
             scratch: Input::default(),
             flavor,
@@ -543,12 +219,8 @@ impl EventLoop {
                 }
                 let token = event.token().0;
                 if token >= LISTENERS {
-                    if let Some(l) = self
-                        .acceptor
-                        .as_mut()
-                        .and_then(|a| a.listeners.get_mut(token - LISTENERS))
-                    {
-                        l.ready = true;
+                    if let Some(a) = self.acceptor.as_mut() {
+                        a.intake.mark_ready(token - LISTENERS);
                     }
                     continue;
                 }
@@ -565,7 +237,7 @@ impl EventLoop {
             if woken {
                 // A freed place under the connection limit may be what woke us.
                 if let Some(a) = self.acceptor.as_mut() {
-                    a.full = false;
+                    a.intake.woken();
                 }
                 if self.messages() {
                     break;
@@ -593,13 +265,9 @@ impl EventLoop {
 
     /// True when a listener has connections waiting and nothing stops accepting them now.
     fn can_accept(&self) -> bool {
-        let Some(a) = &self.acceptor else {
-            return false;
-        };
-        let now = Instant::now();
-        a.listeners.iter().any(|l| l.ready)
-            && a.backoff.is_none_or(|(_, until)| until <= now)
-            && !a.full
+        self.acceptor
+            .as_ref()
+            .is_some_and(|a| a.intake.has_work(Instant::now()))
     }
 
     /// Accepts from this loop's own listeners (not in `Handoff` mode).
@@ -609,94 +277,43 @@ impl EventLoop {
         };
         if !a.shared.is_running() {
             // Stopping: never accept again (the listeners are shut down or left alone).
-            for l in &a.listeners {
+            for port in a.intake.ports() {
                 let _ = self
                     .poll
                     .registry()
-                    .deregister(&mut SourceFd(&l.socket.as_raw_fd()));
+                    .deregister(&mut SourceFd(&port.socket.as_raw_fd()));
             }
             return;
         }
-        let now = Instant::now();
-        if a.backoff.is_some_and(|(_, until)| until > now) || a.full {
-            self.acceptor = Some(a);
-            return;
-        }
-        'listeners: for i in 0..a.listeners.len() {
-            let mut batch = 0;
-            while a.listeners[i].ready && batch < ACCEPT_BATCH {
-                batch += 1;
-                if !a.shared.is_running() {
-                    break 'listeners;
+        loop {
+            let handler = &a.handler;
+            let spare = &mut a.spare;
+            let taken = a.intake.accept(usize::MAX, |request| {
+                let session = match spare.take() {
+                    Some(session) => Ok(Some(session)),
+                    None => new_session(&**handler, &request),
+                };
+                match session {
+                    Ok(Some(session)) => self.add(request, session.0),
+                    Ok(None) => {
+                        let _ = self.jobs.send(super::blocking_job(handler, request));
+                    }
+                    Err(()) => drop(request),
                 }
-                let l = &a.listeners[i];
-                match accept_stream(
-                    &l.socket,
-                    l.kind,
-                    &l.local,
-                    &a.shared,
-                    &*a.handler,
-                    &a.settings,
-                ) {
-                    Ok(Accepted::Request(request)) => {
-                        a.backoff = None;
-                        let session = match a.spare.take() {
-                            Some(session) => Ok(Some(session)),
-                            None => new_session(&*a.handler, &request),
-                        };
-                        match session {
-                            Ok(Some(session)) => self.add(request, session.0),
-                            Ok(None) => run_on_worker(&self.jobs, &a.handler, request),
-                            Err(()) => drop(request),
-                        }
-                    }
-                    Ok(Accepted::Skipped) => a.backoff = None,
-                    Ok(Accepted::Full) => {
-                        // The claim in `accept_stream` keeps the limit exact across loops.
-                        // Sleep until a place frees (it wakes us), unless one did already.
-                        let limit = a.settings.limit.unwrap_or(usize::MAX);
-                        if !a.shared.loop_at_limit(limit) {
-                            a.full = true;
-                            break 'listeners;
-                        }
-                    }
-                    Ok(Accepted::Drained) => {
-                        a.backoff = None;
-                        a.listeners[i].ready = false;
-                    }
-                    Err(_) if !a.shared.is_running() => break 'listeners,
-                    Err(e) => match classify(&e) {
-                        AcceptError::Retry => {}
-                        AcceptError::Backoff => {
-                            let delay = match a.backoff {
-                                Some((delay, _)) => (delay * 2).min(crate::server::BACKOFF_MAX),
-                                None => {
-                                    log::warn!(
-                                        "{}: accept failed: {}; pausing accepts (5 ms doubling to 1 s) until it clears",
-                                        a.listeners[i].local,
-                                        crate::error::describe(&e)
-                                    );
-                                    crate::server::BACKOFF_START
-                                }
-                            };
-                            a.backoff = Some((delay, Instant::now() + delay));
-                            break 'listeners;
-                        }
-                        AcceptError::Fatal => {
-                            log::error!(
-                                "{}: accept failed: {}; this loop stops accepting from it",
-                                a.listeners[i].local,
-                                crate::error::describe(&e)
-                            );
-                            let _ = self
-                                .poll
-                                .registry()
-                                .deregister(&mut SourceFd(&a.listeners[i].socket.as_raw_fd()));
-                            a.listeners[i].ready = false;
-                        }
-                    },
-                }
-            }
+            });
+            let Err(broken) = taken else {
+                break;
+            };
+            let port = &a.intake.ports()[broken.index];
+            log::error!(
+                "{}: accept failed: {}; this loop stops accepting from it",
+                port.local,
+                crate::error::describe(&broken.error)
+            );
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&port.socket.as_raw_fd()));
         }
         self.acceptor = Some(a);
     }
@@ -974,13 +591,11 @@ impl EventLoop {
                 if entry.eof {
                     return self.close(token);
                 }
-                // Lingering close: the peer may still be sending (a body we did not read).
-                // Closing with unread bytes would reset the connection and could destroy
-                // the answer before the client reads it, so shut our side down and discard
-                // what still comes, for a bounded time and amount.
+                // Lingering close (see `Linger`): the peer may still be sending a body we
+                // did not read.
                 if entry.linger.is_none() {
                     let _ = socket.shutdown(std::net::Shutdown::Write);
-                    entry.linger = Some((Instant::now() + LINGER_TIME, LINGER_BYTES));
+                    entry.linger = Some(Linger::start(Instant::now()));
                 }
                 if !entry.readable {
                     break;
@@ -988,10 +603,11 @@ impl EventLoop {
                 let mut sink = [0u8; 16 * 1024];
                 match (&*socket).read(&mut sink) {
                     Ok(0) => return self.close(token),
-                    Ok(n) => match entry.linger.as_mut() {
-                        Some((_, left)) if *left > n => *left -= n,
-                        _ => return self.close(token),
-                    },
+                    Ok(n) => {
+                        if !entry.linger.as_mut().is_some_and(|l| l.discarded(n)) {
+                            return self.close(token);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => entry.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return self.close(token),
@@ -1100,14 +716,17 @@ impl EventLoop {
             && entry.armed.is_none_or(|armed| deadline < armed)
         {
             entry.armed = Some(deadline);
-            self.timers
-                .push(Reverse((deadline, token, entry.generation)));
+            self.timers.arm(deadline, token, entry.generation);
         }
     }
 
     fn next_timer(&mut self) -> Option<Duration> {
-        let mut next = self.timers.peek().map(|Reverse((when, _, _))| *when);
-        if let Some((_, until)) = self.acceptor.as_ref().and_then(|a| a.backoff) {
+        let mut next = self.timers.next();
+        if let Some(until) = self
+            .acceptor
+            .as_ref()
+            .and_then(|a| a.intake.backoff_until())
+        {
             next = Some(next.map_or(until, |n| n.min(until)));
         }
         // Round up: waking a little early would only spin.
@@ -1116,11 +735,7 @@ impl EventLoop {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((when, token, generation))) = self.timers.peek().copied() {
-            if when > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((when, token, generation)) = self.timers.pop_due(now) {
             let flavor = self.flavor;
             let timeout = self.timeout;
             let Some(Some(entry)) = self.conns.get_mut(token) else {
@@ -1139,7 +754,7 @@ impl EventLoop {
             match deadline_of(entry, &**driver, timeout) {
                 Some(deadline) if deadline > now => {
                     entry.armed = Some(deadline);
-                    self.timers.push(Reverse((deadline, token, generation)));
+                    self.timers.arm(deadline, token, generation);
                 }
                 None => {}
                 Some(_) if entry.closing => self.close(token),
@@ -1178,12 +793,10 @@ impl EventLoop {
         // Timers of closed connections wait in the heap until their time: when they outnumber
         // the live connections, sweep them out, so churn with long timeouts cannot pile up.
         let live = self.conns.len() - self.free.len();
-        if self.timers.len() > 2 * live + 1024 {
-            let conns = &self.conns;
-            self.timers.retain(|Reverse((when, token, generation))| {
-                matches!(conns.get(*token), Some(Some(e)) if e.generation == *generation && e.armed == Some(*when))
-            });
-        }
+        let conns = &self.conns;
+        self.timers.sweep(live, |&(when, token, generation)| {
+            matches!(conns.get(token), Some(Some(e)) if e.generation == generation && e.armed == Some(when))
+        });
         if let Some(socket) = entry.request.as_ref().and_then(|r| r.socket()) {
             let _ = self
                 .poll
@@ -1207,37 +820,11 @@ impl EventLoop {
     }
 }
 
-/// Queues a whole connection (or datagram) for the blocking handler on the workers. Fails only
-/// once the server is closing: the request is then dropped and its connection closed.
-fn run_on_worker(jobs: &Sender<Job>, handler: &Arc<dyn Handler>, request: Request) {
-    let handler = Arc::clone(handler);
-    let _ = jobs.send(Box::new(move || run(&*handler, request)));
-}
-
-/// A new session from the handler, shielding the loop from a panicking factory (reported
-/// through `on_error`, then `Err`: the connection is closed). `Ok(None)`: this connection
-/// takes the blocking handler.
-fn new_session(handler: &dyn Handler, request: &Request) -> Result<Option<Session>, ()> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.session())) {
-        Ok(session) => Ok(session),
-        Err(payload) => {
-            crate::handler::report(
-                handler,
-                request.peer(),
-                &crate::Error::Panicked {
-                    message: crate::handler::panic_message(payload.as_ref()),
-                },
-            );
-            Err(())
-        }
-    }
-}
-
 /// When the connection must have made progress by: the end of its lingering close, or what
 /// its driver says.
 fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) -> Option<Instant> {
     match entry.linger {
-        Some((until, _)) => Some(until),
+        Some(linger) => Some(linger.until),
         None if !entry.output.is_empty() => driver.deadline(
             entry.write_clock.since().unwrap_or(entry.last),
             timeout,
@@ -1276,36 +863,5 @@ fn call(
             );
             Step::Abort
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_workers_queue_holds_at_most_its_limit_and_a_release_wakes_parked_loops() {
-        let busy = Busy::new(2);
-        assert!(busy.try_take());
-        assert!(busy.try_take());
-        assert!(!busy.try_take(), "a third place past a limit of 2");
-        // A loop with a parked request is woken when a place frees.
-        let mut poll = Poll::new().unwrap();
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
-        busy.wakers.add(Arc::clone(&waker));
-        busy.parked.fetch_add(1, SeqCst);
-        busy.release();
-        let mut events = Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::from_secs(5)))
-            .unwrap();
-        assert!(events.iter().any(|e| e.token() == WAKER));
-        assert!(busy.try_take(), "the released place is free again");
-        assert!(!busy.try_take());
-        // Without parked requests a release wakes no one.
-        busy.parked.fetch_sub(1, SeqCst);
-        busy.release();
-        poll.poll(&mut events, Some(Duration::from_millis(50)))
-            .unwrap();
-        assert!(events.is_empty());
     }
 }
