@@ -490,6 +490,74 @@ fn classify(err: &io::Error) -> AcceptError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
+
+    fn listening() -> (Listener, Arc<Shared>, mio::Poll) {
+        let options = SocketOptions {
+            backlog: 16,
+            reuse_address: true,
+            reuse_port: false,
+        };
+        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let shared = Arc::new(Shared::new(
+            waker,
+            Vec::new(),
+            false,
+            Duration::from_secs(1),
+            None,
+        ));
+        (listener, shared, poll)
+    }
+
+    #[test]
+    fn at_the_limit_the_intake_stops_asks_to_be_woken_and_takes_the_next_once_a_place_frees() {
+        let (listener, shared, mut poll) = listening();
+        let addr = listener.local.socket_addr().unwrap();
+        let port = Port::new(
+            Arc::clone(&listener.socket),
+            listener.kind,
+            Arc::new(listener.local.clone()),
+            true,
+        );
+        let settings = Settings {
+            nodelay: true,
+            timeout: None,
+            limit: Some(1),
+            max_packet_size: 1500,
+        };
+        let handler: Arc<dyn Handler> = Arc::new(|_: &mut Request| Ok(()));
+        let mut intake = Intake::new(vec![port], shared, handler, settings, AtLimit::Server);
+        let _clients: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut taken = Vec::new();
+        // Both clients wait in the queue; only one place exists.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while taken.is_empty() && Instant::now() < deadline {
+            intake.accept(usize::MAX, |r| taken.push(r)).unwrap();
+        }
+        assert_eq!(taken.len(), 1);
+        assert!(
+            !intake.has_work(Instant::now()),
+            "full: the caller may sleep"
+        );
+        assert_eq!(intake.accept(usize::MAX, |r| taken.push(r)).unwrap(), 0);
+        // The request ends: its freed place wakes the serving loop.
+        taken.clear();
+        let mut events = mio::Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            !events.is_empty(),
+            "a freed place wakes whoever waits for one"
+        );
+        intake.woken();
+        assert!(intake.has_work(Instant::now()));
+        while taken.is_empty() && Instant::now() < deadline {
+            intake.accept(usize::MAX, |r| taken.push(r)).unwrap();
+        }
+        assert_eq!(taken.len(), 1, "the second client is taken");
+    }
 
     #[test]
     fn accept_errors_are_classified_as_go_does() {

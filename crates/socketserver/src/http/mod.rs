@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod conditional;
 mod conn;
 mod files;
 mod handler;
@@ -59,7 +60,8 @@ mod wire;
 // For `crate::__bench` only (not part of the API).
 #[cfg(feature = "bench-internals")]
 pub(crate) use {
-    files::{FileOptions, RangeSpec, Resolved, parse_range, resolve},
+    conditional::{RangeSpec, parse_range},
+    files::{FileOptions, Resolved, resolve},
     parse::{ChunkedDecoder, HeadLimits, Parse, parse_head},
 };
 

@@ -8,7 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::files::{self, FileOptions, RangeSpec, Refused, Resolved};
+use super::conditional::{self, Conditions, Decision, Representation};
+use super::files::{self, FileOptions, Refused, Resolved};
 use super::listing;
 use super::{Method, Request, Response, Service, StatusCode};
 
@@ -115,54 +116,33 @@ impl StaticFiles {
                 }
             }
         };
-        let len = meta.len();
-        let etag = files::etag(&meta);
-        let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-        let last_modified = httpdate::fmt_http_date(mtime);
+        let file_is = Representation::of(&meta, name);
+        let decision =
+            conditional::decide(&Conditions::of(req), &file_is, std::time::SystemTime::now());
+        let len = file_is.len;
         let common = |response: Response| {
             response
-                .header("Last-Modified", last_modified.clone())
-                .header("ETag", etag.clone())
+                .header("Last-Modified", file_is.last_modified.clone())
+                .header("ETag", file_is.etag.clone())
                 .header("Accept-Ranges", "bytes")
         };
-        if files::precondition_failed(
-            req.header_bytes("if-match"),
-            req.header_bytes("if-unmodified-since"),
-            &etag,
-            mtime,
-        ) {
-            return common(Response::error(
+        match decision {
+            Decision::PreconditionFailed => common(Response::error(
                 StatusCode::PRECONDITION_FAILED,
                 "the file does not match the request's If-Match or If-Unmodified-Since",
-            ));
-        }
-        if files::not_modified(
-            req.header_bytes("if-none-match"),
-            req.header_bytes("if-modified-since"),
-            &etag,
-            mtime,
-            std::time::SystemTime::now(),
-        ) {
-            return common(Response::new(StatusCode::NOT_MODIFIED));
-        }
-        let range = if files::if_range_allows(req.header_bytes("if-range"), &etag, mtime) {
-            files::parse_range(req.header_bytes("range"), len)
-        } else {
-            RangeSpec::Full
-        };
-        let content_type = files::content_type(name);
-        match range {
-            RangeSpec::Full => {
-                common(Response::new(StatusCode::OK).header("Content-Type", content_type))
-                    .file(file, 0, len)
-            }
-            RangeSpec::Partial { start, end } => common(
+            )),
+            Decision::NotModified => common(Response::new(StatusCode::NOT_MODIFIED)),
+            Decision::Whole => common(
+                Response::new(StatusCode::OK).header("Content-Type", file_is.content_type.clone()),
+            )
+            .file(file, 0, len),
+            Decision::Part { start, end } => common(
                 Response::new(StatusCode::PARTIAL_CONTENT)
-                    .header("Content-Type", content_type)
+                    .header("Content-Type", file_is.content_type.clone())
                     .header("Content-Range", format!("bytes {start}-{end}/{len}")),
             )
             .file(file, start, end - start + 1),
-            RangeSpec::Unsatisfiable => common(
+            Decision::Unsatisfiable => common(
                 Response::error(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "the requested range is outside the file",
