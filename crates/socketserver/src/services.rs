@@ -1,7 +1,8 @@
 //! The handlers of Python's socketserver documentation, as library types.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 
+use crate::protocol::drive_blocking;
 use crate::{Conn, Flow, Handler, Protocol, Request, Session};
 
 /// Echoes every byte back. Stream: until the client closes its side, then closes. Datagram:
@@ -77,18 +78,11 @@ pub const UPPER_MAX_LINE: u64 = 64 * 1024;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Upper;
 
+/// The blocking form is the protocol's, driven over the `Request` (as
+/// [`ProtocolHandler`](crate::ProtocolHandler) does), so every mode answers alike.
 impl Handler for Upper {
     fn handle(&self, req: &mut Request) -> io::Result<()> {
-        let mut line = Vec::new();
-        if req.is_datagram() {
-            req.read_to_end(&mut line)?;
-        } else {
-            Read::take(&mut *req, UPPER_MAX_LINE).read_until(b'\n', &mut line)?;
-        }
-        let mut reply = line.trim_ascii().to_vec();
-        reply.make_ascii_uppercase();
-        req.write_all(&reply)?;
-        req.flush()
+        drive_blocking(&mut UpperProtocol, req)
     }
 
     fn session(&self) -> Option<Session> {
@@ -96,7 +90,8 @@ impl Handler for Upper {
     }
 }
 
-/// [`Upper`] for the event loop: waits for the newline (or end of file, or the 64 KiB limit).
+/// [`Upper`]: waits for the newline (or end of file, or the 64 KiB limit); a datagram is
+/// answered whole at its end.
 struct UpperProtocol;
 
 impl UpperProtocol {
@@ -124,7 +119,11 @@ impl Protocol for UpperProtocol {
     }
 
     fn eof_received(&mut self, conn: &mut Conn<'_>) -> Flow {
-        let len = conn.received().len().min(UPPER_MAX_LINE as usize);
+        let len = if conn.is_datagram() {
+            conn.received().len()
+        } else {
+            conn.received().len().min(UPPER_MAX_LINE as usize)
+        };
         Self::reply(conn, len)
     }
 }
@@ -138,14 +137,11 @@ pub const THREADNAME_MAX: usize = 1024;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ThreadName;
 
+/// The blocking form is the protocol's, driven over the `Request`, so every mode answers
+/// alike.
 impl Handler for ThreadName {
     fn handle(&self, req: &mut Request) -> io::Result<()> {
-        let mut data = [0u8; THREADNAME_MAX];
-        let n = req.read(&mut data)?;
-        let mut reply = format!("{}: ", crate::worker_name()).into_bytes();
-        reply.extend_from_slice(&data[..n]);
-        req.write_all(&reply)?;
-        req.flush()
+        drive_blocking(&mut ThreadNameProtocol, req)
     }
 
     fn session(&self) -> Option<Session> {
@@ -153,7 +149,7 @@ impl Handler for ThreadName {
     }
 }
 
-/// [`ThreadName`] for the event loop: answers the first receive.
+/// [`ThreadName`]: answers the first receive (at most [`THREADNAME_MAX`] bytes of it).
 struct ThreadNameProtocol;
 
 impl ThreadNameProtocol {
