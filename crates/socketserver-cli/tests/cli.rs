@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Addr, Conn, Dgram, Server, assert_one_line_error, assert_same_bytes, children_of, exchange,
+    Addr, Dgram, Server, Stream, assert_one_line_error, assert_same_bytes, children_of, exchange,
     is_timeout, payload, run, send_all_and_read_to_eof, stream_exchange, unix_url, unixgram_url,
     wait_until_refused,
 };
@@ -145,12 +145,12 @@ fn upper_replies_one_stripped_uppercased_line_then_closes() -> io::Result<()> {
     let server = start_everywhere("upper", &[], dir.path())?;
     for addr in &server.addrs[..2] {
         // No shutdown(Write) from the client: the server must close after its reply.
-        let mut conn = Conn::connect(addr)?;
+        let mut conn = Stream::connect(addr)?;
         conn.write_all(b"  hello world \n")?;
         assert_eq!(conn.read_all()?, b"HELLO WORLD", "over {addr:?}");
 
         // Only the first line is answered.
-        let mut conn = Conn::connect(addr)?;
+        let mut conn = Stream::connect(addr)?;
         conn.write_all(b"one\ttwo\r\nthree\n")?;
         assert_eq!(conn.read_all()?, b"ONE\tTWO", "over {addr:?}");
 
@@ -198,8 +198,8 @@ fn worker_of(reply: &[u8], data: &[u8]) -> String {
 /// data) while the second one sends and gets its answer; then the first sends. Returns the two
 /// worker names.
 fn two_concurrent_names(addr: &Addr) -> io::Result<(String, String)> {
-    let mut first = Conn::connect(addr)?;
-    let mut second = Conn::connect(addr)?;
+    let mut first = Stream::connect(addr)?;
+    let mut second = Stream::connect(addr)?;
     second.write_all(b"second")?;
     let second_reply = second.read_all()?;
     first.write_all(b"first")?;
@@ -272,7 +272,7 @@ fn threadname_in_sync_mode_shows_the_serving_thread() -> io::Result<()> {
     let dir = tempdir()?;
     let server = start_everywhere("threadname", &["--mode", "sync"], dir.path())?;
     for addr in &server.addrs[..2] {
-        let mut conn = Conn::connect(addr)?;
+        let mut conn = Stream::connect(addr)?;
         conn.write_all(b"hi")?;
         assert_eq!(conn.read_all()?, b"main: hi", "over {addr:?}");
     }
@@ -285,7 +285,7 @@ fn upper_and_threadname_in_async_mode_over_every_transport() -> io::Result<()> {
     let upper = start_everywhere("upper", &["--mode", "async"], dir.path())?;
     for addr in &upper.addrs[..2] {
         // No shutdown(Write): the server closes after its one line.
-        let mut conn = Conn::connect(addr)?;
+        let mut conn = Stream::connect(addr)?;
         conn.write_all(b"  hello world \n")?;
         assert_eq!(conn.read_all()?, b"HELLO WORLD", "over {addr:?}");
         let reply = stream_exchange(addr, b"  no newline here")?;
@@ -341,8 +341,8 @@ fn workers_sets_the_number_of_event_loops_in_async_mode() -> io::Result<()> {
         dir.path(),
     )?;
     // Open connections do not add threads: the loops serve them all.
-    let held: Vec<Conn> = (0..20)
-        .map(|_| Conn::connect(&server.addrs[0]))
+    let held: Vec<Stream> = (0..20)
+        .map(|_| Stream::connect(&server.addrs[0]))
         .collect::<io::Result<_>>()?;
     for i in 0..12 {
         let data = format!("request {i}");
@@ -562,7 +562,7 @@ fn sigterm_drains_in_flight_echo(mode: &str) -> io::Result<()> {
     let data = payload(1 << 20);
     let (head, tail) = data.split_at(100_000);
 
-    let mut in_flight = Conn::connect(&tcp)?;
+    let mut in_flight = Stream::connect(&tcp)?;
     in_flight.write_all(head)?;
     let echoed_head = in_flight.read_n(head.len())?;
     assert_same_bytes(&echoed_head, head, "echo before the signal");
@@ -619,11 +619,11 @@ fn sigterm_refuses_new_connections_but_lets_in_flight_echo_finish_in_async_mode(
 fn sigterm_refuses_connections_still_waiting_to_be_accepted() -> io::Result<()> {
     let mut server = Server::start(&["echo", "--max-connections", "1", "--listen", TCP])?;
     let tcp = server.addrs[0].clone();
-    let mut served = Conn::connect(&tcp)?;
+    let mut served = Stream::connect(&tcp)?;
     served.write_all(b"a")?;
     assert_eq!(served.read_n(1)?, b"a");
     // At the limit: the next connection waits in the kernel's queue, never accepted.
-    let mut waiting = Conn::connect(&tcp)?;
+    let mut waiting = Stream::connect(&tcp)?;
     waiting.write_all(b"w")?;
     assert_not_served(&mut waiting, "a connection beyond --max-connections 1")?;
 
@@ -648,7 +648,7 @@ fn ctrl_c_to_the_whole_process_group_lets_forked_requests_finish() -> io::Result
     let tcp = server.addrs[0].clone();
     let data = payload(300_000);
     let (head, tail) = data.split_at(1000);
-    let mut conn = Conn::connect(&tcp)?;
+    let mut conn = Stream::connect(&tcp)?;
     conn.write_all(head)?;
     assert_same_bytes(&conn.read_n(head.len())?, head, "echo before Ctrl-C");
     server.signal_group("INT")?;
@@ -665,7 +665,7 @@ fn ctrl_c_to_the_whole_process_group_lets_forked_requests_finish() -> io::Result
 fn stuck_client_then_sigterm(
     mode: &str,
     shutdown_timeout: &str,
-) -> io::Result<(Server, Conn, Instant)> {
+) -> io::Result<(Server, Stream, Instant)> {
     let server = Server::start(&[
         "echo",
         "--mode",
@@ -675,7 +675,7 @@ fn stuck_client_then_sigterm(
         "--listen",
         TCP,
     ])?;
-    let mut stuck = Conn::connect(&server.addrs[0])?;
+    let mut stuck = Stream::connect(&server.addrs[0])?;
     stuck.write_all(b"partial")?;
     assert_eq!(
         stuck.read_n(7)?,
@@ -689,7 +689,7 @@ fn stuck_client_then_sigterm(
 
 /// The stuck connection was closed by the server: end of file or a reset, not a timeout.
 #[track_caller]
-fn assert_cut(stuck: &mut Conn, what: &str) {
+fn assert_cut(stuck: &mut Stream, what: &str) {
     let mut buf = [0u8; 64];
     match stuck.read_once(&mut buf) {
         Ok(0) => {}
@@ -1024,14 +1024,14 @@ fn non_socket_files_at_the_path_are_never_touched() -> io::Result<()> {
 /// Reads from `conn` for 300 ms and asserts nothing comes: the connection is not being served
 /// (it waits in the kernel's queue).
 #[track_caller]
-fn assert_not_served(conn: &mut Conn, what: &str) -> io::Result<()> {
-    conn.set_read_timeout(Duration::from_millis(300))?;
+fn assert_not_served(conn: &mut Stream, what: &str) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_millis(300)))?;
     let mut buf = [0u8; 1];
     match conn.read_once(&mut buf) {
         Err(e) if is_timeout(&e) => {}
         other => panic!("{what} was served while the limit was reached: {other:?}"),
     }
-    conn.set_read_timeout(common::IO_TIMEOUT)
+    conn.set_read_timeout(Some(common::IO_TIMEOUT))
 }
 
 #[test]
@@ -1051,15 +1051,15 @@ fn max_connections_holds_a_third_connection_until_one_closes() -> io::Result<()>
     ])?;
     let (tcp, unix) = (&server.addrs[0], &server.addrs[1]);
     // Two connections, across both listeners, each proven served.
-    let mut a = Conn::connect(tcp)?;
+    let mut a = Stream::connect(tcp)?;
     a.write_all(b"a")?;
     assert_eq!(a.read_n(1)?, b"a");
-    let mut b = Conn::connect(unix)?;
+    let mut b = Stream::connect(unix)?;
     b.write_all(b"b")?;
     assert_eq!(b.read_n(1)?, b"b");
 
     // The third waits in the kernel's queue: connected, but not served.
-    let mut c = Conn::connect(tcp)?;
+    let mut c = Stream::connect(tcp)?;
     c.write_all(b"c")?;
     assert_not_served(&mut c, "a third connection")?;
 
@@ -1069,7 +1069,7 @@ fn max_connections_holds_a_third_connection_until_one_closes() -> io::Result<()>
     assert_eq!(c.read_n(1)?, b"c", "the third connection after one closed");
 
     // `b` and `c` are served now: a connection on the other listener waits in turn.
-    let mut d = Conn::connect(unix)?;
+    let mut d = Stream::connect(unix)?;
     d.write_all(b"d")?;
     assert_not_served(&mut d, "a connection on the unix listener")?;
     assert_eq!(send_all_and_read_to_eof(&mut b, b"")?, b"");
@@ -1108,7 +1108,7 @@ fn timeout_closes_idle_but_not_active(mode: &str) -> io::Result<()> {
             .iter()
             .map(|addr| {
                 scope.spawn(move || -> io::Result<Duration> {
-                    let mut conn = Conn::connect(addr)?;
+                    let mut conn = Stream::connect(addr)?;
                     let started = Instant::now();
                     let mut buf = [0u8; 16];
                     match conn.read_once(&mut buf) {
@@ -1124,7 +1124,7 @@ fn timeout_closes_idle_but_not_active(mode: &str) -> io::Result<()> {
             })
             .collect();
         // Meanwhile a connection that keeps talking every 0.4 s outlives the timeout.
-        let mut active = Conn::connect(&server.addrs[0])?;
+        let mut active = Stream::connect(&server.addrs[0])?;
         for round in 0..5u8 {
             thread::sleep(Duration::from_millis(400));
             active.write_all(&[round])?;
@@ -1186,10 +1186,10 @@ fn fork_mode_max_children_holds_further_connections() -> io::Result<()> {
         TCP,
     ])?;
     let addr = &server.addrs[0];
-    let mut a = Conn::connect(addr)?;
+    let mut a = Stream::connect(addr)?;
     a.write_all(b"a")?;
     assert_eq!(a.read_n(1)?, b"a");
-    let mut b = Conn::connect(addr)?;
+    let mut b = Stream::connect(addr)?;
     b.write_all(b"b")?;
     assert_not_served(&mut b, "a second connection with --max-children 1")?;
     assert_eq!(send_all_and_read_to_eof(&mut a, b"")?, b"");

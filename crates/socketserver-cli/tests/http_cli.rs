@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{
-    Addr, Conn, IO_TIMEOUT, Server, assert_one_line_error, assert_same_bytes, is_timeout, payload,
-    run, unix_url,
+    Addr, HttpReply, IO_TIMEOUT, Server, Stream, assert_one_line_error, assert_same_bytes,
+    is_timeout, payload, run, unix_url,
 };
 use tempfile::{TempDir, tempdir};
 
@@ -201,7 +201,7 @@ impl Reply {
             .filter(|b| !b.trim().is_empty())
             .last()
             .unwrap_or("");
-        header_in(last_block, name)
+        header_in_block(last_block, name)
     }
 
     fn text(&self) -> String {
@@ -209,8 +209,8 @@ impl Reply {
     }
 }
 
-/// The value of the last header `name` (case-insensitive) in a header block.
-fn header_in(block: &str, name: &str) -> Option<String> {
+/// The value of the last header `name` (case-insensitive) in a header block as curl wrote it.
+fn header_in_block(block: &str, name: &str) -> Option<String> {
     block
         .lines()
         .skip(1)
@@ -287,62 +287,19 @@ fn curl_sf(extra: &[&str], url: &str) -> Vec<u8> {
 // Raw HTTP over a socket
 // ---------------------------------------------------------------------------------------------
 
-/// One parsed response.
-#[derive(Debug)]
-struct Raw {
-    status_line: String,
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
+/// One parsed response (the tests' shared parser, `common::parse_reply`).
+type Raw = HttpReply;
 
-impl Raw {
-    fn header(&self, name: &str) -> Option<String> {
-        header_in(&self.head, name)
-    }
-}
-
-/// Parses one response at the start of `bytes`; `head_only` for a response to HEAD. Returns it
-/// and the number of bytes it took, or `None` while incomplete.
+/// Parses one response at the start of `bytes` (see `common::parse_reply`), on a connection
+/// that may still send more.
 fn parse_response(bytes: &[u8], head_only: bool) -> io::Result<Option<(Raw, usize)>> {
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
-    let status_line = head.lines().next().unwrap_or("").to_string();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| common::other(format!("not an HTTP/1.1 status line: {status_line:?}")))?;
-    let start = end + 4;
-    let no_body = head_only || status == 304 || status == 204 || (100..200).contains(&status);
-    let len = if no_body {
-        0
-    } else {
-        match header_in(&head, "content-length") {
-            Some(n) => n
-                .parse::<usize>()
-                .map_err(|_| common::other(format!("bad Content-Length in {head:?}")))?,
-            None => return Err(common::other(format!("no Content-Length in {head:?}"))),
-        }
-    };
-    if bytes.len() < start + len {
-        return Ok(None);
-    }
-    let raw = Raw {
-        status_line,
-        status,
-        head,
-        body: bytes[start..start + len].to_vec(),
-    };
-    Ok(Some((raw, start + len)))
+    common::parse_reply(bytes, head_only, false)
 }
 
 /// Reads until the server closes the connection. A reset after the server's last bytes counts
 /// as the close: a server refusing a request closes without reading all of it, and the kernel
 /// then answers our unread bytes with a reset, but only after what the server sent.
-fn read_until_close(conn: &mut Conn) -> io::Result<Vec<u8>> {
+fn read_until_close(conn: &mut Stream) -> io::Result<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
@@ -366,7 +323,7 @@ fn read_until_close(conn: &mut Conn) -> io::Result<Vec<u8>> {
 /// Sends `request` on a new connection (without closing our side) and reads until the server
 /// closes. Write errors are ignored: a server may refuse and close before reading everything.
 fn raw_exchange(addr: &Addr, request: &[u8]) -> io::Result<Vec<u8>> {
-    let mut conn = Conn::connect(addr)?;
+    let mut conn = Stream::connect(addr)?;
     let _ = conn.write_all(request);
     read_until_close(&mut conn)
 }
@@ -390,26 +347,15 @@ fn raw_one(addr: &Addr, request: &[u8], head_only: bool) -> io::Result<Raw> {
     Ok(raw)
 }
 
-/// Reads one response from a connection that stays open.
-fn read_response(conn: &mut Conn, head_only: bool) -> io::Result<Raw> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        if let Some((raw, used)) = parse_response(&got, head_only)? {
-            if used != got.len() {
-                return Err(common::other("more bytes than one response"));
-            }
-            return Ok(raw);
-        }
-        let n = conn.read_once(&mut buf)?;
-        if n == 0 {
-            return Err(common::other(format!(
-                "the server closed in the middle of a response: {:?}",
-                String::from_utf8_lossy(&got)
-            )));
-        }
-        got.extend_from_slice(&buf[..n]);
+/// Reads one response from a connection that stays open; more bytes than that one response
+/// are an error.
+fn read_response(conn: &mut Stream, head_only: bool) -> io::Result<Raw> {
+    let mut reader = std::io::BufReader::new(conn);
+    let raw = common::read_reply(&mut reader, head_only)?;
+    if !reader.buffer().is_empty() {
+        return Err(common::other("more bytes than one response"));
     }
+    Ok(raw)
 }
 
 /// True when `haystack` contains `needle`.
@@ -454,9 +400,13 @@ fn head_shows_type_length_and_validators() -> io::Result<()> {
             ("Last-Modified", A_MTIME),
             ("Accept-Ranges", "bytes"),
         ] {
-            assert_eq!(header_in(&head, name).as_deref(), Some(want), "{head}");
+            assert_eq!(
+                header_in_block(&head, name).as_deref(),
+                Some(want),
+                "{head}"
+            );
         }
-        let etag = header_in(&head, "ETag").unwrap_or_default();
+        let etag = header_in_block(&head, "ETag").unwrap_or_default();
         assert!(
             etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
             "a strong ETag: {head}"
@@ -466,12 +416,12 @@ fn head_shows_type_length_and_validators() -> io::Result<()> {
             String::from_utf8_lossy(&curl_sf(&["-I"], &url(&server, "/big.bin"))).into_owned();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(
-            header_in(&head, "Content-Length").as_deref(),
+            header_in_block(&head, "Content-Length").as_deref(),
             Some(BIG.to_string().as_str()),
             "{head}"
         );
         assert_eq!(
-            header_in(&head, "Content-Type").as_deref(),
+            header_in_block(&head, "Content-Type").as_deref(),
             Some("application/octet-stream"),
             "{head}"
         );
@@ -642,7 +592,7 @@ fn directory_without_slash_is_redirected() -> io::Result<()> {
         false,
     )?;
     assert_eq!(raw.status, 301, "{raw:?}");
-    assert_eq!(raw.header("Location").as_deref(), Some("/list/"));
+    assert_eq!(raw.header("Location"), Some("/list/"));
 
     // curl -L follows to the listing, and to the index.
     let followed = fetch(&["-f", "-L"], &url(&server, "/list"))?;
@@ -1434,11 +1384,7 @@ fn ambiguous_body_framing_gets_400_and_closes() -> io::Result<()> {
             "{:?}: {raw:?}",
             String::from_utf8_lossy(request)
         );
-        assert_eq!(
-            raw.header("Connection").as_deref(),
-            Some("close"),
-            "{raw:?}"
-        );
+        assert_eq!(raw.header("Connection"), Some("close"), "{raw:?}");
     }
     Ok(())
 }
@@ -1477,7 +1423,7 @@ fn methods_other_than_get_and_head_are_refused() -> io::Result<()> {
         );
         let raw = raw_one(addr, request.as_bytes(), false)?;
         assert_eq!(raw.status, 405, "{method}: {raw:?}");
-        assert_eq!(raw.header("Allow").as_deref(), Some("GET, HEAD"), "{raw:?}");
+        assert_eq!(raw.header("Allow"), Some("GET, HEAD"), "{raw:?}");
     }
     let raw = raw_one(
         addr,
@@ -1515,10 +1461,10 @@ fn trickle(
     give_up: Duration,
     connected: std::sync::mpsc::Sender<()>,
 ) -> io::Result<(Trickle, Duration)> {
-    let mut conn = Conn::connect(addr)?;
+    let mut conn = Stream::connect(addr)?;
     conn.write_all(b"GET /a.txt HTTP/1.1\r\n")?;
     let _ = connected.send(());
-    conn.set_read_timeout(Duration::from_millis(300))?;
+    conn.set_read_timeout(Some(Duration::from_millis(300)))?;
     let mut buf = [0u8; 4096];
     loop {
         if started.elapsed() > give_up {
@@ -1529,7 +1475,7 @@ fn trickle(
             Ok(n) => {
                 let cut = started.elapsed();
                 let mut answer = buf[..n].to_vec();
-                conn.set_read_timeout(IO_TIMEOUT)?;
+                conn.set_read_timeout(Some(IO_TIMEOUT))?;
                 answer.extend(read_until_close(&mut conn)?);
                 return Ok((Trickle::Answered(answer), cut));
             }
@@ -1608,7 +1554,7 @@ fn idle_keep_alive_connection_holds_nothing(extra: &[&str]) -> io::Result<()> {
     let mut args = vec!["--timeout", "5"];
     args.extend_from_slice(extra);
     let server = start(&site, &args)?;
-    let mut holder = Conn::connect(&server.addrs[0])?;
+    let mut holder = Stream::connect(&server.addrs[0])?;
     holder.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
     let first = read_response(&mut holder, false)?;
     assert_eq!((first.status, first.body.as_slice()), (200, HELLO));
@@ -1678,13 +1624,13 @@ fn pipelined_requests_are_answered_in_order() -> io::Result<()> {
         assert_eq!(summary[0], (200, HELLO));
         assert_eq!(summary[1], (200, &b""[..]));
         assert_eq!(
-            responses[1].header("Content-Length").as_deref(),
+            responses[1].header("Content-Length"),
             Some(BIG.to_string().as_str())
         );
         assert_eq!(summary[2], (200, &b"plain\n"[..]));
         assert_eq!(summary[3].0, 404);
         assert_eq!(summary[4], (206, &site.big[10..20]));
-        assert_eq!(responses[4].header("Connection").as_deref(), Some("close"));
+        assert_eq!(responses[4].header("Connection"), Some("close"));
         Ok(())
     })
 }
@@ -1753,7 +1699,7 @@ fn curl_reuses_one_connection_for_several_urls() -> io::Result<()> {
 
 /// Asserts that the server closed `conn` (end of file or reset) without sending anything.
 #[track_caller]
-fn assert_closed_silently(conn: &mut Conn, what: &str) {
+fn assert_closed_silently(conn: &mut Stream, what: &str) {
     let mut buf = [0u8; 1024];
     match conn.read_once(&mut buf) {
         Ok(0) => {}
@@ -1773,13 +1719,13 @@ fn sigterm_closes_idle_connections_at_once(extra: &[&str]) -> io::Result<()> {
     let mut server = start(&site, &args)?;
     let addr = server.addrs[0].clone();
     // A keep-alive connection that has had a response and now waits between requests.
-    let mut idle = Conn::connect(&addr)?;
+    let mut idle = Stream::connect(&addr)?;
     idle.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
     let first = read_response(&mut idle, false)?;
     assert_eq!((first.status, first.body.as_slice()), (200, HELLO));
     assert_eq!(first.header("Connection"), None, "kept alive: {first:?}");
     // A second one, after two requests.
-    let mut idle2 = Conn::connect(&addr)?;
+    let mut idle2 = Stream::connect(&addr)?;
     for _ in 0..2 {
         idle2.write_all(b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")?;
         assert_eq!(read_response(&mut idle2, true)?.status, 200);
@@ -1830,7 +1776,7 @@ fn sync_mode_closes_instead_of_idling_so_others_are_served() -> io::Result<()> {
     let server = start(&site, &["--mode", "sync"])?;
     let addr = server.addrs[0].clone();
     // A client that would keep its connection for more requests and holds it open.
-    let mut holder = Conn::connect(&addr)?;
+    let mut holder = Stream::connect(&addr)?;
     holder.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")?;
     let first = read_response(&mut holder, false)?;
     assert_eq!((first.status, first.body.as_slice()), (200, HELLO));
@@ -1877,7 +1823,7 @@ fn sync_mode_announces_the_close() -> io::Result<()> {
         let raw = raw_one(&server.addrs[0], request, false)?;
         assert_eq!((raw.status, raw.body.as_slice()), (200, HELLO));
         assert_eq!(
-            raw.header("Connection").as_deref(),
+            raw.header("Connection"),
             Some("close"),
             "{:?}: the server closes after this response, so it must say so: {raw:?}",
             String::from_utf8_lossy(request)

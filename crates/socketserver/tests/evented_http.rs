@@ -43,18 +43,8 @@ fn http_server(
 
 /// Splits a whole response (read to the close) into its status and body.
 fn parse_reply(reply: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-    let shown = || String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned();
-    let end = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| io::Error::other(format!("no response head in {:?}", shown())))?;
-    let status = std::str::from_utf8(&reply[..end])
-        .ok()
-        .and_then(|head| head.strip_prefix("HTTP/1.1 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("no status line in {:?}", shown())))?;
-    Ok((status, reply[end + 4..].to_vec()))
+    let reply = parse_whole_reply(reply)?;
+    Ok((reply.status, reply.body))
 }
 
 /// `GET path` with `Connection: close` on `stream`; the status and body.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -27,74 +27,8 @@ fn in_modes(modes: &[Mode], test: impl Fn(Mode) -> io::Result<()>) -> io::Result
     Ok(())
 }
 
-/// A response as received.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response from `r`; `head_only` for replies to HEAD.
-fn read_reply(r: &mut impl BufRead, head_only: bool) -> io::Result<Reply> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| io::Error::other(format!("bad header {line:?}")))?;
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if head_only || status == 304 || status == 204 || status < 200 {
-        return Ok(reply);
-    }
-    if let Some(len) = reply.header("content-length") {
-        let len: usize = len.parse().map_err(io::Error::other)?;
-        reply.body.resize(len, 0);
-        r.read_exact(&mut reply.body)?;
-    } else if reply.header("transfer-encoding") == Some("chunked") {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size)?;
-            let size = usize::from_str_radix(size.trim(), 16).map_err(io::Error::other)?;
-            let mut chunk = vec![0u8; size + 2];
-            r.read_exact(&mut chunk)?;
-            if size == 0 {
-                break;
-            }
-            reply.body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        r.read_to_end(&mut reply.body)?;
-    }
-    Ok(reply)
-}
+/// A response as received (the tests' shared parser).
+type Reply = HttpReply;
 
 struct Site {
     server: TestServer,

@@ -7,7 +7,7 @@
 //! and write timeouts, so a hang fails one test instead of blocking the run.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -346,100 +346,27 @@ pub fn run(args: &[&str]) -> io::Result<Finished> {
     })
 }
 
-/// A stream client: TCP or Unix.
-#[derive(Debug)]
-pub enum Conn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+#[path = "../../../socketserver/tests/common/shared.rs"]
+mod shared;
+#[allow(unused_imports)] // each test binary uses part of it
+pub use shared::{HttpReply, Stream, header_in, parse_reply, parse_whole_reply, read_reply};
 
-impl Conn {
+impl Stream {
     /// Connects with [`IO_TIMEOUT`] read and write timeouts.
-    pub fn connect(addr: &Addr) -> io::Result<Conn> {
+    pub fn connect(addr: &Addr) -> io::Result<Stream> {
         let conn = match addr {
-            Addr::Tcp(a) => Conn::Tcp(retry(|| TcpStream::connect_timeout(a, IO_TIMEOUT))?),
-            Addr::Unix(p) => Conn::Unix(retry(|| UnixStream::connect(p))?),
+            Addr::Tcp(a) => Stream::Tcp(retry(|| TcpStream::connect_timeout(a, IO_TIMEOUT))?),
+            Addr::Unix(p) => Stream::Unix(retry(|| UnixStream::connect(p))?),
             other_addr => return Err(other(format!("{other_addr:?} is not a stream address"))),
         };
-        conn.set_read_timeout(IO_TIMEOUT)?;
-        conn.set_write_timeout(IO_TIMEOUT)?;
+        conn.set_timeout(Some(IO_TIMEOUT))?;
         Ok(conn)
-    }
-
-    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_read_timeout(Some(timeout)),
-            Conn::Unix(s) => s.set_read_timeout(Some(timeout)),
-        }
-    }
-
-    pub fn set_write_timeout(&self, timeout: Duration) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_write_timeout(Some(timeout)),
-            Conn::Unix(s) => s.set_write_timeout(Some(timeout)),
-        }
-    }
-
-    pub fn try_clone(&self) -> io::Result<Conn> {
-        Ok(match self {
-            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
-            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
-        })
-    }
-
-    /// Ends the request: the server reads end of file.
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
-            Conn::Unix(s) => s.shutdown(Shutdown::Write),
-        }
-    }
-
-    /// One `read`, retried on `EINTR` (`read_exact` and `read_to_end` retry by themselves).
-    pub fn read_once(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        retry(|| self.read(buf))
-    }
-
-    /// Reads exactly `n` bytes.
-    pub fn read_n(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; n];
-        self.read_exact(&mut buf)?;
-        Ok(buf)
-    }
-
-    /// Reads until the server closes.
-    pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.read_to_end(&mut buf)?;
-        Ok(buf)
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
 /// Writes `data` then `shutdown(Write)` on `conn` from a second thread while this one reads to
 /// end of file, so neither side blocks on a full buffer. Returns what came back.
-pub fn send_all_and_read_to_eof(conn: &mut Conn, data: &[u8]) -> io::Result<Vec<u8>> {
+pub fn send_all_and_read_to_eof(conn: &mut Stream, data: &[u8]) -> io::Result<Vec<u8>> {
     let mut writer = conn.try_clone()?;
     thread::scope(|scope| {
         let sending = scope.spawn(move || -> io::Result<()> {
@@ -458,7 +385,7 @@ pub fn send_all_and_read_to_eof(conn: &mut Conn, data: &[u8]) -> io::Result<Vec<
 
 /// One stream request: connect, send `data`, end, read the reply to end of file.
 pub fn stream_exchange(addr: &Addr, data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut conn = Conn::connect(addr)?;
+    let mut conn = Stream::connect(addr)?;
     send_all_and_read_to_eof(&mut conn, data)
 }
 

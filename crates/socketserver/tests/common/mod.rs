@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -137,11 +137,9 @@ impl Drop for TestServer {
     }
 }
 
-/// A stream client: TCP or Unix.
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+mod shared;
+#[allow(unused_imports)] // each test binary uses part of it
+pub use shared::{HttpReply, Stream, header_in, parse_reply, parse_whole_reply, read_reply};
 
 impl Stream {
     pub fn connect(addr: &Address) -> io::Result<Stream> {
@@ -152,62 +150,6 @@ impl Stream {
         };
         stream.set_timeout(Some(IO_TIMEOUT))?;
         Ok(stream)
-    }
-
-    pub fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(timeout)?;
-                s.set_write_timeout(timeout)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(timeout)?;
-                s.set_write_timeout(timeout)
-            }
-        }
-    }
-
-    pub fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(Shutdown::Write),
-        }
-    }
-
-    pub fn local_addr_string(&self) -> String {
-        match self {
-            Stream::Tcp(s) => format!("tcp://{}", s.local_addr().unwrap()),
-            Stream::Unix(_) => "unix:".into(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
