@@ -1,4 +1,4 @@
-//! Regressions found in review, one test per defect.
+//! Regressions found in review, one test per defect, each named after the behaviour it guards.
 
 mod common;
 
@@ -14,7 +14,7 @@ use socketserver::{Address, Handler, Listener, Mode, Request, Server, ServerBuil
 /// `verify` runs after accept and before the connection is counted: a stop landing there must
 /// still get the sync-mode drain deadline.
 #[test]
-fn sync_stop_during_verify_still_has_a_deadline() -> io::Result<()> {
+fn a_sync_stop_during_verify_still_keeps_the_drain_deadline() -> io::Result<()> {
     struct SlowVerify;
     impl Handler for SlowVerify {
         fn handle(&self, req: &mut Request) -> io::Result<()> {
@@ -45,8 +45,10 @@ fn sync_stop_during_verify_still_has_a_deadline() -> io::Result<()> {
     Ok(())
 }
 
+/// Deadlines are `now + timeout` with `checked_add`: a timeout too large for `Instant` (a
+/// drain that may take forever, a `handle_request` wait) means "no deadline", never a panic.
 #[test]
-fn a_huge_shutdown_timeout_does_not_panic() -> io::Result<()> {
+fn a_shutdown_timeout_or_wait_too_large_for_an_instant_means_no_deadline() -> io::Result<()> {
     let server =
         TestServer::start_with(Transport::Tcp, |b| b.shutdown_timeout(Duration::MAX), Echo);
     assert_eq!(exchange(&server.addr, b"still fine")?, b"still fine");
@@ -84,7 +86,7 @@ fn stopping_leaves_an_adopted_listener_usable_by_its_owner() -> io::Result<()> {
 /// On Unix stream sockets, `shutdown(2)` refuses new connections but keeps the queue: the
 /// queued clients must be dropped at once, not left waiting for a busy sync server.
 #[test]
-fn sync_unix_stop_drops_clients_queued_before_it() -> io::Result<()> {
+fn a_sync_stop_drops_unix_clients_queued_before_it() -> io::Result<()> {
     let server = TestServer::start_with(
         Transport::Unix,
         |b| b.mode(Mode::Sync).shutdown_timeout(Duration::from_secs(30)),
@@ -111,7 +113,7 @@ fn sync_unix_stop_drops_clients_queued_before_it() -> io::Result<()> {
 
 /// Checking whether a socket file is live must not hang on a live server whose queue is full.
 #[test]
-fn in_use_check_does_not_hang_on_a_full_queue() -> io::Result<()> {
+fn the_socket_file_in_use_check_does_not_hang_on_a_full_queue() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("busy.sock");
     let live = std::os::unix::net::UnixListener::bind(&path)?;
