@@ -69,6 +69,7 @@ mod echo;
 mod net;
 mod poller;
 mod stats;
+mod sys;
 mod udp;
 
 use std::fmt::Write as _;
@@ -157,7 +158,7 @@ fn main() -> ExitCode {
         }
     };
     let needed = (config.count + 4 * config.threads + 16) as u64;
-    match net::raise_open_files_limit() {
+    match sys::raise_open_files_limit() {
         Ok(limit) if limit < needed => eprintln!(
             "loadgen: warning: the open-file limit ({limit}) is below the {needed} descriptors \
              this run needs; expect errors (raise ulimit -n)"
@@ -210,9 +211,9 @@ fn run(config: &Config) -> io::Result<Summary> {
         start.wait();
         let t0 = Instant::now();
         sleep_until(t0 + config.warmup);
-        let before = net::process_cpu_time();
+        let before = sys::process_cpu_time();
         sleep_until(t0 + config.warmup + config.duration);
-        let after = net::process_cpu_time();
+        let after = sys::process_cpu_time();
         let cpu = match (before, after) {
             (Ok(before), Ok(after)) => after.saturating_sub(before).as_secs_f64(),
             _ => 0.0,

@@ -1,12 +1,13 @@
-//! Sockets: non-blocking stream connects (std only has blocking ones), the stream type over TCP
-//! and Unix sockets, and raising the open-file limit.
+//! Sockets: non-blocking stream connects (std only has blocking ones) and the stream type over
+//! TCP and Unix sockets.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+
+use crate::sys;
 
 /// A connected (or connecting) stream socket, non-blocking.
 #[derive(Debug)]
@@ -74,20 +75,17 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    #[allow(unsafe_code)]
     pub fn tcp(addr: SocketAddr) -> Peer {
         match addr {
             SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_in is plain integers and byte arrays: all zeroes is valid.
-                let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                let mut sin: libc::sockaddr_in = sys::zeroed();
                 sin.sin_family = libc::AF_INET as libc::sa_family_t;
                 sin.sin_port = a.port().to_be();
                 sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
                 Peer::V4(sin)
             }
             SocketAddr::V6(a) => {
-                // SAFETY: sockaddr_in6 is plain integers and byte arrays: all zeroes is valid.
-                let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+                let mut sin6: libc::sockaddr_in6 = sys::zeroed();
                 sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 sin6.sin6_port = a.port().to_be();
                 sin6.sin6_flowinfo = a.flowinfo();
@@ -99,11 +97,9 @@ impl Peer {
     }
 
     /// `path` must be shorter than `sun_path` (checked when the arguments are parsed).
-    #[allow(unsafe_code)]
     pub fn unix(path: &Path) -> io::Result<Peer> {
         use std::os::unix::ffi::OsStrExt;
-        // SAFETY: sockaddr_un is plain integers and byte arrays: all zeroes is valid.
-        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let mut sun: libc::sockaddr_un = sys::zeroed();
         sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
         let bytes = path.as_os_str().as_bytes();
         // Leave room for the terminating NUL.
@@ -131,7 +127,8 @@ impl Peer {
         }
     }
 
-    fn raw(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+    /// The address as `connect(2)` takes it: a pointer into `self`, and its length.
+    pub fn raw(&self) -> (*const libc::sockaddr, libc::socklen_t) {
         match self {
             Peer::V4(sin) => (
                 (sin as *const libc::sockaddr_in).cast(),
@@ -150,19 +147,8 @@ impl Peer {
 /// `peer`. The flag says whether the connection is already established; when it is not, the
 /// socket becomes writable (or reports an error) once the connect completes. A Unix socket
 /// whose listener's backlog is full fails at once with `WouldBlock`.
-#[allow(unsafe_code)]
 pub fn connect(peer: &Peer) -> io::Result<(Stream, bool)> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let kind = libc::SOCK_STREAM;
-    // SAFETY: socket() takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::socket(peer.domain(), kind, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a descriptor that was just created and that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = sys::stream_socket(peer.domain())?;
     let stream = match peer {
         Peer::Unix(..) => Stream::Unix(UnixStream::from(fd)),
         _ => {
@@ -176,57 +162,14 @@ pub fn connect(peer: &Peer) -> io::Result<(Stream, bool)> {
         Stream::Tcp(s) => s.set_nonblocking(true)?,
         Stream::Unix(s) => s.set_nonblocking(true)?,
     }
-    let (addr, len) = peer.raw();
-    // SAFETY: `addr` and `len` describe a sockaddr owned by `peer`, which outlives the call;
-    // connect only reads it.
-    let rc = unsafe { libc::connect(stream.raw_fd(), addr, len) };
-    if rc == 0 {
+    let Err(err) = sys::connect(stream.raw_fd(), peer) else {
         return Ok((stream, true));
-    }
-    let err = io::Error::last_os_error();
+    };
     match err.raw_os_error() {
         // An interrupted connect goes on asynchronously, like a non-blocking one.
         Some(libc::EINPROGRESS) | Some(libc::EINTR) => Ok((stream, false)),
         _ => Err(err),
     }
-}
-
-/// Raises the soft limit on open files to the hard limit, and returns the new soft limit.
-#[allow(unsafe_code)]
-pub fn raise_open_files_limit() -> io::Result<u64> {
-    // SAFETY: rlimit is two integers: all zeroes is valid.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `limit` is a valid rlimit for getrlimit to fill in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit that setrlimit only reads.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
-        }
-        // Some systems refuse an unlimited soft limit: keep the old one then.
-    }
-    Ok(limit.rlim_cur as u64)
-}
-
-/// CPU time (user and system) this process has used so far.
-#[allow(unsafe_code)]
-pub fn process_cpu_time() -> io::Result<Duration> {
-    // SAFETY: rusage is integers and timevals: all zeroes is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid rusage for getrusage to fill in.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Ok(Duration::from_micros(
-        micros(usage.ru_utime) + micros(usage.ru_stime),
-    ))
 }
 
 #[cfg(test)]
@@ -289,16 +232,5 @@ mod tests {
         }
         assert!(Peer::unix(Path::new(&"x".repeat(200))).is_err());
         assert!(Peer::unix(Path::new("")).is_err());
-    }
-
-    #[test]
-    fn cpu_time_grows_with_work() {
-        let before = process_cpu_time().unwrap();
-        let start = std::time::Instant::now();
-        let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(30) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        assert!(process_cpu_time().unwrap() > before);
     }
 }

@@ -49,10 +49,11 @@ fn timeout_ms(timeout: Duration) -> libc::c_int {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod epoll {
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
     use std::time::Duration;
 
     use super::{Event, Interest, timeout_ms};
+    use crate::sys;
 
     /// Most events taken per `epoll_wait`.
     const BATCH: usize = 1024;
@@ -64,17 +65,9 @@ mod epoll {
     }
 
     impl Poller {
-        #[allow(unsafe_code)]
         pub fn new() -> io::Result<Poller> {
-            // SAFETY: epoll_create1 takes no pointers; the result is checked before use.
-            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `fd` is a descriptor that was just created and that nothing else owns.
-            let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
             Ok(Poller {
-                epoll,
+                epoll: sys::epoll_create()?,
                 buf: vec![libc::epoll_event { events: 0, u64: 0 }; BATCH],
             })
         }
@@ -92,7 +85,6 @@ mod epoll {
         /// epoll set. Saves a system call per connection in the connect workload.
         pub fn deregister(&mut self, _fd: RawFd) {}
 
-        #[allow(unsafe_code)]
         fn ctl(
             &mut self,
             op: libc::c_int,
@@ -107,39 +99,21 @@ mod epoll {
             if interest.write {
                 events |= libc::EPOLLOUT as u32;
             }
-            let mut event = libc::epoll_event { events, u64: token };
-            // SAFETY: `event` is a valid epoll_event that outlives the call, and epoll_ctl only
-            // reads it; bad descriptors are reported through the return value.
-            let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
+            let event = libc::epoll_event { events, u64: token };
+            sys::epoll_ctl(self.epoll.as_raw_fd(), op, fd, event)
         }
 
         /// Waits up to `timeout` and replaces the contents of `out` with what is ready (nothing
         /// after a timeout or a signal).
-        #[allow(unsafe_code)]
         pub fn wait(&mut self, out: &mut Vec<Event>, timeout: Duration) -> io::Result<()> {
             out.clear();
-            // SAFETY: `buf` holds `buf.len()` initialized epoll_events and stays borrowed
-            // mutably for the whole call, so the kernel may write that many.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    self.buf.as_mut_ptr(),
-                    self.buf.len() as libc::c_int,
-                    timeout_ms(timeout),
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                return match err.kind() {
-                    io::ErrorKind::Interrupted => Ok(()),
-                    _ => Err(err),
+            let n =
+                match sys::epoll_wait(self.epoll.as_raw_fd(), &mut self.buf, timeout_ms(timeout)) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                    Err(e) => return Err(e),
                 };
-            }
-            for raw in &self.buf[..n as usize] {
+            for raw in &self.buf[..n] {
                 let bits = raw.events;
                 out.push(Event {
                     token: raw.u64,
@@ -163,6 +137,7 @@ mod portable {
     use std::time::Duration;
 
     use super::{Event, Interest, timeout_ms};
+    use crate::sys;
 
     #[derive(Debug, Default)]
     pub struct Poller {
@@ -223,25 +198,13 @@ mod portable {
             }
         }
 
-        #[allow(unsafe_code)]
         pub fn wait(&mut self, out: &mut Vec<Event>, timeout: Duration) -> io::Result<()> {
             out.clear();
-            // SAFETY: `fds` is a valid array of `fds.len()` pollfds, borrowed mutably for the
-            // whole call, and poll writes only their `revents`.
-            let n = unsafe {
-                libc::poll(
-                    self.fds.as_mut_ptr(),
-                    self.fds.len() as libc::nfds_t,
-                    timeout_ms(timeout),
-                )
+            let n = match sys::poll(&mut self.fds, timeout_ms(timeout)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                Err(e) => return Err(e),
             };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                return match err.kind() {
-                    io::ErrorKind::Interrupted => Ok(()),
-                    _ => Err(err),
-                };
-            }
             if n == 0 {
                 return Ok(());
             }
