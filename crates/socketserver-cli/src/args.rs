@@ -49,8 +49,9 @@ struct Cli {
     #[arg(value_enum)]
     service: Service,
 
-    /// Where to listen: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH (repeatable;
-    /// default tcp://127.0.0.1:9999, or tcp://127.0.0.1:8000 for http)
+    /// Where to listen: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH; fd:N for
+    /// an inherited socket on descriptor N; systemd (or systemd:NAME) for the sockets systemd
+    /// passed (repeatable; default tcp://127.0.0.1:9999, or tcp://127.0.0.1:8000 for http)
     #[arg(long = "listen", value_name = "URL")]
     listen: Vec<String>,
 
@@ -138,6 +139,11 @@ struct Cli {
     /// (a client trickling a body is cut off); 0: no rate
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     min_body_rate: u64,
+
+    /// http: answer GET/HEAD PATH with 200 "ok" while serving and 503 once a graceful stop has
+    /// begun (for load balancers and readiness probes), before any other routing
+    #[arg(long, value_name = "PATH")]
+    health: Option<String>,
 }
 
 /// Options of the `http` service.
@@ -155,13 +161,53 @@ pub struct HttpOptions {
     pub min_body_rate: u64,
     /// Certificate chain and key files (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The health check's path.
+    pub health: Option<String>,
+}
+
+/// One `--listen` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// An address to bind.
+    Address(Address),
+    /// `fd:N`: an inherited socket.
+    Fd(i32),
+    /// `systemd` or `systemd:NAME`: the sockets of socket activation.
+    Systemd(Option<String>),
+}
+
+impl Listen {
+    fn parse(text: &str) -> Result<Listen, String> {
+        if let Some(n) = text.strip_prefix("fd:") {
+            return match n.parse::<i32>() {
+                Ok(fd) if fd >= 0 => Ok(Listen::Fd(fd)),
+                _ => Err(format!(
+                    "--listen {text}: expected fd:N with N a descriptor number (0 or more)"
+                )),
+            };
+        }
+        if text == "systemd" {
+            return Ok(Listen::Systemd(None));
+        }
+        if let Some(name) = text.strip_prefix("systemd:") {
+            if name.is_empty() || name.contains(':') {
+                return Err(format!(
+                    "--listen {text}: expected systemd:NAME with the socket unit's FileDescriptorName"
+                ));
+            }
+            return Ok(Listen::Systemd(Some(name.to_string())));
+        }
+        text.parse::<Address>()
+            .map(Listen::Address)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Validated options.
 #[derive(Debug)]
 pub struct Options {
     pub service: Service,
-    pub listen: Vec<Address>,
+    pub listen: Vec<Listen>,
     pub mode: Mode,
     pub accept: AsyncAccept,
     pub max_connections: Option<usize>,
@@ -308,15 +354,19 @@ fn validate(cli: Cli) -> Result<Options, String> {
     }
     let mut listen = Vec::new();
     for url in &cli.listen {
-        listen.push(url.parse::<Address>().map_err(|e| e.to_string())?);
+        let spec = Listen::parse(url)?;
+        if matches!(spec, Listen::Fd(_) | Listen::Systemd(_)) && listen.contains(&spec) {
+            return Err(format!("--listen {url} is given twice"));
+        }
+        listen.push(spec);
     }
     let http = cli.service == Service::Http;
     if listen.is_empty() {
         let port = if http { 8000 } else { 9999 };
-        listen.push(Address::Tcp {
+        listen.push(Listen::Address(Address::Tcp {
             host: "127.0.0.1".into(),
             port,
-        });
+        }));
     }
     let http = if http {
         Some(http_options(&cli, &listen)?)
@@ -346,8 +396,13 @@ fn validate(cli: Cli) -> Result<Options, String> {
     })
 }
 
-fn http_options(cli: &Cli, listen: &[Address]) -> Result<HttpOptions, String> {
-    if let Some(addr) = listen.iter().find(|a| !a.is_stream()) {
+fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
+    // Inherited sockets are checked once adopted (their kind is read from the socket).
+    let mut addresses = listen.iter().filter_map(|l| match l {
+        Listen::Address(addr) => Some(addr),
+        _ => None,
+    });
+    if let Some(addr) = addresses.find(|a| !a.is_stream()) {
         return Err(format!(
             "the http service needs stream listeners (tcp:// or unix:), not {addr}"
         ));
@@ -365,6 +420,15 @@ fn http_options(cli: &Cli, listen: &[Address]) -> Result<HttpOptions, String> {
         }
         (None, Some(_)) => return Err("--tls-key needs --tls-cert (the certificate chain)".into()),
     };
+    if let Some(path) = &cli.health
+        && (!path.starts_with('/')
+            || path.contains(['?', '#'])
+            || path.chars().any(char::is_control))
+    {
+        return Err(format!(
+            "--health {path}: expected a path starting with / (no query), such as /healthz"
+        ));
+    }
     for (flag, value) in [
         ("--max-request-line", cli.max_request_line),
         ("--max-header-bytes", cli.max_header_bytes),
@@ -384,6 +448,7 @@ fn http_options(cli: &Cli, listen: &[Address]) -> Result<HttpOptions, String> {
         write_timeout: cli.write_timeout.filter(|t| !t.is_zero()),
         min_body_rate: cli.min_body_rate,
         tls,
+        health: cli.health.clone(),
     })
 }
 
@@ -422,6 +487,39 @@ mod tests {
         assert!(usage(&["echo", "--workers", "3"]).contains("--workers"));
         assert!(usage(&["echo", "--mode", "pool", "--workers", "0"]).contains("--workers 0"));
         assert!(!usage(&["echo", "--frobnicate"]).contains('\n'));
+        assert!(usage(&["echo", "--listen", "fd:x"]).contains("fd:N"));
+        assert!(usage(&["echo", "--listen", "fd:-1"]).contains("fd:N"));
+        assert!(usage(&["echo", "--listen", "systemd:"]).contains("systemd:NAME"));
+        assert!(usage(&["echo", "--listen", "fd:3", "--listen", "fd:3"]).contains("twice"));
+        assert!(usage(&["echo", "--health", "/healthz"]).contains("http service only"));
+        assert!(usage(&["http", "--health", "healthz"]).contains("starting with /"));
+        assert!(usage(&["http", "--health", "/h?x=1"]).contains("no query"));
+    }
+
+    #[test]
+    fn inherited_sockets_are_listen_values_of_their_own() {
+        let opts = parse([
+            "socketserver",
+            "echo",
+            "--listen",
+            "fd:3",
+            "--listen",
+            "systemd",
+            "--listen",
+            "systemd:web",
+            "--listen",
+            "unix:x.sock",
+        ])
+        .unwrap();
+        assert_eq!(
+            opts.listen,
+            vec![
+                Listen::Fd(3),
+                Listen::Systemd(None),
+                Listen::Systemd(Some("web".into())),
+                Listen::Address("unix:x.sock".parse().unwrap()),
+            ]
+        );
     }
 
     #[test]
@@ -429,7 +527,7 @@ mod tests {
         let opts = parse(["socketserver", "echo"]).unwrap();
         assert_eq!(
             opts.listen,
-            vec!["tcp://127.0.0.1:9999".parse::<Address>().unwrap()]
+            vec![Listen::Address("tcp://127.0.0.1:9999".parse().unwrap())]
         );
         assert_eq!(opts.mode, Mode::Threading);
         assert_eq!(opts.shutdown_timeout, Duration::from_secs(10));

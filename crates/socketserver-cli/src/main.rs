@@ -7,15 +7,16 @@
 
 mod args;
 mod logger;
+mod sys;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use socketserver::http::{Http, Limits, StaticFiles, TlsConfig};
 use socketserver::services::{Echo, ThreadName, Upper};
-use socketserver::{Address, Mode, Server, ServerBuilder};
+use socketserver::{Address, Listener, Mode, Server, ServerBuilder};
 
-use crate::args::{HttpOptions, Options, Service, Stop};
+use crate::args::{HttpOptions, Listen, Options, Service, Stop};
 
 /// How `run` failed, which decides the exit code.
 enum Failure {
@@ -77,12 +78,41 @@ fn run(options: Options) -> Result<(), Failure> {
         .timeout(options.timeout)
         .backlog(options.backlog)
         .reuse_port(options.reuse_port)
-        .handle_signals(true);
+        .handle_signals(true)
+        .notify_service_manager(true);
     if let Some(limit) = options.max_connections {
         builder = builder.max_connections(limit);
     }
-    for addr in &options.listen {
-        builder = builder.listen(addr.clone());
+    let inherits_systemd = options
+        .listen
+        .iter()
+        .any(|l| matches!(l, Listen::Systemd(_)));
+    for spec in &options.listen {
+        let adopted = match spec {
+            Listen::Address(addr) => {
+                builder = builder.listen(addr.clone());
+                continue;
+            }
+            Listen::Fd(fd) => vec![Listener::from_raw_fd(*fd)],
+            Listen::Systemd(name) => match Listener::from_systemd(name.as_deref()) {
+                Ok(listeners) => listeners.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            },
+        };
+        for listener in adopted {
+            let listener = listener.map_err(|e| Failure::Usage(e.to_string()))?;
+            if options.service == Service::Http && !listener.local_addr().is_stream() {
+                return Err(Failure::Usage(format!(
+                    "the http service needs stream listeners (tcp:// or unix:), not {} (inherited)",
+                    listener.local_addr()
+                )));
+            }
+            builder = builder.listener(listener);
+        }
+    }
+    if inherits_systemd {
+        // Read once; programs we start must not take them for theirs. No thread runs yet.
+        sys::forget_socket_activation();
     }
     let mut site = None;
     let server: Server = match (&options.service, &options.http) {
@@ -152,6 +182,9 @@ fn http_handler(
     // One request at a time: an idle keep-alive connection would make the server deaf.
     limits.keep_alive = !matches!(options.mode, Mode::Sync);
     let mut handler = Http::new(files).limits(limits).access_log(!options.quiet);
+    if let Some(path) = &http.health {
+        handler = handler.health(path.clone());
+    }
     let mut https = false;
     if let Some((cert, key)) = &http.tls {
         let config =

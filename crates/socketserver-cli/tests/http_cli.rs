@@ -9,7 +9,6 @@
 //! a hang fails one test instead of blocking the run. Servers are SIGKILLed by their guard
 //! whatever the outcome.
 
-#[allow(dead_code)]
 mod common;
 
 use std::fs;

@@ -53,6 +53,15 @@ impl Port {
     }
 }
 
+/// Where a listener comes from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// An address to bind.
+    Address(Address),
+    /// A socket bound elsewhere.
+    Adopted(Listener),
+}
+
 /// A server's listeners, bound and shared out: the ones the serving loop takes from, and per
 /// event loop the stream listeners it accepts from itself.
 pub(crate) struct Wiring {
@@ -68,23 +77,25 @@ pub(crate) struct Wiring {
 }
 
 impl Wiring {
-    /// Binds `addrs` (then takes the `adopted` listeners) and shares them out: with `accept`
+    /// Binds the addresses and takes the adopted sockets of `sources`, in order, and shares
+    /// them out: with `accept`
     /// other than `Handoff`, the `loops` event loops take every stream listener (with
     /// `ReusePort`, a TCP listener of its own each on the same port, which `options` must
     /// allow), and the serving loop the rest. Fails with [`Error::Bind`] naming the address;
     /// the listeners bound before it close again.
     pub(crate) fn bind(
-        addrs: &[Address],
-        adopted: Vec<Listener>,
+        sources: Vec<Source>,
         options: &SocketOptions,
         loops: usize,
         accept: AsyncAccept,
     ) -> Result<Wiring> {
-        let mut owned = Vec::with_capacity(addrs.len() + adopted.len());
-        for addr in addrs {
-            owned.push(Listener::bind(addr, options)?);
+        let mut owned = Vec::with_capacity(sources.len());
+        for source in sources {
+            owned.push(match source {
+                Source::Address(addr) => Listener::bind(&addr, options)?,
+                Source::Adopted(listener) => listener,
+            });
         }
-        owned.extend(adopted);
         let given = owned.len();
         let on_loops = |l: &Listener| accept != AsyncAccept::Handoff && l.kind.is_stream();
         let mut server = Vec::new();
@@ -507,6 +518,7 @@ mod tests {
             false,
             Duration::from_secs(1),
             None,
+            false,
         ));
         (listener, shared, poll)
     }

@@ -30,6 +30,13 @@ pub enum Error {
         /// What was asked for.
         what: String,
     },
+    /// An inherited socket (a descriptor, or systemd socket activation) cannot be served.
+    Inherited {
+        /// Which: `fd:N`, or `systemd` / `systemd:NAME`.
+        what: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The server was closed; it cannot serve again.
     Closed,
     /// A request handler returned an error.
@@ -112,6 +119,7 @@ impl fmt::Display for Error {
             }
             Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {}", describe(source)),
             Error::Unsupported { what } => write!(f, "{what}"),
+            Error::Inherited { what, reason } => write!(f, "cannot serve {what}: {reason}"),
             Error::Closed => write!(f, "the server is closed; build a new one to serve again"),
             Error::Handler(err) => write!(f, "{}", describe(err)),
             Error::Panicked { message } => {

@@ -106,6 +106,7 @@ mod handler;
 #[cfg(feature = "http")]
 pub mod http;
 mod mode;
+mod notify;
 mod protocol;
 mod request;
 mod server;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::accept::{AtLimit, Intake, Settings, Wiring};
+use crate::accept::{AtLimit, Intake, Settings, Source, Wiring};
 use crate::deadline::{deadline_after, time_left};
 use crate::handler::panic_message;
 use crate::mode::{self, Dispatch};
@@ -47,6 +47,7 @@ struct Config {
     handle_signals: bool,
     service_interval: Option<Duration>,
     async_accept: AsyncAccept,
+    notify: bool,
 }
 
 impl Default for Config {
@@ -67,6 +68,7 @@ impl Default for Config {
             handle_signals: false,
             service_interval: None,
             async_accept: AsyncAccept::default(),
+            notify: false,
         }
     }
 }
@@ -76,8 +78,8 @@ impl Default for Config {
 /// Every setter states its default. Nothing touches the network until [`bind`](Self::bind).
 #[derive(Debug)]
 pub struct ServerBuilder {
-    addrs: Vec<Address>,
-    adopted: Vec<Listener>,
+    /// Addresses to bind and sockets adopted, in the order given.
+    sources: Vec<Source>,
     config: Config,
 }
 
@@ -86,8 +88,7 @@ impl ServerBuilder {
     /// [`listener`](Self::listener).
     pub fn new() -> ServerBuilder {
         ServerBuilder {
-            addrs: Vec::new(),
-            adopted: Vec::new(),
+            sources: Vec::new(),
             config: Config::default(),
         }
     }
@@ -95,15 +96,15 @@ impl ServerBuilder {
     /// Adds an address to listen on. Several listeners share one server: one handler, one mode,
     /// one set of limits. Listeners are bound in the order given.
     pub fn listen(mut self, addr: Address) -> Self {
-        self.addrs.push(addr);
+        self.sources.push(Source::Address(addr));
         self
     }
 
-    /// Adds an already bound socket (inherited from a supervisor, for example); see
-    /// [`Listener::from_fd`]. Adopted listeners come after the [`listen`](Self::listen)
-    /// addresses.
+    /// Adds an already bound socket (inherited from a supervisor or systemd, for example); see
+    /// [`Listener::from_fd`], [`Listener::from_raw_fd`] and [`Listener::from_systemd`]. It
+    /// takes its place among the [`listen`](Self::listen) addresses in the order given.
     pub fn listener(mut self, listener: Listener) -> Self {
-        self.adopted.push(listener);
+        self.sources.push(Source::Adopted(listener));
         self
     }
 
@@ -201,6 +202,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Tell the service manager how the server is doing, when it asks (systemd's
+    /// `NOTIFY_SOCKET`, as for a unit with `Type=notify`): `READY=1` when serving starts (every
+    /// listener is bound), `STOPPING=1` when a stop begins, and `WATCHDOG=1` from the serving
+    /// loop at half the `WATCHDOG_USEC` interval, so a loop that stops turning stops the pings.
+    /// Without `NOTIFY_SOCKET` in the environment nothing is sent. Default: `false`.
+    pub fn notify_service_manager(mut self, notify: bool) -> Self {
+        self.config.notify = notify;
+        self
+    }
+
     /// Run [`Handler::service_actions`] at least this often, even when nothing happens.
     /// Default: `None`, only after each wake-up of the loop.
     pub fn service_interval(mut self, interval: Option<Duration>) -> Self {
@@ -285,11 +296,10 @@ impl Server {
     /// Binds, shares the listeners out, builds the mode, starts the signal watcher.
     fn start(builder: ServerBuilder, handler: Arc<dyn Handler>) -> Result<Server> {
         let ServerBuilder {
-            addrs,
-            adopted,
+            sources,
             mut config,
         } = builder;
-        if addrs.is_empty() && adopted.is_empty() {
+        if sources.is_empty() {
             return Err(Error::Unsupported {
                 what: "no address to listen on: add one with listen()".into(),
             });
@@ -298,7 +308,7 @@ impl Server {
         if plan.accept == AsyncAccept::ReusePort {
             config.socket.reuse_port = true;
         }
-        let wiring = Wiring::bind(&addrs, adopted, &config.socket, plan.loops, plan.accept)?;
+        let wiring = Wiring::bind(sources, &config.socket, plan.loops, plan.accept)?;
         let (locals, fds) = (wiring.locals(), wiring.fds());
         let poll = Poll::new()?;
         let shared = Arc::new(Shared::new(
@@ -307,6 +317,7 @@ impl Server {
             matches!(config.mode, Mode::Sync),
             config.shutdown_timeout,
             plan.take_fork_link(),
+            config.notify,
         ));
         let Wiring {
             owned,
@@ -365,6 +376,11 @@ impl Server {
             listeners: owned,
             intake,
             dispatcher,
+            unannounced: config.notify,
+            watchdog: config
+                .notify
+                .then(crate::notify::Watchdog::from_env)
+                .flatten(),
             config: config.clone(),
         };
         let server_signals = if config.handle_signals {
@@ -525,6 +541,10 @@ struct Loop {
     /// The way in from the listeners the serving loop watches (token `i` is port `i`).
     intake: Intake,
     dispatcher: Box<dyn Dispatch>,
+    /// `READY=1` is still to be sent (see `notify.rs`).
+    unannounced: bool,
+    /// `WATCHDOG=1` pings, when the service manager asks for them.
+    watchdog: Option<crate::notify::Watchdog>,
     config: Config,
 }
 
@@ -538,6 +558,12 @@ impl Loop {
         wait: Option<Duration>,
         max: usize,
     ) -> Result<usize> {
+        if std::mem::take(&mut self.unannounced) {
+            crate::notify::ready();
+        }
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.turn(Instant::now());
+        }
         let timeout = self.poll_timeout(wait);
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -579,6 +605,9 @@ impl Loop {
             at_most(interval);
         }
         let now = Instant::now();
+        if let Some(watchdog) = &self.watchdog {
+            at_most(watchdog.next().saturating_duration_since(now));
+        }
         if let Some(until) = self.intake.backoff_until().filter(|&until| until > now) {
             at_most(until - now);
         } else if self.intake.has_work(now) {

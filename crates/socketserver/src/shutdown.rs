@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     inline: bool,
     shutdown_timeout: Duration,
     drain_timer: Mutex<DrainTimer>,
+    /// Tell the service manager when a stop begins (see `notify.rs`).
+    notify: bool,
 }
 
 /// The drain deadline's timer thread in `Mode::Sync`.
@@ -116,6 +118,7 @@ impl Shared {
         inline: bool,
         shutdown_timeout: Duration,
         fork: Option<ForkLink>,
+        notify: bool,
     ) -> Shared {
         Shared {
             state: AtomicU8::new(RUNNING),
@@ -132,6 +135,7 @@ impl Shared {
             inline,
             shutdown_timeout,
             drain_timer: Mutex::new(DrainTimer::NotStarted),
+            notify,
         }
     }
 
@@ -486,6 +490,9 @@ impl ShutdownHandle {
             .compare_exchange(RUNNING, DRAINING, SeqCst, SeqCst)
             .is_ok()
         {
+            if self.shared.notify {
+                crate::notify::stopping();
+            }
             self.shared.stop_listening();
             // Connections idle between requests have nothing in flight: close them now.
             self.shared.close_listed(true);
@@ -508,7 +515,9 @@ impl ShutdownHandle {
         if let Some(link) = self.shared.forked_child() {
             return link.ask_parent(true);
         }
-        self.shared.state.store(CLOSING, SeqCst);
+        if self.shared.state.swap(CLOSING, SeqCst) == RUNNING && self.shared.notify {
+            crate::notify::stopping();
+        }
         self.shared.stop_listening();
         self.shared.wake();
         self.shared.force_close();

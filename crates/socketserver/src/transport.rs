@@ -41,8 +41,9 @@ pub(crate) struct SocketOptions {
 }
 
 /// A bound socket ready to serve: made by the server builder from an [`Address`], or adopted
-/// from a socket bound elsewhere (systemd socket activation, a supervisor, a test) with
-/// [`Listener::from_fd`].
+/// from a socket bound elsewhere: a supervisor or a test ([`Listener::from_fd`], or
+/// [`Listener::from_raw_fd`] for a descriptor number), systemd socket activation
+/// ([`Listener::from_systemd`]).
 ///
 /// Dropping a `Listener` closes the socket and, for a Unix socket file this library created,
 /// removes the file if it is still the one it created.
@@ -115,6 +116,91 @@ impl Listener {
             adopted: true,
             _file: None,
         })
+    }
+
+    /// Adopts the socket on descriptor `fd`, inherited from whoever started this process
+    /// (`--listen fd:N`): checked to be an open socket, then served as
+    /// [`from_fd`](Self::from_fd) does, and marked close-on-exec.
+    ///
+    /// This takes ownership of the descriptor: the listener closes it when dropped. A number
+    /// is adopted once per process: a second adoption of it fails, even after the first
+    /// listener closed (the number may belong to something else by then). Fails with
+    /// [`Error::Inherited`] when `fd` is not open, not a socket, or a socket of another kind.
+    pub fn from_raw_fd(fd: RawFd) -> Result<Listener> {
+        let what = format!("fd:{fd}");
+        claim_fds(&[fd]).map_err(|fd| Error::Inherited {
+            what: what.clone(),
+            reason: format!("descriptor {fd} was adopted already in this process"),
+        })?;
+        Listener::adopt_raw(fd, what)
+    }
+
+    fn adopt_raw(fd: RawFd, what: String) -> Result<Listener> {
+        let owned = crate::sys::adopt_socket_fd(fd).map_err(|e| Error::Inherited {
+            what: what.clone(),
+            reason: crate::error::describe(&e),
+        })?;
+        Listener::from_fd(owned).map_err(|e| match e {
+            Error::Unsupported { what: reason } => Error::Inherited { what, reason },
+            other => other,
+        })
+    }
+
+    /// The sockets systemd passed by socket activation: `LISTEN_PID` must be this process,
+    /// `LISTEN_FDS` says how many descriptors there are from 3 on, and with `name` only those
+    /// `LISTEN_FDNAMES` names so (`FileDescriptorName=` in the socket unit) are taken. Each is
+    /// adopted as [`from_fd`](Self::from_fd) does.
+    ///
+    /// Each descriptor can be taken once per process (a second `from_systemd` asking for one
+    /// already taken, or [`from_raw_fd`](Self::from_raw_fd) of it, fails). The environment
+    /// variables are left as they are (removing them is not thread-safe; a program that starts
+    /// other programs should remove them before it starts any thread). Fails with
+    /// [`Error::Inherited`] when none were passed (or none by that name).
+    pub fn from_systemd(name: Option<&str>) -> Result<Vec<Listener>> {
+        let what = match name {
+            Some(name) => format!("systemd:{name}"),
+            None => "systemd".to_string(),
+        };
+        let fail = |reason: String| Error::Inherited {
+            what: what.clone(),
+            reason,
+        };
+        let passed: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names()
+            .map_err(|e| fail(format!("bad socket activation variables: {e}")))?
+            .collect();
+        if passed.is_empty() {
+            return Err(fail(
+                "no sockets were passed (LISTEN_PID is not this process or LISTEN_FDS is \
+                 unset); run under a systemd socket unit or systemd-socket-activate"
+                    .into(),
+            ));
+        }
+        let chosen: Vec<RawFd> = passed
+            .iter()
+            .filter(|(_, n)| name.is_none_or(|name| n == name))
+            .map(|&(fd, _)| fd)
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = passed.iter().map(|(_, n)| n.as_str()).collect();
+            return Err(fail(format!(
+                "no socket was passed by that name (names passed: {})",
+                names.join(", ")
+            )));
+        }
+        claim_fds(&chosen).map_err(|fd| {
+            fail(format!(
+                "descriptor {fd} was adopted already in this process"
+            ))
+        })?;
+        chosen
+            .into_iter()
+            .map(|fd| {
+                Listener::adopt_raw(fd, what.clone()).map_err(|e| match e {
+                    Error::Inherited { reason, .. } => fail(format!("descriptor {fd}: {reason}")),
+                    other => other,
+                })
+            })
+            .collect()
     }
 
     /// The address the socket is bound to, with the real port.
@@ -191,6 +277,22 @@ impl Listener {
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
+}
+
+/// Descriptors adopted by number in this process ([`Listener::from_raw_fd`],
+/// [`Listener::from_systemd`]): each may be taken once, or two listeners would close it.
+static ADOPTED: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Claims every one of `fds`, or none: `Err` names the first one taken before.
+fn claim_fds(fds: &[RawFd]) -> std::result::Result<(), RawFd> {
+    let mut adopted = ADOPTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&taken) = fds.iter().find(|fd| adopted.contains(fd)) {
+        return Err(taken);
+    }
+    adopted.extend_from_slice(fds);
+    Ok(())
 }
 
 /// The backlog used for adopted stream sockets that are not listening yet.

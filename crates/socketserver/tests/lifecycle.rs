@@ -478,6 +478,33 @@ fn several_listeners_share_one_server() -> io::Result<()> {
 }
 
 #[test]
+fn a_descriptor_number_is_adopted_once_and_only_when_it_is_an_open_socket() -> io::Result<()> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let file = std::fs::File::open("/dev/null")?;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = Address::tcp(tcp.local_addr()?);
+    let fd = tcp.into_raw_fd();
+    let listener = Listener::from_raw_fd(fd).unwrap();
+    assert_eq!(listener.local_addr(), &addr);
+    let twice = Listener::from_raw_fd(fd).unwrap_err();
+    assert!(
+        matches!(&twice, Error::Inherited { what, .. } if *what == format!("fd:{fd}")),
+        "{twice:?}"
+    );
+    assert!(twice.to_string().contains("adopted already"), "{twice}");
+    let server = ServerBuilder::new().listener(listener).bind(Upper).unwrap();
+    let server = TestServer::serve(Arc::new(server), tempfile::tempdir()?);
+    assert_eq!(exchange(&addr, b"by number\n")?, b"BY NUMBER");
+    drop(server);
+    // Not a socket: refused, and the descriptor stays its owner's.
+    let refused = Listener::from_raw_fd(file.as_raw_fd()).unwrap_err();
+    assert!(refused.to_string().contains("not a socket"), "{refused}");
+    let closed = Listener::from_raw_fd(1 << 20).unwrap_err();
+    assert!(closed.to_string().contains("not open"), "{closed}");
+    Ok(())
+}
+
+#[test]
 fn adopted_sockets_are_served_and_their_files_kept() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
     let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;

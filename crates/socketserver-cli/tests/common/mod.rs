@@ -5,6 +5,8 @@
 //! Readiness is learnt from the `listening on URL` lines the server prints once every listener
 //! is bound; nothing here sleeps to wait for a server to come up. Every client socket has read
 //! and write timeouts, so a hang fails one test instead of blocking the run.
+// Each test binary uses part of it.
+#![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -127,17 +129,24 @@ impl Server {
             .count()
             .max(1);
         let mut command = socketserver();
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(args);
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
         if own_group {
             command.process_group(0);
         }
+        Server::spawn_command(command, listeners, &format!("{args:?}"))
+    }
+
+    /// Starts `command` (the binary, or a program that runs it: `systemd-socket-activate`,
+    /// an environment set up by the test) and waits for `listeners` `listening on` lines.
+    pub fn spawn_command(mut command: Command, listeners: usize, what: &str) -> io::Result<Server> {
+        let args = what;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| other("no stdout pipe"))?;
         let stderr = child.stderr.take().ok_or_else(|| other("no stderr pipe"))?;
@@ -172,7 +181,7 @@ impl Server {
         for _ in 0..listeners {
             let line = server.stdout.recv_timeout(START_TIMEOUT).map_err(|_| {
                 other(format!(
-                    "socketserver {args:?} did not announce its listeners; stderr: {}",
+                    "socketserver {args} did not announce its listeners; stderr: {}",
                     server.stderr()
                 ))
             })?;
@@ -307,8 +316,14 @@ pub struct Finished {
 /// Runs `socketserver ARGS...` expecting it to exit by itself (within 10 s, else it is killed
 /// and this fails).
 pub fn run(args: &[&str]) -> io::Result<Finished> {
-    let mut child = socketserver()
-        .args(args)
+    let mut command = socketserver();
+    command.args(args);
+    run_command(command)
+}
+
+/// [`run`] for a command the test set up (environment, a program in front).
+pub fn run_command(mut command: Command) -> io::Result<Finished> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -334,7 +349,7 @@ pub fn run(args: &[&str]) -> io::Result<Finished> {
             let _ = child.kill();
             let _ = child.wait();
             return Err(other(format!(
-                "socketserver {args:?} still ran after {RUN_TIMEOUT:?}; killed"
+                "{command:?} still ran after {RUN_TIMEOUT:?}; killed"
             )));
         }
         thread::sleep(Duration::from_millis(10));
@@ -586,7 +601,6 @@ pub fn children_of(parent: u32) -> Vec<(u32, char)> {
 impl Server {
     /// Waits at most `within` until what the server wrote on stderr satisfies `done`, and
     /// returns it (the error carries what was there when time ran out).
-    #[allow(dead_code)]
     pub fn wait_stderr(&self, within: Duration, done: impl Fn(&str) -> bool) -> io::Result<String> {
         let deadline = Instant::now() + within;
         loop {
@@ -607,7 +621,6 @@ impl Server {
     /// Everything the server wrote on stderr, complete: call after the process exited. Waits
     /// (at most `within`) until the reader of the stderr pipe has seen end of file, which it
     /// shows by dropping its handle on the buffer.
-    #[allow(dead_code)]
     pub fn stderr_at_exit(&self, within: Duration) -> io::Result<String> {
         let deadline = Instant::now() + within;
         while Arc::strong_count(&self.stderr) > 1 {

@@ -103,6 +103,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     access_log: bool,
     server: String,
+    /// The health check's path (see [`Http::health`]).
+    health: Option<String>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<super::tls_config::TlsConfig>,
 }
@@ -135,6 +137,7 @@ impl<S: Service> Http<S> {
                 limits: Limits::default(),
                 access_log: true,
                 server: format!("socketserver/{}", env!("CARGO_PKG_VERSION")),
+                health: None,
                 #[cfg(feature = "tls")]
                 tls: None,
             }),
@@ -160,6 +163,16 @@ impl<S: Service> Http<S> {
     /// line can carry them). Default: on.
     pub fn access_log(mut self, on: bool) -> Self {
         Arc::make_mut(&mut self.config).access_log = on;
+        self
+    }
+
+    /// Answers `GET` and `HEAD` of `path` (the path alone: a query does not change it) itself,
+    /// before the service sees anything: `200` with the body `ok\n` while serving, `503` from
+    /// the moment a graceful stop begins, so a load balancer or a Kubernetes readiness probe
+    /// takes the server out of rotation before it closes. Answers carry
+    /// `Cache-Control: no-store`. Default: none (every path goes to the service).
+    pub fn health(mut self, path: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.config).health = Some(path.into());
         self
     }
 
@@ -398,6 +411,9 @@ impl<S: Service> Http<S> {
         };
         let method = Method::parse(&head.method);
         let head_only = method == Method::Head;
+        let health = matches!(method, Method::Get | Method::Head)
+            && self.config.health.as_deref() == Some(&target[..path_len]);
+        let stopping = io.stream.is_shutting_down();
 
         io.stream
             .set_timeout(Some(self.config.limits.idle_timeout))?;
@@ -419,9 +435,13 @@ impl<S: Service> Http<S> {
                     received,
                 ),
             };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.service.call(&mut request)
-            }));
+            let outcome = if health {
+                Ok(health_answer(stopping))
+            } else {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.service.call(&mut request)
+                }))
+            };
             let response = match outcome {
                 Ok(response) => response,
                 Err(payload) => {
@@ -523,6 +543,16 @@ fn emit_access(line: &str, bytes: u64) {
 
 /// The target in origin form (`/path?query`): as sent when it already is (or is `*`), the
 /// path and query of an absolute URI (`http://host/path`, which servers must accept, RFC 9112
+/// The health check's answer: `200 ok` while serving, `503` once stopping.
+fn health_answer(stopping: bool) -> Response {
+    let (status, body) = if stopping {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    };
+    Response::text(status, body).header("Cache-Control", "no-store")
+}
+
 /// §3.2.2), `None` for anything else.
 fn origin_form(target: &str) -> Option<String> {
     if target == "*" || target.starts_with('/') {

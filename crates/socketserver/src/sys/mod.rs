@@ -15,6 +15,8 @@
 //!   flag: the caller then registers it plainly).
 //! - `open_beneath(dir, path)`: open a file for reading with the kernel keeping the
 //!   resolution inside `dir` (`Unsupported` without `openat2`: the caller checks paths).
+//! - `adopt_socket_fd(fd)`: take ownership of an inherited descriptor once it is known to be
+//!   an open socket (`--listen fd:N`, systemd socket activation).
 
 #[cfg(unix)]
 mod unix;

@@ -298,3 +298,42 @@ pub(crate) fn open_beneath(
 ) -> io::Result<std::fs::File> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// Takes ownership of an inherited descriptor `fd` after checking that it is an open socket,
+/// and marks it close-on-exec (a program this process starts inherits only what it is given).
+/// Fails with `BadFd`/`InvalidInput` naming what it is otherwise.
+///
+/// The caller must take each descriptor at most once (`Listener::from_raw_fd` documents it;
+/// `Listener::from_systemd` takes the systemd range once per process).
+pub(crate) fn adopt_socket_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{F_GETFD, F_SETFD, FdFlag, fcntl};
+    use nix::sys::stat::{SFlag, fstat};
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is negative"),
+        ));
+    }
+    // SAFETY: the descriptor is only borrowed for the two checks below, which report a closed
+    // or foreign descriptor as an error (EBADF) rather than touching memory.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = fcntl(borrowed, F_GETFD).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("descriptor {fd} is not open"),
+        )
+    })?;
+    let stat = fstat(borrowed).map_err(io::Error::from)?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
+    }
+    let cloexec = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+    fcntl(borrowed, F_SETFD(cloexec)).map_err(io::Error::from)?;
+    // SAFETY: `fd` is open and a socket (checked above), and the caller hands it over once:
+    // nothing else in this process owns it, so the `OwnedFd` may close it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,362 @@
+//! Running in production (the contract's section of that name): inherited sockets
+//! (`--listen fd:N`, systemd socket activation), readiness and watchdog notifications, and the
+//! health check.
+//!
+//! Socket activation runs under the real `systemd-socket-activate` when the machine has it
+//! (`.ci/run` installs it), and is emulated exactly as systemd does it (the socket on fd 3,
+//! `LISTEN_PID` the pid that execs the server) with `python3` when that is there; a test whose
+//! tool is missing says so and passes.
+
+mod common;
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    Addr, HttpReply, IO_TIMEOUT, Server, Stream, assert_one_line_error, exchange, run, run_command,
+    socketserver, unix_url,
+};
+use tempfile::tempdir;
+
+/// `systemd-socket-activate`, when this machine has it.
+fn socket_activate() -> Option<Command> {
+    let found = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: systemd-socket-activate is not installed (Debian package systemd)");
+        return None;
+    }
+    Some(Command::new("systemd-socket-activate"))
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_socketserver")
+}
+
+/// A path for a socket `systemd-socket-activate` binds (it takes no port 0, and a path in a
+/// temporary directory cannot clash with another test).
+fn socket_path(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path()
+        .join(name)
+        .to_str()
+        .expect("temporary paths are UTF-8")
+        .to_string()
+}
+
+/// Socket activation as systemd does it: `systemd-socket-activate` binds, and starts the
+/// server only when the first client comes. `start` runs in a thread (it returns once the
+/// server printed its lines, or exited); once `socket` exists, `first` is that client, on
+/// this thread. Returns what both gave.
+fn activate<T: Send + 'static, C>(
+    socket: &str,
+    start: impl FnOnce() -> io::Result<T> + Send + 'static,
+    first: impl FnOnce() -> io::Result<C>,
+) -> io::Result<(T, C)> {
+    let starting = std::thread::spawn(start);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !std::path::Path::new(socket).exists() {
+        if Instant::now() > deadline || starting.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = first();
+    let started = starting
+        .join()
+        .map_err(|_| io::Error::other("the starting thread panicked"))??;
+    Ok((started, client?))
+}
+
+#[test]
+fn an_inherited_descriptor_is_served_with_its_real_address() -> io::Result<()> {
+    let dir = tempdir()?;
+    let Some(mut command) = socket_activate() else {
+        return Ok(());
+    };
+    let stream = socket_path(&dir, "up.sock");
+    command.args(["-l", &stream, bin(), "upper", "--listen", "fd:3"]);
+    let addr = Addr::Unix(stream.clone().into());
+    let (server, first) = activate(
+        &stream,
+        move || Server::spawn_command(command, 1, "upper --listen fd:3"),
+        || exchange(&addr, b"inherited\n", dir.path()),
+    )?;
+    assert_eq!(first, b"INHERITED");
+    assert_eq!(server.addrs, [Addr::Unix(stream.clone().into())]);
+    assert_eq!(
+        exchange(&server.addrs[0], b"again\n", dir.path())?,
+        b"AGAIN"
+    );
+    // A datagram socket too: the kind is read from the socket.
+    let Some(mut command) = socket_activate() else {
+        return Ok(());
+    };
+    let datagram = socket_path(&dir, "up.dgram");
+    command.args(["-d", "-l", &datagram, bin(), "upper", "--listen", "fd:3"]);
+    let addr = Addr::UnixGram(datagram.clone().into());
+    let (server, first) = activate(
+        &datagram,
+        move || Server::spawn_command(command, 1, "upper --listen fd:3 (datagram)"),
+        || exchange(&addr, b"datagram", dir.path()),
+    )?;
+    assert_eq!(first, b"DATAGRAM");
+    assert_eq!(server.addrs, [Addr::UnixGram(datagram.clone().into())]);
+    Ok(())
+}
+
+#[test]
+fn socket_activation_serves_every_passed_socket_and_a_name_picks_its_own() -> io::Result<()> {
+    let dir = tempdir()?;
+    let web = socket_path(&dir, "web.sock");
+    let admin = socket_path(&dir, "admin.sock");
+    for (listen, served) in [("systemd", 2), ("systemd:admin", 1)] {
+        let Some(mut command) = socket_activate() else {
+            return Ok(());
+        };
+        command.args([
+            "-l",
+            &web,
+            "-l",
+            &admin,
+            "--fdname=web:admin",
+            bin(),
+            "echo",
+            "--listen",
+            listen,
+        ]);
+        let admin_addr = Addr::Unix(admin.clone().into());
+        let what = format!("echo --listen {listen}");
+        let (mut server, first) = activate(
+            &admin,
+            move || Server::spawn_command(command, served, &what),
+            || exchange(&admin_addr, b"activated", dir.path()),
+        )?;
+        assert_eq!(first, b"activated");
+        let mut expected = vec![Addr::Unix(admin.clone().into())];
+        if served == 2 {
+            expected.insert(0, Addr::Unix(web.clone().into()));
+        }
+        assert_eq!(server.addrs, expected, "{listen}");
+        for addr in &server.addrs {
+            assert_eq!(
+                exchange(addr, b"served", dir.path())?,
+                b"served",
+                "{listen}"
+            );
+        }
+        server.signal("TERM")?;
+        assert!(server.wait_exit(IO_TIMEOUT)?.success());
+        for path in [&web, &admin] {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "an inherited Unix socket file is its owner's: not removed at exit"
+            );
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn socket_activation_emulated_as_systemd_does_it() -> io::Result<()> {
+    let python = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        eprintln!("skipped: python3 is not installed (it stands in for systemd here)");
+        return Ok(());
+    }
+    // What systemd does: bind and listen, put the socket on fd 3, set LISTEN_PID to the pid
+    // that execs the service (exec keeps it), LISTEN_FDS and LISTEN_FDNAMES.
+    let script = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_FDNAMES"] = "web"
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+    let mut command = Command::new("python3");
+    command.args(["-c", script, bin(), "threadname", "--listen", "systemd:web"]);
+    let server = Server::spawn_command(command, 1, "threadname --listen systemd:web")?;
+    let dir = tempdir()?;
+    let reply = exchange(&server.addrs[0], b"hi", dir.path())?;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.ends_with(": hi"), "{reply:?}");
+    Ok(())
+}
+
+#[test]
+fn sockets_that_cannot_be_served_are_usage_errors() -> io::Result<()> {
+    let closed = run(&["echo", "--listen", "fd:99"])?;
+    assert_one_line_error(&closed, 2, &["fd:99", "not open"]);
+    // stdin is /dev/null here.
+    let not_socket = run(&["echo", "--listen", "fd:0"])?;
+    assert_one_line_error(&not_socket, 2, &["fd:0", "not a socket"]);
+    let none = run(&["echo", "--listen", "systemd"])?;
+    assert_one_line_error(&none, 2, &["systemd", "no sockets were passed"]);
+    // LISTEN_PID names another process: those sockets are not ours.
+    let mut other_pid = socketserver();
+    other_pid
+        .args(["echo", "--listen", "systemd"])
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1");
+    assert_one_line_error(&run_command(other_pid)?, 2, &["no sockets were passed"]);
+    let Some(mut command) = socket_activate() else {
+        return Ok(());
+    };
+    let dir = tempdir()?;
+    let datagram = socket_path(&dir, "http.dgram");
+    command.args(["-d", "-l", &datagram, bin(), "http", "--listen", "fd:3"]);
+    let path = datagram.clone();
+    let (datagram_for_http, ()) = activate(
+        &datagram,
+        move || run_command(command),
+        || {
+            let client = UnixDatagram::unbound()?;
+            client.send_to(b"wake up", &path)?;
+            Ok(())
+        },
+    )?;
+    assert_eq!(
+        datagram_for_http.status.code(),
+        Some(2),
+        "{datagram_for_http:?}"
+    );
+    assert!(
+        datagram_for_http.stderr.contains("stream listeners"),
+        "{datagram_for_http:?}"
+    );
+    Ok(())
+}
+
+/// The messages a server sent to our `NOTIFY_SOCKET`, as they arrive.
+fn next_message(socket: &UnixDatagram) -> io::Result<String> {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn readiness_watchdog_and_stopping_reach_the_service_manager() -> io::Result<()> {
+    let dir = tempdir()?;
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path)?;
+    manager.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut command = socketserver();
+    command
+        .args(["echo", "--listen", "tcp://127.0.0.1:0", "--mode", "async"])
+        .env("NOTIFY_SOCKET", &path)
+        // 300 ms: a ping every 150 ms.
+        .env("WATCHDOG_USEC", "300000");
+    let mut server = Server::spawn_command(command, 1, "echo with NOTIFY_SOCKET")?;
+    assert_eq!(next_message(&manager)?, "READY=1\n");
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        assert_eq!(next_message(&manager)?, "WATCHDOG=1\n");
+        pings += 1;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "3 pings at 150 ms intervals came in {took:?}"
+    );
+    server.signal("TERM")?;
+    // A ping may be on its way when the stop begins.
+    let mut message = next_message(&manager)?;
+    while message == "WATCHDOG=1\n" {
+        message = next_message(&manager)?;
+    }
+    assert_eq!(message, "STOPPING=1\n");
+    assert!(server.wait_exit(IO_TIMEOUT)?.success());
+    Ok(())
+}
+
+#[test]
+fn without_a_watchdog_only_ready_and_stopping_are_sent() -> io::Result<()> {
+    let dir = tempdir()?;
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path)?;
+    manager.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut command = socketserver();
+    command
+        .args([
+            "upper",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--mode",
+            "threading",
+        ])
+        .env("NOTIFY_SOCKET", &path);
+    let mut server = Server::spawn_command(command, 1, "upper with NOTIFY_SOCKET")?;
+    assert_eq!(next_message(&manager)?, "READY=1\n");
+    let quiet = next_message(&manager);
+    assert!(
+        quiet.as_ref().is_err_and(common::is_timeout),
+        "nothing more without WATCHDOG_USEC: {quiet:?}"
+    );
+    server.signal("INT")?;
+    assert_eq!(next_message(&manager)?, "STOPPING=1\n");
+    assert!(server.wait_exit(IO_TIMEOUT)?.success());
+    Ok(())
+}
+
+/// Sends `request` on `conn` and reads one response.
+fn ask(conn: &mut Stream, request: &str, head_only: bool) -> io::Result<HttpReply> {
+    conn.write_all(request.as_bytes())?;
+    common::read_reply(&mut io::BufReader::new(&mut *conn), head_only)
+}
+
+#[test]
+fn the_health_check_answers_ok_while_serving_and_503_once_stopping() -> io::Result<()> {
+    let site = tempdir()?;
+    std::fs::write(site.path().join("index.html"), "<p>home</p>")?;
+    let socket_dir = tempdir()?;
+    let unix = socket_dir.path().join("h.sock");
+    for mode in ["async", "threading", "pool", "fork"] {
+        let unix_arg = unix_url(&unix);
+        let dir = site.path().to_str().expect("UTF-8 temp path");
+        let mut server = Server::start(&[
+            "http", "--listen", &unix_arg, "--dir", dir, "--mode", mode, "--health", "/healthz",
+            "--quiet",
+        ])?;
+        let addr = &server.addrs[0];
+        let mut conn = Stream::connect(addr)?;
+        let ok = ask(&mut conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", false)?;
+        assert_eq!((ok.status, ok.text().as_str()), (200, "ok\n"), "{mode}");
+        assert_eq!(ok.header("Cache-Control"), Some("no-store"), "{mode}");
+        let head = ask(
+            &mut conn,
+            "HEAD /healthz?probe=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            true,
+        )?;
+        assert_eq!(head.status, 200, "{mode}: a query does not change the path");
+        let home = ask(&mut conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", false)?;
+        assert_eq!(
+            (home.status, home.text().as_str()),
+            (200, "<p>home</p>"),
+            "{mode}"
+        );
+        // A request begun before the stop is answered after it: 503, and the connection ends.
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")?;
+        std::thread::sleep(Duration::from_millis(100));
+        server.signal("TERM")?;
+        std::thread::sleep(Duration::from_millis(200));
+        let stopping = ask(&mut conn, "\r\n", false)?;
+        assert_eq!(stopping.status, 503, "{mode}: {stopping:?}");
+        assert_eq!(stopping.header("Connection"), Some("close"), "{mode}");
+        assert!(server.wait_exit(IO_TIMEOUT)?.success(), "{mode}");
+    }
+    Ok(())
+}
