@@ -360,3 +360,21 @@ fn the_health_check_answers_ok_while_serving_and_503_once_stopping() -> io::Resu
     }
     Ok(())
 }
+
+#[test]
+fn sighup_without_several_processes_is_logged_and_ignored() -> io::Result<()> {
+    let dir = tempdir()?;
+    for mode in ["threading", "async", "fork"] {
+        let mut server =
+            Server::start(&["upper", "--listen", "tcp://127.0.0.1:0", "--mode", mode])?;
+        server.signal("HUP")?;
+        server.wait_stderr(IO_TIMEOUT, |err| err.contains("SIGHUP ignored"))?;
+        assert_eq!(
+            exchange(&server.addrs[0], b"still here\n", dir.path())?,
+            b"STILL HERE"
+        );
+        server.signal("TERM")?;
+        assert!(server.wait_exit(IO_TIMEOUT)?.success(), "{mode}");
+    }
+    Ok(())
+}
