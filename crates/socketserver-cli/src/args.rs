@@ -98,6 +98,12 @@ struct Cli {
     #[arg(long)]
     quiet: bool,
 
+    /// Every stream connection begins with a PROXY protocol header (v1 or v2, from HAProxy,
+    /// nginx or a cloud balancer) due within --timeout (30 s when none is set); its client
+    /// address replaces the balancer's everywhere. A connection without one is closed, logged
+    #[arg(long)]
+    proxy_protocol: bool,
+
     /// http: the directory to serve
     #[arg(long, value_name = "DIR", default_value = ".")]
     dir: PathBuf,
@@ -216,6 +222,8 @@ pub struct Options {
     pub backlog: u32,
     pub reuse_port: bool,
     pub quiet: bool,
+    /// How long a connection's PROXY header may take (`None`: no header expected).
+    pub proxy_protocol: Option<Duration>,
     pub http: Option<HttpOptions>,
 }
 
@@ -227,6 +235,9 @@ pub enum Stop {
     /// A bad command line: print `socketserver: <message>` and exit 2.
     Usage(String),
 }
+
+/// How long a PROXY header may take when no `--timeout` says.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
@@ -392,6 +403,10 @@ fn validate(cli: Cli) -> Result<Options, String> {
         backlog: cli.backlog,
         reuse_port: cli.reuse_port,
         quiet: cli.quiet,
+        proxy_protocol: cli
+            .proxy_protocol
+            .then(|| timeout.filter(|t| !t.is_zero()))
+            .map(|t| t.unwrap_or(PROXY_HEADER_TIMEOUT)),
         http,
     })
 }

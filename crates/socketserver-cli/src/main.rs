@@ -79,7 +79,8 @@ fn run(options: Options) -> Result<(), Failure> {
         .backlog(options.backlog)
         .reuse_port(options.reuse_port)
         .handle_signals(true)
-        .notify_service_manager(true);
+        .notify_service_manager(true)
+        .proxy_protocol(options.proxy_protocol);
     if let Some(limit) = options.max_connections {
         builder = builder.max_connections(limit);
     }

@@ -378,3 +378,176 @@ fn sighup_without_several_processes_is_logged_and_ignored() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A v2 PROXY header (PROXY command, TCP over IPv4) naming `source` as the client.
+fn proxy_v2(source: [u8; 4], port: u16) -> Vec<u8> {
+    let mut out = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    out.extend_from_slice(&source);
+    out.extend_from_slice(&[127, 0, 0, 1]);
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&8000u16.to_be_bytes());
+    out
+}
+
+#[test]
+fn behind_a_proxy_header_the_access_log_shows_the_client_in_every_mode() -> io::Result<()> {
+    let site = tempdir()?;
+    std::fs::write(site.path().join("index.html"), "<p>home</p>")?;
+    let socket_dir = tempdir()?;
+    let dir = site.path().to_str().expect("UTF-8 temp path");
+    for mode in ["async", "pool", "threading", "fork", "sync"] {
+        for unix in [false, true] {
+            let listen = if unix {
+                unix_url(&socket_dir.path().join("p.sock"))
+            } else {
+                "tcp://127.0.0.1:0".to_string()
+            };
+            let mut server = Server::start(&[
+                "http",
+                "--listen",
+                &listen,
+                "--dir",
+                dir,
+                "--mode",
+                mode,
+                "--proxy-protocol",
+                "--timeout",
+                "2",
+            ])?;
+            let what = format!("{mode} {listen}");
+            let addr = server.addrs[0].clone();
+            // v1, then v2 on the next connection, each with a keep-alive request after it.
+            let mut conn = Stream::connect(&addr)?;
+            conn.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 8000\r\n")?;
+            let reply = ask(&mut conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", false)?;
+            assert_eq!(
+                (reply.status, reply.text().as_str()),
+                (200, "<p>home</p>"),
+                "{what}"
+            );
+            drop(conn);
+            let mut conn = Stream::connect(&addr)?;
+            let mut request = proxy_v2([198, 51, 100, 20], 60001);
+            request.extend_from_slice(
+                b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            let reply = common::send_all_and_read_to_eof(&mut conn, &request)?;
+            assert!(reply.starts_with(b"HTTP/1.1 200 OK\r\n"), "{what}");
+            // Plain HTTP where a header must come: closed without an answer, logged.
+            let mut conn = Stream::connect(&addr)?;
+            let reply =
+                common::send_all_and_read_to_eof(&mut conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            assert!(
+                reply.is_empty(),
+                "{what}: {:?}",
+                String::from_utf8_lossy(&reply)
+            );
+            server.wait_stderr(IO_TIMEOUT, |err| {
+                err.contains("203.0.113.7 - - [")
+                    && err.contains("198.51.100.20 - - [")
+                    && err.contains("no valid PROXY protocol header")
+            })?;
+            server.signal("TERM")?;
+            assert!(server.wait_exit(IO_TIMEOUT)?.success(), "{what}");
+            let log = server.stderr();
+            assert!(
+                !log.contains("127.0.0.1 - - ["),
+                "{what}: the balancer's address in\n{log}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `haproxy`, when this machine has it.
+fn haproxy() -> Option<Command> {
+    let found = Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: haproxy is not installed (Debian package haproxy)");
+        return None;
+    }
+    Some(Command::new("haproxy"))
+}
+
+/// A free TCP port on 127.0.0.1 (for a program that takes no port 0).
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// HAProxy in front, as operators run it: TCP mode, `send-proxy-v2` to the server. The client
+/// connects from 127.0.0.2 (all of 127/8 is loopback), HAProxy to the server from 127.0.0.1:
+/// the access log must show the client's.
+#[test]
+fn haproxy_with_send_proxy_v2_in_front_shows_the_client_in_the_access_log() -> io::Result<()> {
+    let Some(mut haproxy) = haproxy() else {
+        return Ok(());
+    };
+    let site = tempdir()?;
+    std::fs::write(site.path().join("a.txt"), "through the balancer\n")?;
+    let dir = site.path().to_str().expect("UTF-8 temp path");
+    let mut server = Server::start(&[
+        "http",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        dir,
+        "--proxy-protocol",
+    ])?;
+    let backend = server.addrs[0].clone();
+    let Addr::Tcp(backend) = backend else {
+        return Err(common::other("expected a TCP listener"));
+    };
+    let front = free_port()?;
+    let config = site.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 256\n\
+             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend front\n  bind 127.0.0.1:{front}\n  default_backend servers\n\
+             backend servers\n  server s1 {backend} send-proxy-v2\n"
+        ),
+    )?;
+    let mut balancer = haproxy
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let result = (|| -> io::Result<()> {
+        let url = format!("http://127.0.0.1:{front}/a.txt");
+        let mut body = None;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--interface", "127.0.0.2", &url])
+                .output()?;
+            if out.status.success() {
+                body = Some(out.stdout);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50)); // HAProxy still starting
+        }
+        assert_eq!(body.as_deref(), Some(&b"through the balancer\n"[..]));
+        server.wait_stderr(IO_TIMEOUT, |err| {
+            err.contains("127.0.0.2 - - [") && err.contains("\"GET /a.txt HTTP/1.1\" 200")
+        })?;
+        assert!(
+            !server.stderr().contains("127.0.0.1 - - ["),
+            "{}",
+            server.stderr()
+        );
+        Ok(())
+    })();
+    let _ = balancer.kill();
+    let _ = balancer.wait();
+    server.signal("TERM")?;
+    assert!(server.wait_exit(IO_TIMEOUT)?.success());
+    result
+}

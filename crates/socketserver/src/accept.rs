@@ -178,6 +178,8 @@ pub(crate) struct Settings {
     pub(crate) limit: Option<usize>,
     /// Largest datagram accepted.
     pub(crate) max_packet_size: usize,
+    /// Stream connections begin with a PROXY header, due within this long.
+    pub(crate) proxy: Option<Duration>,
 }
 
 /// A listener that cannot be accepted from any more (its index among the ports). It is no
@@ -415,14 +417,17 @@ impl Intake {
         }
         let conn = Arc::new(conn);
         let slot = Slot::claimed(claim, Entry::Socket(Arc::clone(&conn)));
-        Ok(Accepted::Request(Request::stream(
-            conn,
-            peer,
-            Arc::clone(&port.local),
-            self.shutdown_handle(),
-            self.settings.timeout,
-            slot,
-        )))
+        Ok(Accepted::Request(
+            Request::stream(
+                conn,
+                peer,
+                Arc::clone(&port.local),
+                self.shutdown_handle(),
+                self.settings.timeout,
+                slot,
+            )
+            .expecting_proxy_header(self.settings.proxy),
+        ))
     }
 
     /// Receives one datagram: a too large one is reported and dropped, never truncated.
@@ -538,6 +543,7 @@ mod tests {
             timeout: None,
             limit: Some(1),
             max_packet_size: 1500,
+            proxy: None,
         };
         let handler: Arc<dyn Handler> = Arc::new(|_: &mut Request| Ok(()));
         let mut intake = Intake::new(vec![port], shared, handler, settings, AtLimit::Server);

@@ -98,6 +98,10 @@ where
 /// Python's `finish_request` + `shutdown_request`, with `handle_error` for failures.
 pub(crate) fn run(handler: &dyn Handler, mut request: Request) {
     use std::panic::{AssertUnwindSafe, catch_unwind};
+    if let Err(reason) = request.read_proxy_header() {
+        log::warn!("{}: closed: {reason}", request.peer());
+        return;
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
     let finished = request.finish();
     let error = match outcome {

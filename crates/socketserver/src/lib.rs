@@ -108,6 +108,7 @@ pub mod http;
 mod mode;
 mod notify;
 mod protocol;
+pub mod proxy;
 mod request;
 mod server;
 pub mod services;

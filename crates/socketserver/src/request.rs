@@ -50,6 +50,8 @@ pub struct Request {
     clock: WriteClock,
     slot: Option<Slot>,
     finished: bool,
+    /// A PROXY protocol header is still to come, due within this long of the connection.
+    proxy: Option<Duration>,
 }
 
 /// The stall window of a connection's writes: it opens when a write has to wait for the peer,
@@ -154,6 +156,73 @@ impl Request {
             clock: WriteClock::new(timeout),
             slot: Some(slot),
             finished: false,
+            proxy: None,
+        }
+    }
+
+    /// Marks a new connection as beginning with a PROXY header due within `within`.
+    pub(crate) fn expecting_proxy_header(mut self, within: Option<Duration>) -> Request {
+        self.proxy = within;
+        self
+    }
+
+    /// How long the PROXY header may take, while it is still to come (the event loop reads
+    /// it itself, see [`proxy_header_read`](Self::proxy_header_read)).
+    pub(crate) fn proxy_header_due(&self) -> Option<Duration> {
+        self.proxy
+    }
+
+    /// The PROXY header arrived: its source, when it names one, is the peer from now on.
+    pub(crate) fn proxy_header_read(&mut self, source: Option<std::net::SocketAddr>) {
+        self.proxy = None;
+        if let Some(source) = source {
+            self.peer = Address::tcp(source);
+        }
+    }
+
+    /// Reads the PROXY header the connection must begin with (blocking modes), when one is
+    /// expected and not read yet: within its time, at most [`proxy::MAX_LEN`] bytes, what
+    /// follows it left for the handler. The error says why the connection cannot be served.
+    ///
+    /// [`proxy::MAX_LEN`]: crate::proxy::MAX_LEN
+    pub(crate) fn read_proxy_header(&mut self) -> Result<(), String> {
+        let Some(within) = self.proxy else {
+            return Ok(());
+        };
+        let deadline = Instant::now().checked_add(within);
+        let Io::Stream {
+            socket: Some(sock),
+            rbuf,
+            rpos,
+            ..
+        } = &mut self.io
+        else {
+            return Ok(());
+        };
+        let sock = Arc::clone(sock);
+        let mut chunk = [0u8; 512];
+        loop {
+            match crate::proxy::parse(&rbuf[*rpos..]) {
+                Ok(Some(header)) => {
+                    *rpos += header.len;
+                    self.proxy_header_read(header.source);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(invalid) => return Err(invalid.to_string()),
+            }
+            // Never past the header's end by more than a chunk; the rest stays buffered.
+            match read_waiting(&sock, &mut chunk, self.timeout, deadline) {
+                Ok(0) => return Err("closed before its PROXY protocol header ended".into()),
+                Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(format!(
+                        "no complete PROXY protocol header within {}s",
+                        within.as_secs_f64()
+                    ));
+                }
+                Err(e) => return Err(format!("reading its PROXY protocol header: {e}")),
+            }
         }
     }
 
@@ -190,6 +259,7 @@ impl Request {
             clock: WriteClock::new(None),
             slot: Some(slot),
             finished: false,
+            proxy: None,
         }
     }
 

@@ -48,6 +48,7 @@ struct Config {
     service_interval: Option<Duration>,
     async_accept: AsyncAccept,
     notify: bool,
+    proxy: Option<Duration>,
 }
 
 impl Default for Config {
@@ -69,6 +70,7 @@ impl Default for Config {
             service_interval: None,
             async_accept: AsyncAccept::default(),
             notify: false,
+            proxy: None,
         }
     }
 }
@@ -212,6 +214,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Expect a PROXY protocol header (v1 or v2, as HAProxy, nginx's `proxy_protocol` and cloud
+    /// balancers send) at the start of every stream connection, within `timeout`; `None` (the
+    /// default) expects none. The address it carries becomes the [`Request::peer`](crate::Request::peer) (and so the
+    /// peer of every log line); a v2 `LOCAL` header or v1 `UNKNOWN` keeps the socket's peer. A
+    /// connection whose header is missing, malformed or late is closed without an answer and
+    /// logged at warning level. [`Handler::verify`] still sees the socket's peer (the balancer),
+    /// since it runs before the header arrives. Datagram listeners are not affected. Turn it
+    /// on only behind a balancer that always sends the header: otherwise any client can claim
+    /// any address.
+    pub fn proxy_protocol(mut self, timeout: Option<Duration>) -> Self {
+        self.config.proxy = timeout;
+        self
+    }
+
     /// Run [`Handler::service_actions`] at least this often, even when nothing happens.
     /// Default: `None`, only after each wake-up of the loop.
     pub fn service_interval(mut self, interval: Option<Duration>) -> Self {
@@ -337,6 +353,7 @@ impl Server {
             timeout: config.timeout,
             limit: config.max_connections,
             max_packet_size: config.max_packet_size,
+            proxy: config.proxy,
         };
         let mut dispatcher = mode::build(
             config.mode,

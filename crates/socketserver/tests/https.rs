@@ -430,3 +430,45 @@ fn large_files_over_tls_arrive_whole_through_the_pump() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A PROXY header comes before the TLS handshake (HAProxy's `send-proxy-v2` to an HTTPS
+/// backend): the loop or the blocking path strips it, and the handshake sees only its bytes.
+#[test]
+fn a_proxy_header_before_the_handshake_names_the_client() -> io::Result<()> {
+    let pki = pki();
+    let tls = || {
+        TlsConfig::from_pem_files(
+            pki.dir.path().join("cert.pem"),
+            pki.dir.path().join("key.pem"),
+        )
+        .unwrap()
+    };
+    for mode in [Mode::Threading, Mode::Pool { workers: 2 }, ASYNC] {
+        let handler = Http::new(|req: &mut socketserver::http::Request<'_>| {
+            socketserver::http::Response::text(
+                socketserver::http::StatusCode::OK,
+                format!("{}", req.peer()),
+            )
+        })
+        .tls(tls())
+        .access_log(false);
+        let server = TestServer::start_with(
+            Transport::Tcp,
+            |b| b.mode(mode).proxy_protocol(Some(Duration::from_secs(5))),
+            handler,
+        );
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(client_config(&pki), name).map_err(io::Error::other)?;
+        let mut sock = TcpStream::connect(server.addr.socket_addr().unwrap())?;
+        sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        sock.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 4433 443\r\n")?;
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut reply = Vec::new();
+        tls.read_to_end(&mut reply)?;
+        let body = parse_whole_reply(&reply)?.body;
+        assert_eq!(body, b"tcp://203.0.113.9:4433", "{mode}");
+    }
+    Ok(())
+}

@@ -98,6 +98,9 @@ struct Entry {
     /// waits, the driver's deadline runs from when it opened, so a reader taking a little now
     /// and then is cut off too.
     write_clock: WriteClock,
+    /// A PROXY protocol header is still to come, due by then: the loop reads it before the
+    /// driver sees a byte.
+    proxy: Option<Instant>,
 }
 
 pub(super) struct EventLoop {
@@ -359,6 +362,9 @@ impl EventLoop {
             return;
         }
         self.generations += 1;
+        let proxy = request
+            .proxy_header_due()
+            .and_then(|within| Instant::now().checked_add(within));
         self.conns[token] = Some(Entry {
             request: Some(request),
             driver: Some(driver),
@@ -376,6 +382,7 @@ impl EventLoop {
             armed: None,
             parked: false,
             write_clock: WriteClock::default(),
+            proxy,
         });
         self.drive(token);
     }
@@ -651,6 +658,29 @@ impl EventLoop {
             let got = (&*socket).read(spare);
             entry.input.commit(offered, *got.as_ref().unwrap_or(&0));
             let step = match got {
+                Ok(0) if entry.proxy.is_some() => {
+                    log::warn!(
+                        "{}: closed: closed before its PROXY protocol header ended",
+                        request.peer()
+                    );
+                    return self.close(token);
+                }
+                Ok(_) if entry.proxy.is_some() => {
+                    match crate::proxy::parse(entry.input.bytes()) {
+                        Ok(None) => {}
+                        Ok(Some(header)) => {
+                            entry.input.consume(header.len);
+                            entry.proxy = None;
+                            request.proxy_header_read(header.source);
+                            entry.resume = entry.input.len() > 0;
+                        }
+                        Err(invalid) => {
+                            log::warn!("{}: closed: {invalid}", request.peer());
+                            return self.close(token);
+                        }
+                    }
+                    continue;
+                }
                 Ok(0) => {
                     entry.eof = true;
                     let step = call(entry, self.flavor, |d, c| d.eof(c));
@@ -700,8 +730,11 @@ impl EventLoop {
         let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_ref()) else {
             return;
         };
-        let idle =
-            !entry.closing && entry.output.is_empty() && entry.input.len() == 0 && driver.is_idle();
+        let idle = !entry.closing
+            && entry.output.is_empty()
+            && entry.input.len() == 0
+            && entry.proxy.is_none()
+            && driver.is_idle();
         if idle != entry.idle {
             entry.idle = idle;
             // A graceful stop began: an idle connection closes now.
@@ -751,6 +784,16 @@ impl EventLoop {
             let Some(driver) = entry.driver.as_ref() else {
                 continue; // on a worker, which has its own timeouts
             };
+            if entry.proxy.is_some_and(|due| due <= now) {
+                if let Some(request) = entry.request.as_ref() {
+                    log::warn!(
+                        "{}: closed: no complete PROXY protocol header in time",
+                        request.peer()
+                    );
+                }
+                self.close(token);
+                continue;
+            }
             match deadline_of(entry, &**driver, timeout) {
                 Some(deadline) if deadline > now => {
                     entry.armed = Some(deadline);
@@ -823,6 +866,9 @@ impl EventLoop {
 /// When the connection must have made progress by: the end of its lingering close, or what
 /// its driver says.
 fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) -> Option<Instant> {
+    if let Some(due) = entry.proxy {
+        return Some(due);
+    }
     match entry.linger {
         Some(linger) => Some(linger.until),
         None if !entry.output.is_empty() => driver.deadline(
