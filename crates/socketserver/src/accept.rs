@@ -92,7 +92,7 @@ impl Wiring {
         let mut owned = Vec::with_capacity(sources.len());
         for source in sources {
             owned.push(match source {
-                Source::Address(addr) => Listener::bind(&addr, options)?,
+                Source::Address(addr) => Listener::bind_with(&addr, options)?,
                 Source::Adopted(listener) => listener,
             });
         }
@@ -112,7 +112,7 @@ impl Wiring {
             let own = accept == AsyncAccept::ReusePort && kind == Kind::Tcp && !owned[i].adopted;
             for (n, ports) in per_loop.iter_mut().enumerate() {
                 let socket = if own && n > 0 {
-                    let more = Listener::bind(&owned[i].local, options)?;
+                    let more = Listener::bind_with(&owned[i].local, options)?;
                     let socket = Arc::clone(&more.socket);
                     owned.push(more);
                     socket
@@ -514,7 +514,8 @@ mod tests {
             reuse_address: true,
             reuse_port: false,
         };
-        let listener = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        let listener =
+            Listener::bind_with(&"tcp://127.0.0.1:0".parse().unwrap(), &options).unwrap();
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let shared = Arc::new(Shared::new(

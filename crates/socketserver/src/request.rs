@@ -361,6 +361,14 @@ impl Request {
         }
     }
 
+    /// Marks a new connection as quiet: its first request has not begun (see
+    /// `shutdown::QUIET`). The next [`set_idle`](Self::set_idle) ends it.
+    pub(crate) fn set_quiet(&mut self) {
+        if let Some(slot) = &self.slot {
+            slot.set_quiet();
+        }
+    }
+
     /// Waits until the peer sends something (or closes), for at most `timeout`, without
     /// consuming it: `Ok(true)` when a read will not block, `Ok(false)` when the server began
     /// a graceful shutdown meanwhile (close rather than wait for another request), and a

@@ -668,6 +668,8 @@ impl Loop {
         stop_on_close: bool,
     ) -> bool {
         shared.set_want_wake(true);
+        // New connections still silent get a moment for their first request, then close.
+        let mut quiet = Some(Instant::now() + crate::shutdown::QUIET_GRACE);
         loop {
             // The mode's housekeeping: reaping children, a child's request to close.
             self.dispatcher.tick();
@@ -677,10 +679,21 @@ impl Loop {
             if stop_on_close && shared.is_closing() {
                 return false;
             }
+            if quiet.is_some_and(|at| at <= Instant::now()) {
+                quiet = None;
+                shared.close_quiet();
+            }
             let Ok(left) = time_left(deadline) else {
                 return false;
             };
             let left = left.map(|l| l.min(self.dispatcher.tick_interval().unwrap_or(l)));
+            let left = match quiet {
+                Some(at) => {
+                    let until = at.saturating_duration_since(Instant::now());
+                    Some(left.map_or(until, |l| l.min(until)))
+                }
+                None => left,
+            };
             if let Err(e) = self.poll.poll(&mut self.events, left)
                 && e.kind() != io::ErrorKind::Interrupted
             {

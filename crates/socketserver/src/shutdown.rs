@@ -25,10 +25,21 @@ const CLOSING: u8 = 2;
 /// One row of the forced-close table.
 pub(crate) struct Listed {
     entry: Entry,
-    /// Set while the connection waits between requests (see `Request::set_idle`): a graceful
-    /// shutdown closes it at once instead of waiting for its deadline.
-    idle: Arc<AtomicBool>,
+    /// What the connection is doing: [`BUSY`], [`IDLE`] between requests (see
+    /// `Request::set_idle`: a graceful shutdown closes it at once instead of waiting for its
+    /// deadline) or [`QUIET`], new and silent (closed [`QUIET_GRACE`] into the stop).
+    idle: Arc<AtomicU8>,
 }
+
+/// A connection in the middle of something.
+pub(crate) const BUSY: u8 = 0;
+/// A connection between requests.
+pub(crate) const IDLE: u8 = 1;
+/// A new connection whose first request has not begun: not idle (its request may be on the
+/// way, sent as the client connected), but not to be waited for long either.
+pub(crate) const QUIET: u8 = 2;
+/// How long into a graceful stop a [`QUIET`] connection is given for its first request.
+pub(crate) const QUIET_GRACE: Duration = Duration::from_secs(1);
 
 /// What a forced close does to one piece of in-flight work.
 pub(crate) enum Entry {
@@ -279,10 +290,23 @@ impl Shared {
 
     /// Shuts down connections and kills children; with `only_idle`, only the connections
     /// waiting between requests.
+    /// Shuts down the connections still [`QUIET`]: called [`QUIET_GRACE`] into a graceful
+    /// stop.
+    pub(crate) fn close_quiet(&self) {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        for listed in table.values() {
+            if listed.idle.load(SeqCst) == QUIET
+                && let Entry::Socket(socket) = &listed.entry
+            {
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
     fn close_listed(&self, only_idle: bool) {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         for listed in table.values() {
-            if only_idle && !listed.idle.load(SeqCst) {
+            if only_idle && listed.idle.load(SeqCst) != IDLE {
                 continue;
             }
             match &listed.entry {
@@ -302,7 +326,7 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     id: u64,
     listed: bool,
-    idle: Arc<AtomicBool>,
+    idle: Arc<AtomicU8>,
 }
 
 /// A place among the in-flight work taken before a connection is accepted, so that several
@@ -360,7 +384,7 @@ impl Slot {
         shared.count.fetch_add(1, SeqCst);
         let id = shared.next_id.fetch_add(1, SeqCst);
         let listed = !matches!(entry, Entry::Nothing);
-        let idle = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicU8::new(BUSY));
         if listed {
             let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
             if shared.is_closing()
@@ -390,8 +414,14 @@ impl Slot {
     pub(crate) fn set_idle(&self, idle: bool) -> bool {
         // Store, then check: a concurrent `shutdown` either sees the flag (and shuts the
         // socket down) or is seen here.
-        self.idle.store(idle, SeqCst);
+        self.idle.store(if idle { IDLE } else { BUSY }, SeqCst);
         self.shared.is_running()
+    }
+
+    /// Marks a new connection as quiet: no request begun yet (see [`QUIET`]). The next
+    /// `set_idle` ends it.
+    pub(crate) fn set_quiet(&self) {
+        self.idle.store(QUIET, SeqCst);
     }
 
     /// Replaces what a forced close does (a forked connection becomes its child process).

@@ -208,9 +208,33 @@ impl Listener {
         &self.local
     }
 
+    /// Binds `addr` as a server does (`SO_REUSEADDR`, `backlog` for streams, `SO_REUSEPORT`
+    /// when asked; a stale Unix socket file replaced, a live one refused) without serving it:
+    /// for a supervisor that binds once and hands the socket to worker processes (see
+    /// [`as_raw_fd`](std::os::fd::AsRawFd::as_raw_fd)), each of which adopts it with
+    /// [`from_raw_fd`](Self::from_raw_fd). Host names are resolved; the first address that
+    /// binds wins. A Unix socket file made here is removed when this listener is dropped.
+    /// Fails with [`Error::Bind`] naming the address.
+    ///
+    /// ```
+    /// use socketserver::{Address, Listener};
+    ///
+    /// let listener = Listener::bind(&"tcp://127.0.0.1:0".parse()?, 128, false)?;
+    /// assert!(matches!(listener.local_addr(), Address::Tcp { port, .. } if *port != 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bind(addr: &Address, backlog: u32, reuse_port: bool) -> Result<Listener> {
+        let opts = SocketOptions {
+            backlog: i32::try_from(backlog).unwrap_or(i32::MAX),
+            reuse_address: true,
+            reuse_port,
+        };
+        Listener::bind_with(addr, &opts)
+    }
+
     /// Creates and binds a socket for `addr`, resolving host names (the first resolved address
     /// that binds wins, as Python's `getaddrinfo` loop does).
-    pub(crate) fn bind(addr: &Address, opts: &SocketOptions) -> Result<Listener> {
+    pub(crate) fn bind_with(addr: &Address, opts: &SocketOptions) -> Result<Listener> {
         let bind_err = |source: io::Error| Error::Bind {
             addr: addr.to_string(),
             source,
@@ -276,6 +300,14 @@ impl Listener {
 
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+}
+
+/// The socket's descriptor, for handing it to another process (it stays this listener's: the
+/// listener closes it when dropped). It is close-on-exec, as every socket the library makes.
+impl std::os::fd::AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw_fd()
     }
 }
 

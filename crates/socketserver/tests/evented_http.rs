@@ -117,8 +117,9 @@ fn five_thousand_idle_connections_take_no_thread_and_delay_no_one() -> io::Resul
     );
     assert!(others.is_empty(), "other server threads: {others:?}");
 
-    // A graceful stop closes every idle connection at once (they are between requests), not
-    // after the shutdown timeout. (The bound is loose: closing 5,000 sockets on a busy 2-core
+    // A graceful stop closes every idle connection soon (never used, they are quiet: they
+    // get a second for a first request that may be on its way), not after the shutdown
+    // timeout. (The bound is loose: closing 5,000 sockets on a busy 2-core
     // machine takes a while; waiting for the drain would take 20 s.)
     let stopping = Instant::now();
     server.shutdown().unwrap();

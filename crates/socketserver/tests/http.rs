@@ -922,3 +922,48 @@ fn a_file_named_in_bytes_that_are_not_utf8_can_be_downloaded() -> io::Result<()>
         Ok(())
     })
 }
+
+/// A graceful stop must not drop a connection it accepted whose first request has not arrived
+/// yet (the client may have sent it as it connected: a restart behind a shared listener sees
+/// this all the time). Such a connection is quiet, not idle: a request arriving just after the
+/// stop began is answered, and one that never comes is closed a second into the stop, not at
+/// the shutdown timeout. A keep-alive connection between requests still closes at once.
+#[test]
+fn a_stop_answers_a_new_connections_first_request_and_closes_quiet_ones_soon() -> io::Result<()> {
+    // Not sync mode: it serves one connection at a time, so the others wait unaccepted.
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let addr = site.server.addr.clone();
+        // One connection served once (idle between requests), one new and silent, one new
+        // whose request comes late.
+        let (mut used_r, mut used_w) = connect(&addr)?;
+        write!(used_w, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")?;
+        assert_eq!(read_reply(&mut used_r, false)?.status, 200);
+        let (mut silent_r, _silent_w) = connect(&addr)?;
+        let late = Some(connect(&addr)?);
+        thread::sleep(Duration::from_millis(100)); // every connection accepted
+        let stopping = Instant::now();
+        site.server.stop.shutdown();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            used_r.read(&mut buf)?,
+            0,
+            "the idle keep-alive connection closes"
+        );
+        assert!(stopping.elapsed() < Duration::from_millis(900), "at once");
+        if let Some((mut late_r, mut late_w)) = late {
+            thread::sleep(Duration::from_millis(200));
+            write!(late_w, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")?;
+            let reply = read_reply(&mut late_r, false)?;
+            assert_eq!(reply.status, 200, "the late first request is answered");
+            assert_eq!(reply.header("Connection"), Some("close"));
+        }
+        assert_eq!(silent_r.read(&mut buf)?, 0, "the silent one closes");
+        let took = stopping.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "the silent connection closed {took:?} into the stop (grace 1 s, shutdown timeout 10 s)"
+        );
+        site.server.join().map_err(io::Error::other)
+    })
+}

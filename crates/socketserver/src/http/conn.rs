@@ -277,20 +277,25 @@ impl<S: Service> Http<S> {
                     Ok(Parse::Partial) => {}
                     Err(e) => return Next::Refuse(e.status(), "the request could not be parsed"),
                 }
-            } else {
+            } else if first.is_none() {
                 // Between requests: nothing in flight, so a shutdown may close us at once.
                 if !io.stream.set_idle(true) {
                     return Next::Close;
                 }
-                if first.is_none() && !self.config.limits.keep_alive {
+                if !self.config.limits.keep_alive {
                     return Next::Close;
                 }
+            } else {
+                // A new connection is not idle: its first request may be on its way (sent as
+                // the client connected), and a graceful stop must answer it, not drop it. It
+                // is quiet: a stop gives it `QUIET_GRACE`, then closes it.
+                io.stream.set_quiet();
             }
             let wait = match crate::deadline::time_left(deadline) {
                 Ok(left) => left.unwrap_or(self.config.limits.idle_timeout),
                 Err(_) => return self.timed_out(io),
             };
-            if io.buffered().is_empty() && io.stream.must_poll_when_idle() {
+            if io.buffered().is_empty() && first.is_none() && io.stream.must_poll_when_idle() {
                 // Idle in a forked child: wait for the first byte, or for a shutdown (the
                 // child learns of it only this way).
                 match io.stream.wait_readable(Some(wait)) {

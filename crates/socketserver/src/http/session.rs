@@ -295,7 +295,12 @@ impl<S: Service> Driver for HttpSession<S> {
     }
 
     fn is_idle(&self) -> bool {
-        self.head_since.is_none() && self.pending.is_none()
+        // Before its first request a connection is quiet, not idle (see `Http::next_head`).
+        !self.first && self.head_since.is_none() && self.pending.is_none()
+    }
+
+    fn is_quiet(&self) -> bool {
+        self.first && self.head_since.is_none() && self.pending.is_none()
     }
 
     fn blocking(

@@ -97,6 +97,10 @@ impl Wire for TlsWire<'_> {
         self.stream.set_idle(idle)
     }
 
+    fn set_quiet(&mut self) {
+        self.stream.set_quiet();
+    }
+
     fn is_shutting_down(&self) -> bool {
         self.stream.shutdown_handle().is_shutting_down()
     }
@@ -386,9 +390,15 @@ impl<S: super::Service> crate::mode::engine::Driver for TlsSession<S> {
     }
 
     fn is_idle(&self) -> bool {
-        // Mid-handshake with nothing received counts as idle, as a plain connection before
-        // its first byte: a graceful stop closes it at once.
+        // Idle only between requests, as a plain connection: never mid-handshake.
         self.inner.is_idle()
+            && self.plain_in.len() == 0
+            && self.plain_out.is_empty()
+            && !self.close_after
+    }
+
+    fn is_quiet(&self) -> bool {
+        self.inner.is_quiet()
             && self.plain_in.len() == 0
             && self.plain_out.is_empty()
             && !self.close_after

@@ -35,6 +35,8 @@ pub(crate) trait Wire: Read + Write {
     fn set_read_deadline(&mut self, deadline: Option<Instant>);
     /// See [`crate::Request::set_idle`].
     fn set_idle(&mut self, idle: bool) -> bool;
+    /// A new connection waits for its first request (see `shutdown::QUIET`).
+    fn set_quiet(&mut self) {}
     /// True once the server is stopping.
     fn is_shutting_down(&self) -> bool;
     /// See [`crate::Request::wait_readable`].
@@ -74,6 +76,10 @@ impl Wire for crate::Request {
 
     fn set_idle(&mut self, idle: bool) -> bool {
         crate::Request::set_idle(self, idle)
+    }
+
+    fn set_quiet(&mut self) {
+        crate::Request::set_quiet(self);
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -230,6 +236,10 @@ impl<W: Wire> Wire for Spill<'_, W> {
 
     fn set_idle(&mut self, idle: bool) -> bool {
         self.inner.set_idle(idle)
+    }
+
+    fn set_quiet(&mut self) {
+        self.inner.set_quiet();
     }
 
     fn is_shutting_down(&self) -> bool {

@@ -65,6 +65,11 @@ pub(crate) trait Driver: Send {
     fn is_idle(&self) -> bool {
         false
     }
+    /// New, and waiting for its first request (HTTP): not idle, but a graceful stop closes
+    /// it after a moment's grace (see `shutdown::QUIET`).
+    fn is_quiet(&self) -> bool {
+        false
+    }
     /// After [`Step::Block`], on a worker: `request` is the connection (its waits bounded
     /// by poll deadlines), `input` the bytes received and not consumed (the driver leaves the
     /// unused rest there), `output` what the loop had not sent yet: the driver sends it

@@ -85,6 +85,8 @@ struct Entry {
     closing: bool,
     /// Marked idle in the server's table (closed at once by a graceful stop).
     idle: bool,
+    /// Marked quiet there: new, no request begun (closed a moment into a graceful stop).
+    quiet: bool,
     /// Unconsumed input waits for the output to drain: call the driver again then.
     resume: bool,
     /// Closing, output sent, discarding what the peer still sends.
@@ -376,6 +378,7 @@ impl EventLoop {
             eof: false,
             closing: false,
             idle: false,
+            quiet: false,
             resume: false,
             linger: None,
             last: Instant::now(),
@@ -730,13 +733,19 @@ impl EventLoop {
         let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_ref()) else {
             return;
         };
-        let idle = !entry.closing
+        let still = !entry.closing
             && entry.output.is_empty()
             && entry.input.len() == 0
-            && entry.proxy.is_none()
-            && driver.is_idle();
-        if idle != entry.idle {
+            && entry.proxy.is_none();
+        let idle = still && driver.is_idle();
+        let quiet = still && !idle && driver.is_quiet();
+        if quiet != entry.quiet && quiet {
+            entry.quiet = true;
+            request.set_quiet();
+        }
+        if idle != entry.idle || (entry.quiet && !quiet) {
             entry.idle = idle;
+            entry.quiet = false;
             // A graceful stop began: an idle connection closes now.
             if !request.set_idle(idle) && idle {
                 return self.close(token);
