@@ -73,6 +73,18 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 40)]
     max_children: usize,
 
+    /// Run N worker processes under this one, which binds the listeners once and hands them to
+    /// each (a fresh start of this binary); a worker that dies is replaced, SIGHUP restarts
+    /// them all from the binary on disk without refusing a connection [default: 1, no
+    /// supervisor]
+    #[arg(long, value_name = "N")]
+    processes: Option<usize>,
+
+    /// Internal: serve as one of a supervisor's workers, the listeners inherited on
+    /// descriptors 3 to 3+K-1 in order
+    #[arg(long, value_name = "K", hide = true)]
+    as_worker: Option<usize>,
+
     /// Most connections served at once, across all listeners (default: no limit)
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -222,6 +234,10 @@ pub struct Options {
     pub backlog: u32,
     pub reuse_port: bool,
     pub quiet: bool,
+    /// `--processes N`: run a supervisor with N workers.
+    pub processes: Option<usize>,
+    /// This process is a supervisor's worker (its listeners are inherited).
+    pub worker: bool,
     /// How long a connection's PROXY header may take (`None`: no header expected).
     pub proxy_protocol: Option<Duration>,
     pub http: Option<HttpOptions>,
@@ -363,6 +379,9 @@ fn validate(cli: Cli) -> Result<Options, String> {
     if cli.backlog == 0 {
         return Err("--backlog 0: use at least 1".into());
     }
+    if cli.processes == Some(0) {
+        return Err("--processes 0: use at least 1 worker process".into());
+    }
     let mut listen = Vec::new();
     for url in &cli.listen {
         let spec = Listen::parse(url)?;
@@ -378,6 +397,12 @@ fn validate(cli: Cli) -> Result<Options, String> {
             host: "127.0.0.1".into(),
             port,
         }));
+    }
+    if let Some(inherited) = cli.as_worker {
+        // A supervisor's worker: it bound the listeners given, in order, from fd 3 on.
+        listen = (0..inherited)
+            .map(|i| Listen::Fd(3 + i32::try_from(i).unwrap_or(0)))
+            .collect();
     }
     let http = if http {
         Some(http_options(&cli, &listen)?)
@@ -403,6 +428,8 @@ fn validate(cli: Cli) -> Result<Options, String> {
         backlog: cli.backlog,
         reuse_port: cli.reuse_port,
         quiet: cli.quiet,
+        processes: cli.processes.filter(|_| cli.as_worker.is_none()),
+        worker: cli.as_worker.is_some(),
         proxy_protocol: cli
             .proxy_protocol
             .then(|| timeout.filter(|t| !t.is_zero()))

@@ -7,6 +7,7 @@
 
 mod args;
 mod logger;
+mod supervisor;
 mod sys;
 
 use std::io::Write;
@@ -24,6 +25,8 @@ enum Failure {
     Usage(String),
     /// The server could not start or stopped with an error: 1.
     Runtime(socketserver::Error),
+    /// Anything else that ends the run: 1.
+    Other(String),
 }
 
 impl From<socketserver::Error> for Failure {
@@ -58,6 +61,10 @@ fn main() -> ExitCode {
             eprintln!("socketserver: {e}");
             ExitCode::from(1)
         }
+        Ok(Err(Failure::Other(message))) => {
+            eprintln!("socketserver: {message}");
+            ExitCode::from(1)
+        }
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
@@ -88,27 +95,17 @@ fn run(options: Options) -> Result<(), Failure> {
         .listen
         .iter()
         .any(|l| matches!(l, Listen::Systemd(_)));
+    if let Some(processes) = options.processes {
+        return supervise(&options, processes, inherits_systemd);
+    }
     for spec in &options.listen {
-        let adopted = match spec {
-            Listen::Address(addr) => {
-                builder = builder.listen(addr.clone());
-                continue;
+        match spec {
+            Listen::Address(addr) => builder = builder.listen(addr.clone()),
+            inherited => {
+                for listener in adopt(inherited, &options)? {
+                    builder = builder.listener(listener);
+                }
             }
-            Listen::Fd(fd) => vec![Listener::from_raw_fd(*fd)],
-            Listen::Systemd(name) => match Listener::from_systemd(name.as_deref()) {
-                Ok(listeners) => listeners.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            },
-        };
-        for listener in adopted {
-            let listener = listener.map_err(|e| Failure::Usage(e.to_string()))?;
-            if options.service == Service::Http && !listener.local_addr().is_stream() {
-                return Err(Failure::Usage(format!(
-                    "the http service needs stream listeners (tcp:// or unix:), not {} (inherited)",
-                    listener.local_addr()
-                )));
-            }
-            builder = builder.listener(listener);
         }
     }
     if inherits_systemd {
@@ -138,6 +135,10 @@ fn run(options: Options) -> Result<(), Failure> {
     }
     let _ = stdout.flush();
     drop(stdout);
+    if options.worker {
+        // The supervisor said what there is to say.
+        return Ok(server.serve_forever()?);
+    }
     match &site {
         Some((root, https)) => {
             for url in server
@@ -155,6 +156,69 @@ fn run(options: Options) -> Result<(), Failure> {
         options.mode
     );
     Ok(server.serve_forever()?)
+}
+
+/// The sockets of an inherited `--listen` (`fd:N`, `systemd[:NAME]`), checked to suit the
+/// service.
+fn adopt(spec: &Listen, options: &Options) -> Result<Vec<Listener>, Failure> {
+    let adopted = match spec {
+        Listen::Address(_) => Vec::new(),
+        Listen::Fd(fd) => vec![Listener::from_raw_fd(*fd)],
+        Listen::Systemd(name) => match Listener::from_systemd(name.as_deref()) {
+            Ok(listeners) => listeners.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        },
+    };
+    let mut listeners = Vec::new();
+    for listener in adopted {
+        let listener = listener.map_err(|e| Failure::Usage(e.to_string()))?;
+        if options.service == Service::Http && !listener.local_addr().is_stream() {
+            return Err(Failure::Usage(format!(
+                "the http service needs stream listeners (tcp:// or unix:), not {} (inherited)",
+                listener.local_addr()
+            )));
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// `--processes N`: bind (or adopt) every listener here, print the lines, and run the workers
+/// (see `supervisor.rs`). The listeners stay open here for the whole run: restarts hand the
+/// same sockets to new workers, and Unix socket files go when this process exits.
+fn supervise(options: &Options, processes: usize, inherits_systemd: bool) -> Result<(), Failure> {
+    use std::os::fd::AsRawFd;
+    let mut listeners = Vec::new();
+    for spec in &options.listen {
+        match spec {
+            Listen::Address(addr) => {
+                listeners.push(Listener::bind(addr, options.backlog, options.reuse_port)?);
+            }
+            inherited => listeners.extend(adopt(inherited, options)?),
+        }
+    }
+    if inherits_systemd {
+        // Read once; the workers get the sockets from us. No thread runs yet.
+        sys::forget_socket_activation();
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Other(format!("cannot find this program to start workers: {e}")))?;
+    let mut stdout = std::io::stdout().lock();
+    for listener in &listeners {
+        let _ = writeln!(stdout, "listening on {}", listener.local_addr());
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+    let plan = supervisor::Plan {
+        exe,
+        args: std::env::args_os().skip(1).collect(),
+        fds: listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+        processes,
+        shutdown_timeout: options.shutdown_timeout,
+    };
+    let result = supervisor::run(plan).map_err(|e| Failure::Other(e.to_string()));
+    drop(listeners);
+    result
 }
 
 /// The `http` handler, and what to tell people about it (the root, and whether it is HTTPS).

@@ -340,6 +340,30 @@ impl Intake {
         Ok(taken)
     }
 
+    /// One last look at every stream port as a graceful stop begins, after the caller stopped
+    /// watching them: takes what is already queued (at most a batch per port). A listener
+    /// shared with other processes (a restart's new workers) may have woken only this one,
+    /// with `EPOLLEXCLUSIVE`, for a connection it will now never see again: without this look
+    /// that connection would wait for the next one to wake someone else.
+    pub(crate) fn sweep(&mut self, mut take: impl FnMut(Request)) {
+        for index in 0..self.ports.len() {
+            if !self.ports[index].kind.is_stream() {
+                continue;
+            }
+            for _ in 0..ACCEPT_BATCH {
+                if !self.has_room() {
+                    return;
+                }
+                match self.accept_stream(index) {
+                    Ok(Accepted::Request(request)) => take(request),
+                    Ok(Accepted::Skipped) => {}
+                    // Drained, full, or shut down with the server: nothing more here.
+                    Ok(Accepted::Drained | Accepted::Full) | Err(_) => break,
+                }
+            }
+        }
+    }
+
     /// Pauses accepting after resource exhaustion: 5 ms, doubling to 1 s while it lasts,
     /// logged once per burst.
     fn pause(&mut self, index: usize, error: &io::Error) {

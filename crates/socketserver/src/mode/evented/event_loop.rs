@@ -281,31 +281,26 @@ impl EventLoop {
             return;
         };
         if !a.shared.is_running() {
-            // Stopping: never accept again (the listeners are shut down or left alone).
+            // Stopping: never accept again (the listeners are shut down or left alone),
+            // after one last look at a shared listener (see `Intake::sweep`).
             for port in a.intake.ports() {
                 let _ = self
                     .poll
                     .registry()
                     .deregister(&mut SourceFd(&port.socket.as_raw_fd()));
             }
+            if !a.shared.is_closing() {
+                let (handler, spare) = (&a.handler, &mut a.spare);
+                a.intake
+                    .sweep(|request| self.take_new(handler, spare, request));
+            }
             return;
         }
         loop {
-            let handler = &a.handler;
-            let spare = &mut a.spare;
-            let taken = a.intake.accept(usize::MAX, |request| {
-                let session = match spare.take() {
-                    Some(session) => Ok(Some(session)),
-                    None => new_session(&**handler, &request),
-                };
-                match session {
-                    Ok(Some(session)) => self.add(request, session.0),
-                    Ok(None) => {
-                        let _ = self.jobs.send(super::blocking_job(handler, request));
-                    }
-                    Err(()) => drop(request),
-                }
-            });
+            let (handler, spare) = (&a.handler, &mut a.spare);
+            let taken = a
+                .intake
+                .accept(usize::MAX, |request| self.take_new(handler, spare, request));
             let Err(broken) = taken else {
                 break;
             };
@@ -321,6 +316,27 @@ impl EventLoop {
                 .deregister(&mut SourceFd(&port.socket.as_raw_fd()));
         }
         self.acceptor = Some(a);
+    }
+
+    /// Serves a connection this loop accepted: on the loop with a session of its own (the
+    /// probe's spare one first), or on a worker when the handler has only the blocking form.
+    fn take_new(
+        &mut self,
+        handler: &Arc<dyn Handler>,
+        spare: &mut Option<Session>,
+        request: Request,
+    ) {
+        let session = match spare.take() {
+            Some(session) => Ok(Some(session)),
+            None => new_session(&**handler, &request),
+        };
+        match session {
+            Ok(Some(session)) => self.add(request, session.0),
+            Ok(None) => {
+                let _ = self.jobs.send(super::blocking_job(handler, request));
+            }
+            Err(()) => drop(request),
+        }
     }
 
     /// Takes new connections, returning ones and stop requests. Returns true on stop.
