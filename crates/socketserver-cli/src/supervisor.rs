@@ -69,7 +69,15 @@ struct Worker {
 
 struct Restart {
     generation: u64,
+    began: Instant,
     deadline: Instant,
+}
+
+/// A finished restart's old workers, draining: when the restart began and when they were told
+/// to stop (for the log line once the last is gone).
+struct Draining {
+    began: Instant,
+    retired: Instant,
 }
 
 struct Supervisor {
@@ -79,6 +87,7 @@ struct Supervisor {
     serving: u64,
     next_generation: u64,
     restart: Option<Restart>,
+    draining: Option<Draining>,
     /// Replacements due, at these times.
     respawns: Vec<Instant>,
     failures: u32,
@@ -131,6 +140,7 @@ pub fn run(plan: Plan) -> io::Result<()> {
         serving: 0,
         next_generation: 1,
         restart: None,
+        draining: None,
         respawns: Vec::new(),
         failures: 0,
         told_ready: false,
@@ -303,6 +313,7 @@ impl Supervisor {
             let _ = std::fs::remove_file(&worker.path);
             if worker.stopping {
                 log::info!("worker {pid} {how}");
+                self.drained();
                 continue;
             }
             if let Some(restart) = &self.restart
@@ -334,6 +345,22 @@ impl Supervisor {
                 delay.as_secs_f64()
             );
             self.respawns.push(Instant::now() + delay);
+        }
+    }
+
+    /// Logs the end of a restart once its last old worker is gone: how long the restart took
+    /// and how long old and new workers overlapped.
+    fn drained(&mut self) {
+        if self.stopping.is_some() || self.workers.iter().any(|w| w.stopping) {
+            return;
+        }
+        if let Some(d) = self.draining.take() {
+            log::info!(
+                "restart finished {:.2} s after SIGHUP: new workers ready in {:.2} s, old ones drained in {:.2} s",
+                d.began.elapsed().as_secs_f64(),
+                d.retired.duration_since(d.began).as_secs_f64(),
+                d.retired.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -373,6 +400,10 @@ impl Supervisor {
                 .collect();
             if new.len() == self.plan.processes && new.iter().all(|w| w.ready) {
                 let pids: Vec<String> = new.iter().map(|w| w.pid.to_string()).collect();
+                self.draining = Some(Draining {
+                    began: restart.began,
+                    retired: now,
+                });
                 self.restart = None;
                 self.serving = generation;
                 let mut old = Vec::new();
@@ -432,9 +463,11 @@ impl Supervisor {
             self.plan.processes,
             self.plan.exe.display()
         );
+        let began = Instant::now();
         self.restart = Some(Restart {
             generation,
-            deadline: Instant::now() + READY_WITHIN,
+            began,
+            deadline: began + READY_WITHIN,
         });
         for _ in 0..self.plan.processes {
             if let Err(e) = self.spawn(generation) {

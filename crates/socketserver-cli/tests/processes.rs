@@ -395,6 +395,15 @@ fn a_restart_under_load_loses_nothing_and_a_broken_binary_aborts_it() -> io::Res
         ));
     }
     eprintln!("restart under load, {took:?}:\n{}", report.join("\n"));
+    for server in [&http, &echo] {
+        for line in server
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("restart finished"))
+        {
+            eprintln!("{line}");
+        }
+    }
     for (name, tally) in &tallies {
         assert!(
             tally.errors.lock().unwrap().is_empty(),
@@ -418,5 +427,75 @@ fn a_restart_under_load_loses_nothing_and_a_broken_binary_aborts_it() -> io::Res
         server.signal("TERM")?;
         assert!(server.wait_exit(IO_TIMEOUT)?.success());
     }
+    Ok(())
+}
+
+/// The same through a real HAProxy (`send-proxy-v2`, so `--proxy-protocol`): HAProxy keeps
+/// no pool of its own in TCP mode, so every client connection is one to a worker, and a
+/// restart must lose none of them.
+#[test]
+fn a_restart_under_load_through_haproxy_loses_nothing() -> io::Result<()> {
+    let site = tempdir()?;
+    std::fs::write(site.path().join("file.txt"), BODY)?;
+    let dir = site.path().to_str().expect("UTF-8 temp path");
+    let http = Server::start(&[
+        "http",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        dir,
+        "--processes",
+        "2",
+        "--workers",
+        "1",
+        "--proxy-protocol",
+    ])?;
+    let Addr::Tcp(backend) = http.addrs[0].clone() else {
+        return Err(common::other("expected a TCP listener"));
+    };
+    let Some(balancer) = common::Balancer::start(backend)? else {
+        return Ok(());
+    };
+    let first = wait_children(http.pid(), 2, &[])?;
+    let front = Addr::Tcp(balancer.front);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    let mut tallies = Vec::new();
+    for (name, client) in [
+        ("keep-alive", keep_alive_client as Client),
+        ("per-request", per_request_client as Client),
+    ] {
+        let tally = Arc::new(Tally::default());
+        tallies.push((name, Arc::clone(&tally)));
+        let (stop, front) = (Arc::clone(&stop), front.clone());
+        clients.push(thread::spawn(move || client(front, stop, tally)));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let second = restart(&http, 1, &first, 2)?;
+    thread::sleep(Duration::from_millis(300));
+    restart(&http, 2, &second, 2)?;
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, SeqCst);
+    for client in clients {
+        client
+            .join()
+            .map_err(|_| common::other("a client panicked"))?;
+    }
+    for (name, tally) in &tallies {
+        let errors = tally.errors.lock().unwrap();
+        let requests = tally.requests.load(SeqCst);
+        eprintln!(
+            "through haproxy, {name}: {requests} requests, {} retried, errors {:?}",
+            tally.retried.load(SeqCst),
+            *errors
+        );
+        assert!(errors.is_empty() && requests > 10, "{name}: {:?}", *errors);
+    }
+    // The access log names the client (here 127.0.0.1 too), never a missing header.
+    assert!(
+        !http.stderr().contains("PROXY protocol header"),
+        "{}",
+        http.stderr()
+    );
     Ok(())
 }

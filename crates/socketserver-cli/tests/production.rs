@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Addr, HttpReply, IO_TIMEOUT, Server, Stream, assert_one_line_error, exchange, run, run_command,
-    socketserver, unix_url,
+    Addr, Balancer, HttpReply, IO_TIMEOUT, Server, Stream, assert_one_line_error, exchange, run,
+    run_command, socketserver, unix_url,
 };
 use tempfile::tempdir;
 
@@ -459,34 +459,11 @@ fn behind_a_proxy_header_the_access_log_shows_the_client_in_every_mode() -> io::
     Ok(())
 }
 
-/// `haproxy`, when this machine has it.
-fn haproxy() -> Option<Command> {
-    let found = Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: haproxy is not installed (Debian package haproxy)");
-        return None;
-    }
-    Some(Command::new("haproxy"))
-}
-
-/// A free TCP port on 127.0.0.1 (for a program that takes no port 0).
-fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// HAProxy in front, as operators run it: TCP mode, `send-proxy-v2` to the server. The client
 /// connects from 127.0.0.2 (all of 127/8 is loopback), HAProxy to the server from 127.0.0.1:
 /// the access log must show the client's.
 #[test]
 fn haproxy_with_send_proxy_v2_in_front_shows_the_client_in_the_access_log() -> io::Result<()> {
-    let Some(mut haproxy) = haproxy() else {
-        return Ok(());
-    };
     let site = tempdir()?;
     std::fs::write(site.path().join("a.txt"), "through the balancer\n")?;
     let dir = site.path().to_str().expect("UTF-8 temp path");
@@ -498,56 +475,69 @@ fn haproxy_with_send_proxy_v2_in_front_shows_the_client_in_the_access_log() -> i
         dir,
         "--proxy-protocol",
     ])?;
-    let backend = server.addrs[0].clone();
-    let Addr::Tcp(backend) = backend else {
+    let Addr::Tcp(backend) = server.addrs[0].clone() else {
         return Err(common::other("expected a TCP listener"));
     };
-    let front = free_port()?;
-    let config = site.path().join("haproxy.cfg");
-    std::fs::write(
-        &config,
-        format!(
-            "global\n  maxconn 256\n\
-             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend front\n  bind 127.0.0.1:{front}\n  default_backend servers\n\
-             backend servers\n  server s1 {backend} send-proxy-v2\n"
-        ),
-    )?;
-    let mut balancer = haproxy
-        .arg("-db")
-        .arg("-f")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let result = (|| -> io::Result<()> {
-        let url = format!("http://127.0.0.1:{front}/a.txt");
-        let mut body = None;
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while Instant::now() < deadline {
-            let out = Command::new("curl")
-                .args(["-sS", "--max-time", "5", "--interface", "127.0.0.2", &url])
-                .output()?;
-            if out.status.success() {
-                body = Some(out.stdout);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50)); // HAProxy still starting
-        }
-        assert_eq!(body.as_deref(), Some(&b"through the balancer\n"[..]));
-        server.wait_stderr(IO_TIMEOUT, |err| {
-            err.contains("127.0.0.2 - - [") && err.contains("\"GET /a.txt HTTP/1.1\" 200")
-        })?;
-        assert!(
-            !server.stderr().contains("127.0.0.1 - - ["),
-            "{}",
-            server.stderr()
-        );
-        Ok(())
-    })();
-    let _ = balancer.kill();
-    let _ = balancer.wait();
+    let Some(balancer) = Balancer::start(backend)? else {
+        return Ok(());
+    };
+    let url = format!("http://{}/a.txt", balancer.front);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--interface", "127.0.0.2", &url])
+        .output()?;
+    assert_eq!(out.stdout, b"through the balancer\n", "{out:?}");
+    server.wait_stderr(IO_TIMEOUT, |err| {
+        err.contains("127.0.0.2 - - [") && err.contains("\"GET /a.txt HTTP/1.1\" 200")
+    })?;
+    assert!(
+        !server.stderr().contains("127.0.0.1 - - ["),
+        "{}",
+        server.stderr()
+    );
+    drop(balancer);
     server.signal("TERM")?;
     assert!(server.wait_exit(IO_TIMEOUT)?.success());
-    result
+    Ok(())
+}
+
+/// The contrib unit's shape: socket activation, `--processes`, a reload by SIGHUP. The
+/// supervisor takes systemd's socket and hands it to its workers.
+#[test]
+fn socket_activation_with_several_processes_and_a_reload() -> io::Result<()> {
+    let Some(mut command) = socket_activate() else {
+        return Ok(());
+    };
+    let dir = tempdir()?;
+    let web = socket_path(&dir, "web.sock");
+    command.args([
+        "-l",
+        &web,
+        "--fdname=web",
+        bin(),
+        "echo",
+        "--listen",
+        "systemd:web",
+        "--processes",
+        "2",
+    ]);
+    let addr = Addr::Unix(web.clone().into());
+    let (mut server, first) = activate(
+        &web,
+        move || Server::spawn_command(command, 1, "echo --listen systemd:web --processes 2"),
+        || exchange(&addr, b"activated", dir.path()),
+    )?;
+    assert_eq!(first, b"activated");
+    server.signal("HUP")?;
+    server.wait_stderr(IO_TIMEOUT, |e| e.contains("restart finished"))?;
+    assert_eq!(
+        exchange(&server.addrs[0], b"reloaded", dir.path())?,
+        b"reloaded"
+    );
+    server.signal("TERM")?;
+    assert!(server.wait_exit(IO_TIMEOUT)?.success());
+    assert!(
+        std::path::Path::new(&web).exists(),
+        "systemd's socket file is left alone"
+    );
+    Ok(())
 }

@@ -638,3 +638,68 @@ impl Server {
         Ok(self.stderr())
     }
 }
+
+/// A real HAProxy in front of a server, as operators run it: TCP mode, the PROXY protocol v2
+/// to the server (`send-proxy-v2`). Killed when dropped.
+pub struct Balancer {
+    child: Child,
+    /// Where clients connect.
+    pub front: SocketAddr,
+    _config: tempfile::TempDir,
+}
+
+impl Balancer {
+    /// Starts HAProxy in front of `backend`, or `None` (said on stderr) when the machine has
+    /// no `haproxy` (Debian package `haproxy`; `.ci/run` installs it).
+    pub fn start(backend: SocketAddr) -> io::Result<Option<Balancer>> {
+        let found = Command::new("haproxy")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipped: haproxy is not installed (Debian package haproxy)");
+            return Ok(None);
+        }
+        // HAProxy takes no port 0: a port just free, which nothing else here binds.
+        let front = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 1024\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                 frontend front\n  bind {front}\n  default_backend servers\n\
+                 backend servers\n  server s1 {backend} send-proxy-v2\n"
+            ),
+        )?;
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let balancer = Balancer {
+            child,
+            front,
+            _config: dir,
+        };
+        // Ready once it accepts.
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while TcpStream::connect(front).is_err() {
+            if Instant::now() > deadline {
+                return Err(other("haproxy did not start listening"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Some(balancer))
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
