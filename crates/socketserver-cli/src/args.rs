@@ -110,6 +110,11 @@ struct Cli {
     #[arg(long)]
     quiet: bool,
 
+    /// Serve Prometheus metrics (text format) at GET /metrics on this separate TCP listener,
+    /// e.g. tcp://127.0.0.1:9100; with --processes, summed over the workers
+    #[arg(long, value_name = "URL")]
+    metrics: Option<String>,
+
     /// Every stream connection begins with a PROXY protocol header (v1 or v2, from HAProxy,
     /// nginx or a cloud balancer) due within --timeout (30 s when none is set); its client
     /// address replaces the balancer's everywhere. A connection without one is closed, logged
@@ -234,6 +239,8 @@ pub struct Options {
     pub backlog: u32,
     pub reuse_port: bool,
     pub quiet: bool,
+    /// `--metrics URL`: where the metrics are served.
+    pub metrics: Option<Address>,
     /// `--processes N`: run a supervisor with N workers.
     pub processes: Option<usize>,
     /// This process is a supervisor's worker (its listeners are inherited).
@@ -379,6 +386,18 @@ fn validate(cli: Cli) -> Result<Options, String> {
     if cli.backlog == 0 {
         return Err("--backlog 0: use at least 1".into());
     }
+    let metrics = match &cli.metrics {
+        None => None,
+        Some(url) => match url.parse::<Address>() {
+            Ok(addr @ Address::Tcp { .. }) => Some(addr),
+            Ok(other) => {
+                return Err(format!(
+                    "--metrics {other}: the metrics are served over TCP (tcp://HOST:PORT)"
+                ));
+            }
+            Err(e) => return Err(format!("--metrics {url}: {e}")),
+        },
+    };
     if cli.processes == Some(0) {
         return Err("--processes 0: use at least 1 worker process".into());
     }
@@ -428,6 +447,7 @@ fn validate(cli: Cli) -> Result<Options, String> {
         backlog: cli.backlog,
         reuse_port: cli.reuse_port,
         quiet: cli.quiet,
+        metrics,
         processes: cli.processes.filter(|_| cli.as_worker.is_none()),
         worker: cli.as_worker.is_some(),
         proxy_protocol: cli

@@ -14,8 +14,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use socketserver::http::{Http, Limits, StaticFiles, TlsConfig};
+use socketserver::metrics::{Metrics, Scrape};
 use socketserver::services::{Echo, ThreadName, Upper};
 use socketserver::{Address, Listener, Mode, Server, ServerBuilder};
+use std::sync::Arc;
 
 use crate::args::{HttpOptions, Listen, Options, Service, Stop};
 
@@ -112,13 +114,31 @@ fn run(options: Options) -> Result<(), Failure> {
         // Read once; programs we start must not take them for theirs. No thread runs yet.
         sys::forget_socket_activation();
     }
+    // A worker counts into the block its supervisor passed after the listeners.
+    let metrics = match &options.metrics {
+        None => None,
+        Some(_) if options.worker => Some(Arc::new(
+            sys::inherited_fd(3 + options.listen.len())
+                .and_then(Metrics::from_fd)
+                .map_err(|e| Failure::Other(format!("the supervisor's metrics block: {e}")))?,
+        )),
+        Some(_) => Some(Arc::new(Metrics::new().map_err(|e| {
+            Failure::Other(format!("cannot set up the metrics: {e}"))
+        })?)),
+    };
+    if let Some(m) = &metrics {
+        builder = builder.metrics(Arc::clone(m));
+    }
     let mut site = None;
     let server: Server = match (&options.service, &options.http) {
         (Service::Echo, _) => builder.bind(Echo)?,
         (Service::Upper, _) => builder.bind(Upper)?,
         (Service::Threadname, _) => builder.bind(ThreadName)?,
         (Service::Http, Some(http)) => {
-            let (handler, about) = http_handler(&options, http)?;
+            let (mut handler, about) = http_handler(&options, http)?;
+            if let Some(m) = &metrics {
+                handler = handler.metrics(Arc::clone(m));
+            }
             site = Some(about);
             // The http service enforces its own timeouts (head deadline, idle, write).
             builder.timeout(None).bind(handler)?
@@ -127,18 +147,23 @@ fn run(options: Options) -> Result<(), Failure> {
             return Err(Failure::Usage("the http service needs its options".into()));
         }
     };
-    // Signal handling is installed by `bind`; only now is it safe to announce the addresses.
-    let mut stdout = std::io::stdout().lock();
-    for addr in server.local_addrs() {
-        // A closed stdout must not stop the server; there is nobody to tell.
-        let _ = writeln!(stdout, "listening on {addr}");
-    }
-    let _ = stdout.flush();
-    drop(stdout);
     if options.worker {
-        // The supervisor said what there is to say.
+        // The supervisor said what there is to say, and serves the metrics.
         return Ok(server.serve_forever()?);
     }
+    let scrapes = match (&options.metrics, &metrics) {
+        (Some(addr), Some(m)) => {
+            let m = Arc::clone(m);
+            Some(MetricsServer::start(
+                addr,
+                move || m.snapshot(),
+                options.service == Service::Http,
+            )?)
+        }
+        _ => None,
+    };
+    // Signal handling is installed by `bind`; only now is it safe to announce the addresses.
+    announce(server.local_addrs(), scrapes.as_ref());
     match &site {
         Some((root, https)) => {
             for url in server
@@ -155,7 +180,70 @@ fn run(options: Options) -> Result<(), Failure> {
         "{} mode; Ctrl-C stops gracefully, a second Ctrl-C at once",
         options.mode
     );
-    Ok(server.serve_forever()?)
+    let served = server.serve_forever();
+    drop(scrapes);
+    Ok(served?)
+}
+
+/// The stdout lines: `listening on URL` per listener, then `metrics on URL`.
+fn announce(addrs: &[Address], scrapes: Option<&MetricsServer>) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        // A closed stdout must not stop the server; there is nobody to tell.
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    if let Some(scrapes) = scrapes {
+        let _ = writeln!(stdout, "metrics on {}", scrapes.addr);
+    }
+    let _ = stdout.flush();
+}
+
+/// `--metrics URL`: a server of its own (so that scrapes are not counted), on a thread,
+/// stopped when dropped.
+struct MetricsServer {
+    addr: Address,
+    stop: socketserver::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    fn start(
+        addr: &Address,
+        snapshot: impl Fn() -> socketserver::metrics::Snapshot + Send + Sync + 'static,
+        http: bool,
+    ) -> Result<MetricsServer, Failure> {
+        let page = Http::new(Scrape::new(snapshot, http)).access_log(false);
+        let server = ServerBuilder::new()
+            .listen(addr.clone())
+            .mode(Mode::Threading)
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .shutdown_timeout(std::time::Duration::from_secs(1))
+            .bind(page)?;
+        let addr = server.local_addr().clone();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                if let Err(e) = server.serve_forever() {
+                    log::error!("the metrics server stopped: {e}");
+                }
+            })
+            .map_err(|e| Failure::Other(format!("cannot start the metrics server: {e}")))?;
+        Ok(MetricsServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The sockets of an inherited `--listen` (`fd:N`, `systemd[:NAME]`), checked to suit the
@@ -203,20 +291,34 @@ fn supervise(options: &Options, processes: usize, inherits_systemd: bool) -> Res
     }
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Other(format!("cannot find this program to start workers: {e}")))?;
-    let mut stdout = std::io::stdout().lock();
-    for listener in &listeners {
-        let _ = writeln!(stdout, "listening on {}", listener.local_addr());
-    }
-    let _ = stdout.flush();
-    drop(stdout);
+    // The workers count into blocks of their own; this sums them, and those of workers gone.
+    let board = options
+        .metrics
+        .as_ref()
+        .map(|_| Arc::new(std::sync::Mutex::new(supervisor::Board::default())));
+    let scrapes = match (&options.metrics, &board) {
+        (Some(addr), Some(board)) => {
+            let board = Arc::clone(board);
+            Some(MetricsServer::start(
+                addr,
+                move || supervisor::Board::sum(&board),
+                options.service == Service::Http,
+            )?)
+        }
+        _ => None,
+    };
+    let addrs: Vec<Address> = listeners.iter().map(|l| l.local_addr().clone()).collect();
+    announce(&addrs, scrapes.as_ref());
     let plan = supervisor::Plan {
         exe,
         args: std::env::args_os().skip(1).collect(),
         fds: listeners.iter().map(AsRawFd::as_raw_fd).collect(),
         processes,
         shutdown_timeout: options.shutdown_timeout,
+        board,
     };
     let result = supervisor::run(plan).map_err(|e| Failure::Other(e.to_string()));
+    drop(scrapes);
     drop(listeners);
     result
 }

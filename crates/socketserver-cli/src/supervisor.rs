@@ -27,9 +27,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use socketserver::metrics::{Metrics, Snapshot};
 
 use crate::sys;
 
@@ -52,6 +55,28 @@ pub struct Plan {
     pub fds: Vec<RawFd>,
     pub processes: usize,
     pub shutdown_timeout: Duration,
+    /// With `--metrics`: the workers' counters, for the metrics server.
+    pub board: Option<Arc<Mutex<Board>>>,
+}
+
+/// The workers' counters: a block of shared memory per live worker (it counts, we read),
+/// and the sum of those of workers gone, so that no counter goes down across restarts.
+#[derive(Default)]
+pub struct Board {
+    retired: Snapshot,
+    live: Vec<(Pid, Arc<Metrics>)>,
+}
+
+impl Board {
+    /// What a scrape shows: the sum over every worker, past and present.
+    pub fn sum(board: &Mutex<Board>) -> Snapshot {
+        let board = board.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sum = board.retired.clone();
+        for (_, metrics) in &board.live {
+            sum.add(&metrics.snapshot());
+        }
+        sum
+    }
 }
 
 struct Worker {
@@ -250,7 +275,16 @@ impl Supervisor {
             Some(every) => command.env("WATCHDOG_USEC", every.as_micros().to_string()),
             None => command.env_remove("WATCHDOG_USEC"),
         };
-        let child = sys::spawn_with_fds(&mut command, &self.plan.fds).map_err(|e| {
+        // With metrics, the worker's counters go after its listeners.
+        let block = match &self.plan.board {
+            Some(_) => Some(Metrics::shared()?),
+            None => None,
+        };
+        let mut fds = self.plan.fds.clone();
+        if let Some((_, fd)) = &block {
+            fds.push(fd.as_raw_fd());
+        }
+        let child = sys::spawn_with_fds(&mut command, &fds).map_err(|e| {
             let _ = std::fs::remove_file(&path);
             io::Error::new(
                 e.kind(),
@@ -260,6 +294,13 @@ impl Supervisor {
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         // Reaped with waitpid: the handle has nothing more to give.
         drop(child);
+        if let (Some(board), Some((metrics, _fd))) = (&self.plan.board, block) {
+            board
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .live
+                .push((pid, Arc::new(metrics)));
+        }
         let now = Instant::now();
         log::info!("worker {pid} started");
         self.workers.push(Worker {
@@ -311,6 +352,7 @@ impl Supervisor {
             };
             let worker = self.workers.remove(index);
             let _ = std::fs::remove_file(&worker.path);
+            self.retire_counters(pid);
             if worker.stopping {
                 log::info!("worker {pid} {how}");
                 self.drained();
@@ -345,6 +387,19 @@ impl Supervisor {
                 delay.as_secs_f64()
             );
             self.respawns.push(Instant::now() + delay);
+        }
+    }
+
+    /// A worker is gone: what it counted joins the sum of those gone before.
+    fn retire_counters(&mut self, pid: Pid) {
+        let Some(board) = &self.plan.board else {
+            return;
+        };
+        let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = board.live.iter().position(|(p, _)| *p == pid) {
+            let (_, metrics) = board.live.remove(i);
+            let last = metrics.snapshot().retired();
+            board.retired.add(&last);
         }
     }
 
@@ -516,6 +571,8 @@ impl Supervisor {
     fn wait_all(&mut self) {
         for worker in std::mem::take(&mut self.workers) {
             let _ = nix::sys::wait::waitpid(worker.pid, None);
+            let _ = std::fs::remove_file(&worker.path);
+            self.retire_counters(worker.pid);
         }
     }
 }

@@ -138,3 +138,16 @@ pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec
         })
         .collect())
 }
+
+/// Takes descriptor `fd`, which the supervisor passed this worker (its metrics block, after
+/// the listeners). Called once, for a number nothing else in this process uses.
+pub fn inherited_fd(fd: usize) -> io::Result<OwnedFd> {
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: an open descriptor the supervisor put at this number for this process, which
+    // nothing else here claims (the listeners are the ones below it).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -323,17 +323,22 @@ impl Intake {
                     // A stop shuts the listeners down from another thread: an accept failing
                     // after that is the stop, not a broken listener.
                     Err(_) if !self.shared.is_running() => return Ok(taken),
-                    Err(error) => match classify(&error) {
-                        AcceptError::Retry => {}
-                        AcceptError::Backoff => {
-                            self.pause(index, &error);
-                            return Ok(taken);
+                    Err(error) => {
+                        if let Some(m) = self.shared.metrics() {
+                            m.accept_error();
                         }
-                        AcceptError::Fatal => {
-                            self.ports[index].ready = false;
-                            return Err(Broken { index, error });
+                        match classify(&error) {
+                            AcceptError::Retry => {}
+                            AcceptError::Backoff => {
+                                self.pause(index, &error);
+                                return Ok(taken);
+                            }
+                            AcceptError::Fatal => {
+                                self.ports[index].ready = false;
+                                return Err(Broken { index, error });
+                            }
                         }
-                    },
+                    }
                 }
             }
         }
@@ -450,6 +455,7 @@ impl Intake {
                 self.settings.timeout,
                 slot,
             )
+            .count_accepted()
             .expecting_proxy_header(self.settings.proxy),
         ))
     }
@@ -469,6 +475,10 @@ impl Intake {
             Err(e) => return Err(e),
         };
         let peer = address_of(&from, port.kind);
+        if let Some(m) = self.shared.metrics() {
+            m.datagram();
+            m.received(len);
+        }
         if len > max {
             let error = Error::DatagramTooLarge { len, limit: max };
             report(&*self.handler, &peer, &error);
@@ -549,6 +559,7 @@ mod tests {
             Duration::from_secs(1),
             None,
             false,
+            None,
         ));
         (listener, shared, poll)
     }

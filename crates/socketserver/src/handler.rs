@@ -112,6 +112,9 @@ pub(crate) fn run(handler: &dyn Handler, mut request: Request) {
         }),
     };
     if let Some(error) = error {
+        if let Some(m) = request.shutdown_ref().shared.metrics() {
+            m.handler_error();
+        }
         report(handler, request.peer(), &error);
     }
 }

@@ -105,6 +105,7 @@ mod error;
 mod handler;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod metrics;
 mod mode;
 mod notify;
 mod protocol;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{SockAddr, Socket};
 
+use crate::metrics::{Metrics, Timeout};
 use crate::shutdown::Slot;
 use crate::{Address, ShutdownHandle};
 
@@ -52,6 +53,8 @@ pub struct Request {
     finished: bool,
     /// A PROXY protocol header is still to come, due within this long of the connection.
     proxy: Option<Duration>,
+    /// An accepted stream connection the metrics counted: its close is counted too.
+    counted: bool,
 }
 
 /// The stall window of a connection's writes: it opens when a write has to wait for the peer,
@@ -157,7 +160,17 @@ impl Request {
             slot: Some(slot),
             finished: false,
             proxy: None,
+            counted: false,
         }
+    }
+
+    /// Counts a new stream connection in the server's metrics (and its close, when dropped).
+    pub(crate) fn count_accepted(mut self) -> Request {
+        if let Some(m) = self.shutdown.shared.metrics() {
+            m.accepted();
+            self.counted = true;
+        }
+        self
     }
 
     /// Marks a new connection as beginning with a PROXY header due within `within`.
@@ -212,7 +225,13 @@ impl Request {
                 Err(invalid) => return Err(invalid.to_string()),
             }
             // Never past the header's end by more than a chunk; the rest stays buffered.
-            match read_waiting(&sock, &mut chunk, self.timeout, deadline) {
+            match read_waiting(
+                &sock,
+                &mut chunk,
+                self.timeout,
+                deadline,
+                self.shutdown.shared.metrics(),
+            ) {
                 Ok(0) => return Err("closed before its PROXY protocol header ended".into()),
                 Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -260,6 +279,7 @@ impl Request {
             slot: Some(slot),
             finished: false,
             proxy: None,
+            counted: false,
         }
     }
 
@@ -428,11 +448,14 @@ impl Request {
                     Ok(n) => {
                         left -= n as u64;
                         self.clock.taken(n);
+                        if let Some(m) = self.shutdown.shared.metrics() {
+                            m.sent(n);
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         waited = true;
-                        wait_writable(&sock, &mut self.clock)?;
+                        wait_writable(&sock, &mut self.clock, self.shutdown.shared.metrics())?;
                     }
                     // No zero-copy here (an unusual file system, another platform): copy.
                     Err(e)
@@ -540,6 +563,8 @@ impl Request {
     /// a `shutdown(2)` here would cut the child's connection too). Closes our copy of the fd.
     pub(crate) fn release_to_child(mut self) {
         self.finished = true;
+        // The child closes it, and counts that.
+        self.counted = false;
         if let Io::Stream { socket, .. } = &mut self.io {
             socket.take();
         }
@@ -557,7 +582,8 @@ impl Request {
                 let Some(sock) = socket.as_ref() else {
                     return Ok(());
                 };
-                let (_, flushed) = write_all(sock, wbuf, &mut self.clock);
+                let metrics = self.shutdown.shared.metrics();
+                let (_, flushed) = write_all(sock, wbuf, &mut self.clock, metrics);
                 wbuf.clear();
                 // Shut the write side down so the peer reads EOF even while another process
                 // (a forked child's parent, say) still holds the fd.
@@ -573,7 +599,13 @@ impl Request {
             } => {
                 // A datagram reply's errors are its own (a full peer queue is not a timeout).
                 if *reply_wanted || !reply.is_empty() {
-                    send_reply(socket, reply, to)
+                    let sent = send_reply(socket, reply, to);
+                    if sent.is_ok()
+                        && let Some(m) = self.shutdown.shared.metrics()
+                    {
+                        m.sent(reply.len());
+                    }
+                    sent
                 } else {
                     Ok(())
                 }
@@ -590,7 +622,8 @@ impl Request {
             } if !wbuf.is_empty() => {
                 // Keep what was not sent: the bytes `write` accepted stay in order even if
                 // the caller retries after a timeout.
-                let (sent, r) = write_all(sock, wbuf, &mut self.clock);
+                let metrics = self.shutdown.shared.metrics();
+                let (sent, r) = write_all(sock, wbuf, &mut self.clock, metrics);
                 wbuf.drain(..sent);
                 r
             }
@@ -606,18 +639,28 @@ fn read_waiting(
     buf: &mut [u8],
     timeout: Option<Duration>,
     deadline: Option<Instant>,
+    metrics: Option<&Metrics>,
 ) -> io::Result<usize> {
     use std::os::fd::AsFd;
     loop {
         match (&*sock).read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(n) => {
+                if let Some(m) = metrics {
+                    m.received(n);
+                }
+                return Ok(n);
+            }
             other => return other,
         }
         let (wait, by_deadline) = match deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    if let Some(m) = metrics {
+                        m.timed_out(Timeout::Header);
+                    }
                     return Err(deadline_passed());
                 }
                 match timeout {
@@ -628,6 +671,9 @@ fn read_waiting(
             None => (timeout, false),
         };
         if !crate::sys::poll_one(sock.as_fd(), false, wait)? && !by_deadline {
+            if let Some(m) = metrics {
+                m.timed_out(Timeout::Idle);
+            }
             return Err(silent(timeout));
         }
         // Ready, or at the deadline: the next turn reads or reports it.
@@ -635,9 +681,18 @@ fn read_waiting(
 }
 
 /// Waits until the peer takes more of what we send, within the write clock's window.
-fn wait_writable(sock: &Socket, clock: &mut WriteClock) -> io::Result<()> {
+fn wait_writable(
+    sock: &Socket,
+    clock: &mut WriteClock,
+    metrics: Option<&Metrics>,
+) -> io::Result<()> {
     use std::os::fd::AsFd;
-    let wait = clock.wait().map_err(|()| stalled(clock.limit))?;
+    let wait = clock.wait().map_err(|()| {
+        if let Some(m) = metrics {
+            m.timed_out(Timeout::Write);
+        }
+        stalled(clock.limit)
+    })?;
     // Not ready in time: the next send meets `WouldBlock` and the clock's verdict.
     crate::sys::poll_one(sock.as_fd(), true, wait).map(drop)
 }
@@ -711,7 +766,12 @@ pub(crate) const SEND_FLAGS: i32 = 0;
 
 /// Sends all of `buf` on the (non-blocking) stream socket, waiting for the peer within the
 /// write clock's window; returns how much was sent and how it ended.
-fn write_all(sock: &Socket, buf: &[u8], clock: &mut WriteClock) -> (usize, io::Result<()>) {
+fn write_all(
+    sock: &Socket,
+    buf: &[u8],
+    clock: &mut WriteClock,
+    metrics: Option<&Metrics>,
+) -> (usize, io::Result<()>) {
     let mut sent = 0;
     let mut waited = false;
     while sent < buf.len() {
@@ -720,11 +780,14 @@ fn write_all(sock: &Socket, buf: &[u8], clock: &mut WriteClock) -> (usize, io::R
             Ok(n) => {
                 sent += n;
                 clock.taken(n);
+                if let Some(m) = metrics {
+                    m.sent(n);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 waited = true;
-                if let Err(e) = wait_writable(sock, clock) {
+                if let Err(e) = wait_writable(sock, clock, metrics) {
                     return (sent, Err(e));
                 }
             }
@@ -775,7 +838,13 @@ impl Read for Request {
             // Large reads bypass the buffer, but pending output goes first.
             let sock = Arc::clone(sock);
             self.flush_writes()?;
-            return read_waiting(&sock, buf, self.timeout, self.read_deadline);
+            return read_waiting(
+                &sock,
+                buf,
+                self.timeout,
+                self.read_deadline,
+                self.shutdown.shared.metrics(),
+            );
         }
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
@@ -809,7 +878,8 @@ impl BufRead for Request {
             {
                 rbuf.resize(READ_BUF, 0);
                 *rpos = 0;
-                let r = read_waiting(sock, rbuf, self.timeout, self.read_deadline);
+                let metrics = self.shutdown.shared.metrics();
+                let r = read_waiting(sock, rbuf, self.timeout, self.read_deadline, metrics);
                 rbuf.truncate(*r.as_ref().unwrap_or(&0));
                 r?;
             }
@@ -846,7 +916,8 @@ impl Write for Request {
                 let sock = Arc::clone(sock);
                 self.flush_writes()?;
                 if buf.len() >= WRITE_BUF {
-                    match write_all(&sock, buf, &mut self.clock) {
+                    let metrics = self.shutdown.shared.metrics();
+                    match write_all(&sock, buf, &mut self.clock, metrics) {
                         (_, Ok(())) => {}
                         // Report the part that went out; the next write meets the error.
                         (sent, Err(_)) if sent > 0 => return Ok(sent),
@@ -875,6 +946,11 @@ impl Write for Request {
 impl Drop for Request {
     fn drop(&mut self) {
         let _ = self.finish();
+        if self.counted
+            && let Some(m) = self.shutdown.shared.metrics()
+        {
+            m.closed();
+        }
         // Off the table first, then close, then free the slot: a forced close never sees a
         // closed socket, and `max_connections` counts the fd until it is really closed.
         let mut slot = self.slot.take();

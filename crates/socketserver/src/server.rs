@@ -49,6 +49,7 @@ struct Config {
     async_accept: AsyncAccept,
     notify: bool,
     proxy: Option<Duration>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for Config {
@@ -71,6 +72,7 @@ impl Default for Config {
             async_accept: AsyncAccept::default(),
             notify: false,
             proxy: None,
+            metrics: None,
         }
     }
 }
@@ -214,6 +216,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Count connections, datagrams, bytes, timeouts and errors into `metrics` (see
+    /// [`metrics`](crate::metrics)); give the same value to the HTTP handler
+    /// ([`Http::metrics`](crate::http::Http::metrics)) for its request counts. Serve the
+    /// figures from a separate listener, so that scrapes are not counted. Default: none kept.
+    pub fn metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.config.metrics = Some(metrics);
+        self
+    }
+
     /// Expect a PROXY protocol header (v1 or v2, as HAProxy, nginx's `proxy_protocol` and cloud
     /// balancers send) at the start of every stream connection, within `timeout`; `None` (the
     /// default) expects none. The address it carries becomes the [`Request::peer`](crate::Request::peer) (and so the
@@ -334,6 +345,7 @@ impl Server {
             config.shutdown_timeout,
             plan.take_fork_link(),
             config.notify,
+            config.metrics.clone(),
         ));
         let Wiring {
             owned,

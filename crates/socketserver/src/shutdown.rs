@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     inline: bool,
     shutdown_timeout: Duration,
     drain_timer: Mutex<DrainTimer>,
+    /// The server's counters, when it keeps them.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Tell the service manager when a stop begins (see `notify.rs`).
     notify: bool,
 }
@@ -130,6 +132,7 @@ impl Shared {
         shutdown_timeout: Duration,
         fork: Option<ForkLink>,
         notify: bool,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Shared {
         Shared {
             state: AtomicU8::new(RUNNING),
@@ -147,7 +150,13 @@ impl Shared {
             shutdown_timeout,
             drain_timer: Mutex::new(DrainTimer::NotStarted),
             notify,
+            metrics,
         }
+    }
+
+    /// The server's counters, when it keeps them.
+    pub(crate) fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.metrics.as_deref()
     }
 
     /// Stops accepting at once, from the thread that asks for the stop: on Linux,

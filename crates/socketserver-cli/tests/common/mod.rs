@@ -288,6 +288,13 @@ impl Server {
 
     /// stdout lines printed after the `listening on` lines, up to end of file (call after the
     /// process exited).
+    /// The next stdout line (the `metrics on URL` line after the `listening on` ones).
+    pub fn next_stdout_line(&self) -> io::Result<String> {
+        self.stdout
+            .recv_timeout(START_TIMEOUT)
+            .map_err(|_| other(format!("no further stdout line; stderr: {}", self.stderr())))
+    }
+
     pub fn rest_of_stdout(&self) -> Vec<String> {
         let mut rest = Vec::new();
         while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {

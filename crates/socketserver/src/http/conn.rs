@@ -97,6 +97,9 @@ pub struct Http<S> {
     pub(crate) config: Arc<Config>,
 }
 
+/// The counters requests are counted in (see [`Http::metrics`]).
+type Counters = Option<Arc<crate::metrics::Metrics>>;
+
 /// Everything but the service, shared by every connection.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -105,6 +108,8 @@ pub(crate) struct Config {
     server: String,
     /// The health check's path (see [`Http::health`]).
     health: Option<String>,
+    /// Where requests are counted (see [`Http::metrics`]).
+    metrics: Counters,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<super::tls_config::TlsConfig>,
 }
@@ -138,6 +143,7 @@ impl<S: Service> Http<S> {
                 access_log: true,
                 server: format!("socketserver/{}", env!("CARGO_PKG_VERSION")),
                 health: None,
+                metrics: None,
                 #[cfg(feature = "tls")]
                 tls: None,
             }),
@@ -173,6 +179,16 @@ impl<S: Service> Http<S> {
     /// `Cache-Control: no-store`. Default: none (every path goes to the service).
     pub fn health(mut self, path: impl Into<String>) -> Self {
         Arc::make_mut(&mut self.config).health = Some(path.into());
+        self
+    }
+
+    /// Counts every answered request by status code, and its time from head to answer, into
+    /// `metrics` (`socketserver_http_requests_total{code}`,
+    /// `socketserver_http_request_duration_seconds`): the same value given to
+    /// [`ServerBuilder::metrics`](crate::ServerBuilder::metrics). Health checks are counted
+    /// too; serve the scrapes from another server. Default: none.
+    pub fn metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Arc::make_mut(&mut self.config).metrics = Some(metrics);
         self
     }
 
@@ -251,6 +267,9 @@ impl<S: Service> Http<S> {
             status,
             sent.as_ref().map_or(0, |s| s.bytes),
         );
+        if let Some(m) = &self.config.metrics {
+            m.http_request(status.as_u16(), None);
+        }
         sent.map(drop)
     }
 
@@ -272,6 +291,7 @@ impl<S: Service> Http<S> {
                 match parse::parse_head(io.buffered(), &limits) {
                     Ok(Parse::Complete(head)) => {
                         io.consume(head.len);
+                        io.stream.set_read_deadline(None);
                         return Next::Head(head);
                     }
                     Ok(Parse::Partial) => {}
@@ -308,6 +328,9 @@ impl<S: Service> Http<S> {
             if io.stream.set_timeout(Some(wait)).is_err() {
                 return Next::Close;
             }
+            // The head's deadline as such, so that running out of it counts as a header
+            // timeout (the per-read wait alone would look like an idle peer).
+            io.stream.set_read_deadline(deadline);
             match io.fill() {
                 Ok(0) => return Next::Close,
                 Ok(_) => {}
@@ -475,6 +498,9 @@ impl<S: Service> Http<S> {
             keep_alive = false;
         }
         let status = response.status();
+        if let Some(m) = &self.config.metrics {
+            m.http_request(status.as_u16(), Some(received.elapsed()));
+        }
         // The body's deadline is over; the response has its own clock.
         io.stream.set_read_deadline(None);
         io.stream

@@ -17,6 +17,8 @@
 //!   resolution inside `dir` (`Unsupported` without `openat2`: the caller checks paths).
 //! - `adopt_socket_fd(fd)`: take ownership of an inherited descriptor once it is known to be
 //!   an open socket (`--listen fd:N`, systemd socket activation).
+//! - `SharedWords`: zeroed 64-bit atomics in memory shared with forked children (anonymous)
+//!   or with other processes (a memfd), for the metrics counters.
 
 #[cfg(unix)]
 mod unix;

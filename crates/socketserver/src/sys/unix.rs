@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -336,4 +336,100 @@ pub(crate) fn adopt_socket_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: `fd` is open and a socket (checked above), and the caller hands it over once:
     // nothing else in this process owns it, so the `OwnedFd` may close it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `len` zeroed 64-bit atomics in a shared mapping: anonymous (forked children count into
+/// the same words) or of a memfd (a process that maps the same memfd sees them too). Unmapped
+/// on drop.
+pub(crate) struct SharedWords {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping holds only atomics, which are safe to share between threads.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    fn bytes(len: usize) -> io::Result<std::num::NonZeroUsize> {
+        len.checked_mul(8)
+            .and_then(std::num::NonZeroUsize::new)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no words to map"))
+    }
+
+    /// Anonymous shared memory: this process and the children it forks.
+    pub(crate) fn anonymous(len: usize) -> io::Result<SharedWords> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+        let bytes = SharedWords::bytes(len)?;
+        // SAFETY: a fresh anonymous mapping, aliasing nothing; zero-filled by the kernel,
+        // which is a valid `AtomicU64` bit pattern.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }?;
+        Ok(SharedWords { ptr, len })
+    }
+
+    /// A new memfd of `len` words, mapped: hand the descriptor to another process, which
+    /// maps it with [`of_fd`](Self::of_fd).
+    pub(crate) fn memfd(len: usize) -> io::Result<(SharedWords, OwnedFd)> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let bytes = SharedWords::bytes(len)?;
+        let fd = memfd_create(c"socketserver-metrics", MFdFlags::MFD_CLOEXEC)?;
+        nix::unistd::ftruncate(&fd, i64::try_from(bytes.get()).unwrap_or(i64::MAX))?;
+        Ok((SharedWords::of_fd(&fd, len)?, fd))
+    }
+
+    /// Maps the memfd `fd`, which must hold exactly `len` words.
+    pub(crate) fn of_fd(fd: &OwnedFd, len: usize) -> io::Result<SharedWords> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+        let bytes = SharedWords::bytes(len)?;
+        let size = nix::sys::stat::fstat(fd)?.st_size;
+        if u64::try_from(size).ok() != Some(bytes.get() as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a metrics block of {size} bytes, not {}: from another version?",
+                    bytes.get()
+                ),
+            ));
+        }
+        // SAFETY: a shared mapping of a memfd of exactly this size; its bytes are only ever
+        // accessed as atomics, here and in every other process mapping it.
+        let ptr = unsafe {
+            mmap(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
+        }?;
+        Ok(SharedWords { ptr, len })
+    }
+
+    pub(crate) fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `len` words long, page-aligned, lives as long as `self`, and
+        // is only ever accessed through atomics.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().cast::<std::sync::atomic::AtomicU64>(),
+                self.len,
+            )
+        }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in the constructor, unmapped once; no reference to its
+        // words outlives `self` (they borrow it).
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len * 8) };
+    }
 }

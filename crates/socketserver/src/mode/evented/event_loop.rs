@@ -17,6 +17,7 @@ use super::engine::{Driver, Input, Output, Sent, Step};
 use super::timers::{Linger, Timers};
 use super::{Busy, Flavor, new_session};
 use crate::accept::Intake;
+use crate::metrics::Timeout;
 use crate::protocol::Conn;
 use crate::request::WriteClock;
 use crate::shutdown::Shared;
@@ -591,6 +592,9 @@ impl EventLoop {
                 if n > 0 {
                     entry.last = Instant::now();
                     entry.write_clock.taken(n);
+                    if let Some(m) = request.shutdown_ref().shared.metrics() {
+                        m.sent(n);
+                    }
                 }
                 match sent {
                     Sent::Drained(_) => entry.write_clock.reset(),
@@ -630,6 +634,9 @@ impl EventLoop {
                 match (&*socket).read(&mut sink) {
                     Ok(0) => return self.close(token),
                     Ok(n) => {
+                        if let Some(m) = request.shutdown_ref().shared.metrics() {
+                            m.received(n);
+                        }
                         if !entry.linger.as_mut().is_some_and(|l| l.discarded(n)) {
                             return self.close(token);
                         }
@@ -676,6 +683,9 @@ impl EventLoop {
             let offered = spare.len();
             let got = (&*socket).read(spare);
             entry.input.commit(offered, *got.as_ref().unwrap_or(&0));
+            if let (Ok(n), Some(m)) = (&got, request.shutdown_ref().shared.metrics()) {
+                m.received(*n);
+            }
             let step = match got {
                 Ok(0) if entry.proxy.is_some() => {
                     log::warn!(
@@ -811,6 +821,9 @@ impl EventLoop {
             };
             if entry.proxy.is_some_and(|due| due <= now) {
                 if let Some(request) = entry.request.as_ref() {
+                    if let Some(m) = request.shutdown_ref().shared.metrics() {
+                        m.timed_out(Timeout::Header);
+                    }
                     log::warn!(
                         "{}: closed: no complete PROXY protocol header in time",
                         request.peer()
@@ -827,6 +840,19 @@ impl EventLoop {
                 None => {}
                 Some(_) if entry.closing => self.close(token),
                 Some(_) => {
+                    if let Some(m) = entry
+                        .request
+                        .as_ref()
+                        .and_then(|r| r.shutdown_ref().shared.metrics())
+                    {
+                        m.timed_out(if !entry.output.is_empty() {
+                            Timeout::Write
+                        } else if driver.is_idle() || driver.is_quiet() {
+                            Timeout::Idle
+                        } else {
+                            Timeout::Header
+                        });
+                    }
                     let step = call(entry, flavor, |d, c| d.timed_out(c));
                     // One more chance to send a last answer (an HTTP 408), within its own
                     // deadline; a second expiry closes for good.

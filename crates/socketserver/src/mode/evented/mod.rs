@@ -227,6 +227,9 @@ impl Evented {
             }),
         };
         if let Some(error) = failure {
+            if let Some(m) = request.shutdown_ref().shared.metrics() {
+                m.handler_error();
+            }
             crate::handler::report(&*self.handler, request.peer(), &error);
         }
     }
