@@ -276,13 +276,32 @@ fn adopt(spec: &Listen, options: &Options) -> Result<Vec<Listener>, Failure> {
 /// same sockets to new workers, and Unix socket files go when this process exits.
 fn supervise(options: &Options, processes: usize, inherits_systemd: bool) -> Result<(), Failure> {
     use std::os::fd::AsRawFd;
-    let mut listeners = Vec::new();
+    // Per listener, a socket per worker slot (TCP: `SO_REUSEPORT` spreads connections evenly
+    // over them) or one socket for every slot (see `supervisor.rs`). Sync workers are busy
+    // while they serve a connection: they share one socket, so an idle one always takes the
+    // next connection instead of it waiting behind a busy worker's.
+    let per_slot = !matches!(options.mode, Mode::Sync);
+    let mut listeners: Vec<Vec<Listener>> = Vec::new();
     for spec in &options.listen {
         match spec {
-            Listen::Address(addr) => {
-                listeners.push(Listener::bind(addr, options.backlog, options.reuse_port)?);
+            Listen::Address(addr @ Address::Tcp { .. }) if per_slot => {
+                let first = Listener::bind(addr, options.backlog, true)?;
+                // The others on the port the first got (port 0 picks one).
+                let bound = first.local_addr().clone();
+                let mut slots = vec![first];
+                for _ in 1..processes {
+                    slots.push(Listener::bind(&bound, options.backlog, true)?);
+                }
+                listeners.push(slots);
             }
-            inherited => listeners.extend(adopt(inherited, options)?),
+            Listen::Address(addr) => {
+                listeners.push(vec![Listener::bind(
+                    addr,
+                    options.backlog,
+                    options.reuse_port,
+                )?]);
+            }
+            inherited => listeners.extend(adopt(inherited, options)?.into_iter().map(|l| vec![l])),
         }
     }
     if inherits_systemd {
@@ -307,12 +326,22 @@ fn supervise(options: &Options, processes: usize, inherits_systemd: bool) -> Res
         }
         _ => None,
     };
-    let addrs: Vec<Address> = listeners.iter().map(|l| l.local_addr().clone()).collect();
+    let addrs: Vec<Address> = listeners
+        .iter()
+        .map(|slots| slots[0].local_addr().clone())
+        .collect();
     announce(&addrs, scrapes.as_ref());
     let plan = supervisor::Plan {
         exe,
         args: std::env::args_os().skip(1).collect(),
-        fds: listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+        fds: (0..processes)
+            .map(|slot| {
+                listeners
+                    .iter()
+                    .map(|slots| slots[slot.min(slots.len() - 1)].as_raw_fd())
+                    .collect()
+            })
+            .collect(),
         processes,
         shutdown_timeout: options.shutdown_timeout,
         board,

@@ -499,3 +499,57 @@ fn a_restart_under_load_through_haproxy_loses_nothing() -> io::Result<()> {
     );
     Ok(())
 }
+
+/// Open sockets of a process.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A socket per worker (`SO_REUSEPORT`): the kernel spreads new connections over the
+/// workers, even when one of them could take them all.
+#[test]
+fn connections_are_spread_over_the_workers() -> io::Result<()> {
+    let server = Server::start(&[
+        "echo",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--processes",
+        "2",
+        "--mode",
+        "async",
+        "--workers",
+        "1",
+    ])?;
+    let workers = wait_children(server.pid(), 2, &[])?;
+    server.wait_stderr(IO_TIMEOUT, |e| e.matches("started").count() >= 2)?;
+    let before: Vec<usize> = workers.iter().map(|&w| sockets(w)).collect();
+    let held: Vec<Stream> = (0..20)
+        .map(|_| Stream::connect(&server.addrs[0]))
+        .collect::<io::Result<_>>()?;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let taken = loop {
+        let taken: Vec<usize> = workers
+            .iter()
+            .zip(&before)
+            .map(|(&w, &b)| sockets(w).saturating_sub(b))
+            .collect();
+        if taken.iter().sum::<usize>() >= 20 || Instant::now() > deadline {
+            break taken;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(taken.iter().sum::<usize>(), 20, "{taken:?}");
+    assert!(
+        taken.iter().all(|&n| n >= 2),
+        "both workers take connections: {taken:?}"
+    );
+    drop(held);
+    Ok(())
+}
