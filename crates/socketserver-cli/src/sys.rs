@@ -26,9 +26,9 @@ use std::time::Duration;
 use nix::libc;
 
 /// Starts `command` with `fds` on descriptors 3, 4, … in order (the child's only inherited
-/// descriptors besides 0-2: everything else this process opens is close-on-exec), and asks the
-/// kernel to send the child SIGTERM should this process die first, so no worker outlives its
-/// supervisor.
+/// descriptors besides 0-2: everything else this process opens is close-on-exec), in a
+/// process group of its own, and asks the kernel to send the child SIGTERM should this
+/// process die first, so no worker outlives its supervisor.
 pub fn spawn_with_fds(command: &mut Command, fds: &[RawFd]) -> io::Result<Child> {
     // Copies above the target range first, so that no `dup2` below overwrites a source it has
     // yet to copy. They are close-on-exec and closed again here once the child is started.
@@ -58,6 +58,11 @@ pub fn spawn_with_fds(command: &mut Command, fds: &[RawFd]) -> io::Result<Child>
                 }
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A process group of its own: a terminal's Ctrl-C reaches the supervisor alone,
+            // which passes it on once (a worker that got it twice would stop at once).
+            if libc::setpgid(0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             // The supervisor died before the request was made: do not start an orphan.

@@ -553,3 +553,48 @@ fn connections_are_spread_over_the_workers() -> io::Result<()> {
     drop(held);
     Ok(())
 }
+
+/// The process group of `pid` (from /proc/PID/stat).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Ctrl-C in a terminal signals the whole foreground process group: the workers have groups
+/// of their own, so they hear it once, from the supervisor, and drain instead of stopping at
+/// once (as a second signal would make them).
+#[test]
+fn ctrl_c_in_a_terminal_drains_the_workers_gracefully() -> io::Result<()> {
+    let mut server = Server::start_in_own_group(&[
+        "upper",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--processes",
+        "2",
+    ])?;
+    let workers = wait_children(server.pid(), 2, &[])?;
+    server.wait_stderr(IO_TIMEOUT, |e| e.matches("started").count() >= 2)?;
+    for &w in &workers {
+        assert_eq!(process_group(w), Some(w), "worker {w} leads a group of its own");
+    }
+    // A request in flight: half a line sent.
+    let mut conn = Stream::connect(&server.addrs[0])?;
+    conn.write_all(b"in ")?;
+    thread::sleep(Duration::from_millis(100));
+    server.signal_group("INT")?;
+    server.wait_stderr(IO_TIMEOUT, |e| {
+        e.contains("stopping every worker gracefully")
+    })?;
+    thread::sleep(Duration::from_millis(200));
+    conn.write_all(b"flight\n")?;
+    assert_eq!(
+        conn.read_all()?,
+        b"IN FLIGHT",
+        "the request in flight is answered"
+    );
+    assert!(server.wait_exit(IO_TIMEOUT)?.success());
+    for w in workers {
+        assert!(!alive(w), "worker {w} is gone");
+    }
+    Ok(())
+}

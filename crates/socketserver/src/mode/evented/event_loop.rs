@@ -700,6 +700,7 @@ impl EventLoop {
                         Ok(Some(header)) => {
                             entry.input.consume(header.len);
                             entry.proxy = None;
+                            entry.last = Instant::now();
                             request.proxy_header_read(header.source);
                             entry.resume = entry.input.len() > 0;
                         }
