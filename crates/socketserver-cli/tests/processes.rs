@@ -557,7 +557,12 @@ fn connections_are_spread_over_the_workers() -> io::Result<()> {
 /// The process group of `pid` (from /proc/PID/stat).
 fn process_group(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// Ctrl-C in a terminal signals the whole foreground process group: the workers have groups
@@ -575,7 +580,11 @@ fn ctrl_c_in_a_terminal_drains_the_workers_gracefully() -> io::Result<()> {
     let workers = wait_children(server.pid(), 2, &[])?;
     server.wait_stderr(IO_TIMEOUT, |e| e.matches("started").count() >= 2)?;
     for &w in &workers {
-        assert_eq!(process_group(w), Some(w), "worker {w} leads a group of its own");
+        assert_eq!(
+            process_group(w),
+            Some(w),
+            "worker {w} leads a group of its own"
+        );
     }
     // A request in flight: half a line sent.
     let mut conn = Stream::connect(&server.addrs[0])?;
@@ -596,5 +605,41 @@ fn ctrl_c_in_a_terminal_drains_the_workers_gracefully() -> io::Result<()> {
     for w in workers {
         assert!(!alive(w), "worker {w} is gone");
     }
+    Ok(())
+}
+
+/// A new binary that starts but never says it is ready (here: one that only sleeps) aborts
+/// the restart after 10 s; the old workers serve throughout and after.
+#[test]
+fn a_new_binary_never_ready_aborts_the_restart_after_ten_seconds() -> io::Result<()> {
+    let bin_dir = tempdir()?;
+    let bin = own_binary(bin_dir.path())?;
+    let mut command = std::process::Command::new(&bin);
+    command.args(["upper", "--listen", "tcp://127.0.0.1:0", "--processes", "2"]);
+    let server = Server::spawn_command(command, 1, "upper --processes 2")?;
+    let workers = wait_children(server.pid(), 2, &[])?;
+    server.wait_stderr(IO_TIMEOUT, |e| e.matches("started").count() >= 2)?;
+    replace_binary(&bin, b"#!/bin/sh\nexec sleep 60\n")?;
+    let asked = Instant::now();
+    server.signal("HUP")?;
+    // Served all along.
+    while !server.stderr().contains("restart aborted") && asked.elapsed() < Duration::from_secs(20)
+    {
+        assert_eq!(upper(&server.addrs[0], b"still\n")?, b"STILL");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let took = asked.elapsed();
+    assert!(
+        server.stderr().contains("not all ready within 10 s"),
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    // The sleeping ones are stopped; the old workers go on.
+    assert_eq!(wait_children(server.pid(), 2, &[])?, workers);
+    assert_eq!(upper(&server.addrs[0], b"after\n")?, b"AFTER");
     Ok(())
 }
