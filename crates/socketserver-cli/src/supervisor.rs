@@ -213,6 +213,17 @@ pub fn run(plan: Plan) -> io::Result<()> {
             timeout,
         )?;
         let (signal_ready, notify_ready) = fired.split_at(signals.fds().len());
+        // The notifications first: their indices are those of the workers polled, before a
+        // reap changes the list.
+        let listening: Vec<usize> = notify_ready
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| i)
+            .collect();
+        for i in listening {
+            sup.read_notify(i);
+        }
         if signal_ready[3] {
             signals.drain(3);
             sup.reap();
@@ -226,15 +237,6 @@ pub fn run(plan: Plan) -> io::Result<()> {
         if signal_ready[2] {
             signals.drain(2);
             sup.begin_restart();
-        }
-        let listening: Vec<usize> = notify_ready
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| **r)
-            .map(|(i, _)| i)
-            .collect();
-        for i in listening {
-            sup.read_notify(i);
         }
         sup.reap();
         sup.tick();

@@ -500,13 +500,28 @@ fn a_restart_under_load_through_haproxy_loses_nothing() -> io::Result<()> {
     Ok(())
 }
 
-/// Open sockets of a process.
-fn sockets(pid: u32) -> usize {
+/// How many established TCP connections on local `port` process `pid` holds (from
+/// /proc/net/tcp and the process's descriptors).
+fn connections_held(pid: u32, port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && f.get(3) == Some(&"01"))
+                .then(|| f.get(9).map(|i| i.to_string()))?
+        })
+        .collect();
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| {
             dir.filter_map(Result::ok)
                 .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .filter(|t| {
+                    let t = t.to_string_lossy();
+                    inodes.iter().any(|i| t == format!("socket:[{i}]"))
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -529,7 +544,9 @@ fn connections_are_spread_over_the_workers() -> io::Result<()> {
     ])?;
     let workers = wait_children(server.pid(), 2, &[])?;
     server.wait_stderr(IO_TIMEOUT, |e| e.matches("started").count() >= 2)?;
-    let before: Vec<usize> = workers.iter().map(|&w| sockets(w)).collect();
+    let Addr::Tcp(addr) = server.addrs[0] else {
+        return Err(common::other("expected a TCP listener"));
+    };
     let held: Vec<Stream> = (0..20)
         .map(|_| Stream::connect(&server.addrs[0]))
         .collect::<io::Result<_>>()?;
@@ -537,8 +554,7 @@ fn connections_are_spread_over_the_workers() -> io::Result<()> {
     let taken = loop {
         let taken: Vec<usize> = workers
             .iter()
-            .zip(&before)
-            .map(|(&w, &b)| sockets(w).saturating_sub(b))
+            .map(|&w| connections_held(w, addr.port()))
             .collect();
         if taken.iter().sum::<usize>() >= 20 || Instant::now() > deadline {
             break taken;
