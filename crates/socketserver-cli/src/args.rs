@@ -49,35 +49,51 @@ struct Cli {
     #[arg(value_enum)]
     service: Service,
 
+    /// The TCP port to listen on, as `python -m http.server PORT` takes it (on --bind's
+    /// address); not with --listen
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
+
+    /// The address to listen on with PORT (default 127.0.0.1; `::` or `0.0.0.0` for every
+    /// interface); not with --listen
+    #[arg(long, value_name = "ADDR", env = "SOCKETSERVER_BIND")]
+    bind: Option<String>,
+
     /// Where to listen: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH; fd:N for
     /// an inherited socket on descriptor N; systemd (or systemd:NAME) for the sockets systemd
     /// passed (repeatable; default tcp://127.0.0.1:9999, or tcp://127.0.0.1:8000 for http)
+    /// [env: SOCKETSERVER_LISTEN, comma-separated]
     #[arg(long = "listen", value_name = "URL")]
     listen: Vec<String>,
 
     /// How requests run (default: threading; for http: async, which no number of slow or idle
     /// clients can make deaf)
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "SOCKETSERVER_MODE")]
     mode: Option<ModeArg>,
 
     /// Worker threads for --mode pool (default: 4 per core); event loops for --mode async
     /// (default: one per core)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SOCKETSERVER_WORKERS")]
     workers: Option<usize>,
 
     /// How --mode async takes new connections (default: shared)
-    #[arg(long, value_enum, value_name = "HOW")]
+    #[arg(long, value_enum, value_name = "HOW", env = "SOCKETSERVER_ACCEPT")]
     accept: Option<AcceptArg>,
 
     /// Most child processes at once for --mode fork
-    #[arg(long, value_name = "N", default_value_t = 40)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 40,
+        env = "SOCKETSERVER_MAX_CHILDREN"
+    )]
     max_children: usize,
 
     /// Run N worker processes under this one, which binds the listeners once and hands them to
     /// each (a fresh start of this binary); a worker that dies is replaced, SIGHUP restarts
     /// them all from the binary on disk without refusing a connection [default: 1, no
     /// supervisor]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SOCKETSERVER_PROCESSES")]
     processes: Option<usize>,
 
     /// Internal: serve as one of a supervisor's workers, the listeners inherited on
@@ -86,86 +102,108 @@ struct Cli {
     as_worker: Option<usize>,
 
     /// Most connections served at once, across all listeners (default: no limit)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "SOCKETSERVER_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
 
     /// Close a connection that sends nothing (or reads nothing we send) for SECS (default: none;
     /// for http: 30, and it also bounds receiving a request head and keep-alive idling)
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true, env = "SOCKETSERVER_TIMEOUT")]
     timeout: Option<Duration>,
 
     /// How long a graceful stop waits for in-flight work
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "10", allow_negative_numbers = true, env = "SOCKETSERVER_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: Duration,
 
     /// Listen backlog for stream listeners (the kernel caps it at net.core.somaxconn)
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1024,
+        env = "SOCKETSERVER_BACKLOG"
+    )]
     backlog: u32,
 
     /// Set SO_REUSEPORT so several servers can share a TCP or UDP port
-    #[arg(long)]
+    #[arg(long, env = "SOCKETSERVER_REUSE_PORT", value_parser = clap::builder::BoolishValueParser::new())]
     reuse_port: bool,
 
     /// Log only warnings and errors (no access log, no informational lines)
-    #[arg(long)]
+    #[arg(long, env = "SOCKETSERVER_QUIET", value_parser = clap::builder::BoolishValueParser::new())]
     quiet: bool,
 
     /// Serve Prometheus metrics (text format) at GET /metrics on this separate TCP listener,
     /// e.g. tcp://127.0.0.1:9100; with --processes, summed over the workers
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "SOCKETSERVER_METRICS")]
     metrics: Option<String>,
 
     /// Every stream connection begins with a PROXY protocol header (v1 or v2, from HAProxy,
     /// nginx or a cloud balancer) due within --timeout (30 s when none is set); its client
     /// address replaces the balancer's everywhere. A connection without one is closed, logged
-    #[arg(long)]
+    #[arg(long, env = "SOCKETSERVER_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
     proxy_protocol: bool,
 
     /// http: the directory to serve
-    #[arg(long, value_name = "DIR", default_value = ".")]
+    #[arg(
+        long,
+        short = 'd',
+        visible_alias = "directory",
+        value_name = "DIR",
+        default_value = ".",
+        env = "SOCKETSERVER_DIR"
+    )]
     dir: PathBuf,
 
     /// http: follow symlinks that lead out of --dir (refused by default)
-    #[arg(long)]
+    #[arg(long, env = "SOCKETSERVER_FOLLOW_SYMLINKS", value_parser = clap::builder::BoolishValueParser::new())]
     follow_symlinks: bool,
 
     /// http: list and serve names starting with a dot (hidden by default)
-    #[arg(long)]
+    #[arg(long, env = "SOCKETSERVER_HIDDEN", value_parser = clap::builder::BoolishValueParser::new())]
     hidden: bool,
 
     /// http: TLS certificate chain (PEM)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "SOCKETSERVER_TLS_CERT")]
     tls_cert: Option<PathBuf>,
 
     /// http: TLS private key (PEM)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "SOCKETSERVER_TLS_KEY")]
     tls_key: Option<PathBuf>,
 
     /// http: longest request line in bytes (longer gets 414)
-    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024, env = "SOCKETSERVER_MAX_REQUEST_LINE")]
     max_request_line: usize,
 
     /// http: largest request head in bytes (larger gets 431)
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, env = "SOCKETSERVER_MAX_HEADER_BYTES")]
     max_header_bytes: usize,
 
     /// http: most header fields in a request (more gets 431)
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        env = "SOCKETSERVER_MAX_HEADERS"
+    )]
     max_headers: usize,
 
     /// http: close a connection that takes less than 64 KiB of a response for SECS (a client
     /// that stopped reading) [default: --timeout, 30]
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true, env = "SOCKETSERVER_WRITE_TIMEOUT")]
     write_timeout: Option<Duration>,
 
     /// http: least average rate of a request body, in bytes a second, after --timeout's grace
     /// (a client trickling a body is cut off); 0: no rate
-    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 1024,
+        env = "SOCKETSERVER_MIN_BODY_RATE"
+    )]
     min_body_rate: u64,
 
     /// http: answer GET/HEAD PATH with 200 "ok" while serving and 503 once a graceful stop has
     /// begun (for load balancers and readiness probes), before any other routing
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "SOCKETSERVER_HEALTH")]
     health: Option<String>,
 }
 
@@ -401,8 +439,29 @@ fn validate(cli: Cli) -> Result<Options, String> {
     if cli.processes == Some(0) {
         return Err("--processes 0: use at least 1 worker process".into());
     }
+    // `SOCKETSERVER_LISTEN` is a comma-separated list, read only when no --listen is given.
+    let from_env: Vec<String> = match std::env::var("SOCKETSERVER_LISTEN") {
+        Ok(list) if cli.listen.is_empty() => list
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let urls = if cli.listen.is_empty() {
+        &from_env
+    } else {
+        &cli.listen
+    };
+    if (cli.port.is_some() || cli.bind.is_some()) && !urls.is_empty() {
+        return Err(
+            "a PORT or --bind together with --listen: give one or the other (--listen tcp://HOST:PORT says both)"
+                .into(),
+        );
+    }
     let mut listen = Vec::new();
-    for url in &cli.listen {
+    for url in urls {
         let spec = Listen::parse(url)?;
         if matches!(spec, Listen::Fd(_) | Listen::Systemd(_)) && listen.contains(&spec) {
             return Err(format!("--listen {url} is given twice"));
@@ -411,11 +470,16 @@ fn validate(cli: Cli) -> Result<Options, String> {
     }
     let http = cli.service == Service::Http;
     if listen.is_empty() {
-        let port = if http { 8000 } else { 9999 };
-        listen.push(Listen::Address(Address::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        }));
+        let port = cli.port.unwrap_or(if http { 8000 } else { 9999 });
+        let host = cli.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err("--bind: an empty address; use 0.0.0.0 or :: for every interface".into());
+        }
+        listen.push(Listen::Address(Address::Tcp { host, port }));
     }
     if let Some(inherited) = cli.as_worker {
         // A supervisor's worker: it bound the listeners given, in order, from fd 3 on.
