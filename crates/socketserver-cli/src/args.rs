@@ -205,6 +205,37 @@ struct Cli {
     /// begun (for load balancers and readiness probes), before any other routing
     #[arg(long, value_name = "PATH", env = "SOCKETSERVER_HEALTH")]
     health: Option<String>,
+
+    /// http: add 'NAME: VALUE' to every response, errors included (repeatable)
+    #[arg(
+        long = "header",
+        value_name = "NAME: VALUE",
+        env = "SOCKETSERVER_HEADER",
+        value_delimiter = '\n'
+    )]
+    headers: Vec<String>,
+
+    /// http: the Cache-Control of every file response, e.g. 'max-age=3600' (default: none)
+    #[arg(long, value_name = "VALUE", env = "SOCKETSERVER_CACHE_CONTROL")]
+    cache_control: Option<String>,
+
+    /// http: allow cross-origin requests: Access-Control-Allow-Origin: * on every response,
+    /// and CORS preflight requests answered
+    #[arg(long, env = "SOCKETSERVER_CORS", value_parser = clap::builder::BoolishValueParser::new())]
+    cors: bool,
+
+    /// http: serve FILE (relative to --dir, e.g. index.html for a single-page app) with 200
+    /// for a path that does not exist, instead of 404
+    #[arg(long, value_name = "FILE", env = "SOCKETSERVER_FALLBACK")]
+    fallback: Option<String>,
+
+    /// http: the body of 404 answers: FILE, relative to --dir (the status stays 404)
+    #[arg(long, value_name = "FILE", env = "SOCKETSERVER_NOT_FOUND")]
+    not_found: Option<String>,
+
+    /// http: answer 403 for a directory without an index, never a listing
+    #[arg(long, env = "SOCKETSERVER_NO_LISTING", value_parser = clap::builder::BoolishValueParser::new())]
+    no_listing: bool,
 }
 
 /// Options of the `http` service.
@@ -224,6 +255,15 @@ pub struct HttpOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The health check's path.
     pub health: Option<String>,
+    /// `--header`: every response's extra headers.
+    pub headers: Vec<(String, String)>,
+    pub cache_control: Option<String>,
+    pub cors: bool,
+    /// Relative to `dir`.
+    pub fallback: Option<String>,
+    /// Relative to `dir`.
+    pub not_found: Option<String>,
+    pub listing: bool,
 }
 
 /// One `--listen` value.
@@ -348,9 +388,11 @@ fn http_only_flag(matches: &ArgMatches) -> Option<String> {
             arg.get_help()
                 .is_some_and(|help| help.to_string().starts_with("http:"))
         })
-        .map(|arg| arg.get_id().as_str().to_string())
-        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
-        .map(|id| id.replace('_', "-"))
+        .find(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|arg| {
+            arg.get_long()
+                .map_or_else(|| arg.get_id().as_str().replace('_', "-"), String::from)
+        })
 }
 
 /// clap's message in one line: its first line without the `error: ` prefix, plus the
@@ -564,6 +606,32 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
             return Err(format!("{flag} 0: use at least 1"));
         }
     }
+    let mut headers = Vec::new();
+    for given in &cli.headers {
+        match given.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() && name.trim() == name => {
+                headers.push((name.to_string(), value.trim().to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "--header {given:?}: expected 'NAME: VALUE', such as 'X-Frame-Options: DENY'"
+                ));
+            }
+        }
+    }
+    for (flag, file) in [
+        ("--fallback", &cli.fallback),
+        ("--not-found", &cli.not_found),
+    ] {
+        if let Some(file) = file
+            && !cli.dir.join(file.trim_start_matches('/')).is_file()
+        {
+            return Err(format!(
+                "{flag} {file}: no such file in --dir {}",
+                cli.dir.display()
+            ));
+        }
+    }
     Ok(HttpOptions {
         dir: cli.dir.clone(),
         follow_symlinks: cli.follow_symlinks,
@@ -575,6 +643,12 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
         min_body_rate: cli.min_body_rate,
         tls,
         health: cli.health.clone(),
+        headers,
+        cache_control: cli.cache_control.clone(),
+        cors: cli.cors,
+        fallback: cli.fallback.clone(),
+        not_found: cli.not_found.clone(),
+        listing: !cli.no_listing,
     })
 }
 

@@ -357,10 +357,20 @@ fn http_handler(
     options: &Options,
     http: &HttpOptions,
 ) -> Result<(Http<StaticFiles>, (std::path::PathBuf, bool)), Failure> {
-    let files = StaticFiles::new(&http.dir)
+    let mut files = StaticFiles::new(&http.dir)
         .map_err(|e| Failure::Usage(format!("--dir {e}")))?
         .follow_symlinks(http.follow_symlinks)
-        .hidden(http.hidden);
+        .hidden(http.hidden)
+        .listing(http.listing);
+    if let Some(value) = &http.cache_control {
+        files = files.cache_control(value.clone());
+    }
+    if let Some(file) = &http.fallback {
+        files = files.fallback(file.clone());
+    }
+    if let Some(file) = &http.not_found {
+        files = files.not_found_page(file.clone());
+    }
     let root = files.root().to_path_buf();
     let mut limits = Limits::default();
     if let Some(timeout) = options.timeout {
@@ -381,6 +391,12 @@ fn http_handler(
     if let Some(path) = &http.health {
         handler = handler.health(path.clone());
     }
+    for (name, value) in &http.headers {
+        handler = handler
+            .header(name.clone(), value.clone())
+            .map_err(|e| Failure::Usage(format!("--header {e}")))?;
+    }
+    handler = handler.cors(http.cors);
     let mut https = false;
     if let Some((cert, key)) = &http.tls {
         let config =

@@ -110,6 +110,10 @@ pub(crate) struct Config {
     health: Option<String>,
     /// Where requests are counted (see [`Http::metrics`]).
     metrics: Counters,
+    /// Headers on every response (see [`Http::header`] and [`Http::cors`]).
+    always: Vec<(String, String)>,
+    /// Answer CORS preflight requests (see [`Http::cors`]).
+    cors: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<super::tls_config::TlsConfig>,
 }
@@ -144,6 +148,8 @@ impl<S: Service> Http<S> {
                 server: format!("socketserver/{}", env!("CARGO_PKG_VERSION")),
                 health: None,
                 metrics: None,
+                always: Vec::new(),
+                cors: false,
                 #[cfg(feature = "tls")]
                 tls: None,
             }),
@@ -189,6 +195,42 @@ impl<S: Service> Http<S> {
     /// too; serve the scrapes from another server. Default: none.
     pub fn metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Arc::make_mut(&mut self.config).metrics = Some(metrics);
+        self
+    }
+
+    /// Adds `NAME: VALUE` to every response, errors and health checks included, unless the
+    /// response sets that header itself (a `Content-Security-Policy`, say). A name that is
+    /// not an HTTP token, or a value with a line break or NUL, is refused with an error that
+    /// says so; the handler is unchanged then.
+    pub fn header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, crate::Error> {
+        let (name, value) = (name.into(), value.into());
+        check_header(&name, &value).map_err(|reason| crate::Error::Unsupported {
+            what: format!("the header {name:?}: {reason}"),
+        })?;
+        Arc::make_mut(&mut self.config).always.push((name, value));
+        Ok(self)
+    }
+
+    /// Allows cross-origin requests from any origin: `Access-Control-Allow-Origin: *` on
+    /// every response, and a preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`) answered `204` here with
+    /// `Access-Control-Allow-Methods`, the `Access-Control-Allow-Headers` it asked for and
+    /// `Access-Control-Max-Age: 86400`, before the service. Default: off.
+    pub fn cors(mut self, on: bool) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.cors = on;
+        config
+            .always
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Access-Control-Allow-Origin"));
+        if on {
+            config
+                .always
+                .push(("Access-Control-Allow-Origin".into(), "*".into()));
+        }
         self
     }
 
@@ -260,6 +302,7 @@ impl<S: Service> Http<S> {
             http11,
             false,
             &self.config.server,
+            &self.config.always,
         );
         self.log(
             peer,
@@ -463,8 +506,14 @@ impl<S: Service> Http<S> {
                     received,
                 ),
             };
+            let preflight = self.config.cors
+                && *request.method() == Method::Options
+                && request.header("origin").is_some()
+                && request.header("access-control-request-method").is_some();
             let outcome = if health {
                 Ok(health_answer(stopping))
+            } else if preflight {
+                Ok(preflight_answer(&request))
             } else {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     self.service.call(&mut request)
@@ -512,6 +561,7 @@ impl<S: Service> Http<S> {
             http11,
             keep_alive,
             &self.config.server,
+            &self.config.always,
         ) {
             Ok(sent) => sent,
             Err(e) => {
@@ -614,6 +664,30 @@ fn clf_date(when: SystemTime) -> String {
         [_, day, month, year, time, _] => format!("{day}/{month}/{year}:{time} +0000"),
         _ => imf,
     }
+}
+
+/// Why `NAME: VALUE` cannot be a response header, if it cannot: the name must be an HTTP
+/// token (RFC 9110 §5.6.2), the value free of line breaks and NUL.
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(tchar) {
+        return Err("the name must be a token: letters, digits and !#$%&'*+-.^_`|~".into());
+    }
+    if value.chars().any(|c| matches!(c, '\r' | '\n' | '\0')) {
+        return Err("the value must not hold a line break or NUL".into());
+    }
+    Ok(())
+}
+
+/// The answer to a CORS preflight: every method a file server takes, the headers asked for.
+fn preflight_answer(request: &Request<'_>) -> Response {
+    let mut response = Response::new(StatusCode::NO_CONTENT)
+        .header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+        .header("Access-Control-Max-Age", "86400");
+    if let Some(asked) = request.header("access-control-request-headers") {
+        response = response.header("Access-Control-Allow-Headers", asked.to_string());
+    }
+    response
 }
 
 #[cfg(test)]

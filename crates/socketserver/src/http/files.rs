@@ -13,7 +13,7 @@
 //!
 //! - invalid UTF-8 after decoding (overlong forms like `%c0%ae` included), NUL and backslash
 //!   are refused with [`Refused::BadRequest`];
-//! - segments starting with `.` (dot-files, `.git/`) are [`Refused::NotFound`] unless
+//! - segments starting with `.` (dot-files, `.git/`) are [`Refused::Hidden`] unless
 //!   [`FileOptions::hidden`];
 //! - unless [`FileOptions::follow_symlinks`], the joined path is canonicalized and must stay
 //!   inside the root. **A symlink (or a symlinked directory anywhere in the path) whose target
@@ -49,7 +49,7 @@ pub(crate) struct FileOptions {
     /// Serve symlinks whatever their target, even outside the root (Python's behaviour).
     /// When false, a path whose canonical form leaves the root is [`Refused::Forbidden`].
     pub(crate) follow_symlinks: bool,
-    /// Serve and list names starting with `.`; when false they are [`Refused::NotFound`] and
+    /// Serve and list names starting with `.`; when false they are [`Refused::Hidden`] and
     /// left out of listings.
     pub(crate) hidden: bool,
 }
@@ -79,8 +79,11 @@ pub(crate) enum Resolved {
 /// Why a request path does not resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// Nothing servable there: missing, hidden, a file asked for as a directory, ...
+    /// Nothing servable there: missing, a file asked for as a directory, ...
     NotFound,
+    /// A name starting with `.` without [`FileOptions::hidden`]: answered as not found, but
+    /// never replaced by a fallback page (it may well exist).
+    Hidden,
     /// The path cannot name a file: invalid UTF-8, NUL or backslash after decoding.
     BadRequest,
     /// It exists but may not be served: permissions, a symlink leaving the root, a socket,
@@ -165,7 +168,7 @@ pub(crate) fn resolve_in(
         .filter(|s| !matches!(*s, b"" | b"." | b".."))
         .collect();
     if !opts.hidden && segments.iter().any(|s| s.starts_with(b".")) {
-        return Err(Refused::NotFound);
+        return Err(Refused::Hidden);
     }
 
     // Each segment is one normal component (no `/`, not `.` or `..`), so this stays lexically
@@ -483,12 +486,12 @@ mod tests {
                     assert_ne!(path.canonicalize().unwrap(), secret, "{request:?}");
                 }
                 // `/...../` style names are hidden-file refusals only without `hidden`;
-                // with it they are plain missing names: NotFound either way.
-                assert_eq!(
-                    result.as_ref().err(),
-                    Some(expected),
-                    "{request:?} {opts:?}"
-                );
+                // with it they are plain missing names: not found either way.
+                let got = match result.as_ref().err() {
+                    Some(Refused::Hidden) => Some(&Refused::NotFound),
+                    other => other,
+                };
+                assert_eq!(got, Some(expected), "{request:?} {opts:?}");
             }
         }
     }
@@ -699,7 +702,7 @@ mod tests {
         ] {
             assert_eq!(
                 resolve(&t.root, request, None, &PLAIN).err(),
-                Some(Refused::NotFound),
+                Some(Refused::Hidden),
                 "{request:?}"
             );
             assert!(
@@ -906,7 +909,7 @@ mod tests {
                 Ok(Resolved::File { .. }) => 0,
                 Ok(Resolved::Directory { .. }) => 1,
                 Ok(Resolved::RedirectSlash { .. }) => 2,
-                Err(Refused::NotFound) => 3,
+                Err(Refused::NotFound | Refused::Hidden) => 3,
                 Err(Refused::BadRequest) => 4,
                 Err(Refused::Forbidden) => 5,
             };

@@ -158,6 +158,7 @@ pub(crate) fn write_response(
     http11: bool,
     keep_alive: bool,
     server: &str,
+    always: &[(String, String)],
 ) -> io::Result<Sent> {
     let Response {
         status,
@@ -187,6 +188,12 @@ pub(crate) fn write_response(
             continue;
         }
         write_head(&mut head, format_args!("{name}: {value}\r\n"));
+    }
+    // The server's own headers (`Http::header`, CORS), unless the response set its own.
+    for (name, value) in always {
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            write_head(&mut head, format_args!("{name}: {value}\r\n"));
+        }
     }
     let no_body = status.forbids_body();
     let mut close_delimited = false;

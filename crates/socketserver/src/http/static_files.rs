@@ -38,7 +38,18 @@ pub struct StaticFiles {
     /// The root, open: files are opened beneath it (see `files::resolve_in`).
     root_dir: Option<Arc<OwnedFd>>,
     options: FileOptions,
+    /// A listing for a directory without an index (else `403`).
+    listing: bool,
+    /// The `Cache-Control` of file responses.
+    cache_control: Option<String>,
+    /// Served with `200` for a path that does not exist (a single-page app's `index.html`).
+    fallback: Option<String>,
+    /// The body of `404` answers.
+    not_found: Option<String>,
 }
+
+/// The names a directory's index may have, in the order they are looked for.
+const INDEX_NAMES: [&str; 2] = ["index.html", "index.htm"];
 
 impl StaticFiles {
     /// Serves `root`, which must be a directory. Fails with `NotFound` (or the system's
@@ -72,6 +83,10 @@ impl StaticFiles {
             root,
             root_dir,
             options: FileOptions::default(),
+            listing: true,
+            cache_control: None,
+            fallback: None,
+            not_found: None,
         })
     }
 
@@ -85,6 +100,62 @@ impl StaticFiles {
     pub fn hidden(mut self, hidden: bool) -> Self {
         self.options.hidden = hidden;
         self
+    }
+
+    /// Lists a directory that has no `index.html` or `index.htm` (`true`, the default), or
+    /// answers `403` for it (`false`: nothing about the directory's contents is shown).
+    pub fn listing(mut self, on: bool) -> Self {
+        self.listing = on;
+        self
+    }
+
+    /// The `Cache-Control` header of every file response (`200`, `206`, `304`), e.g.
+    /// `max-age=3600` or `no-cache`. Default: none.
+    pub fn cache_control(mut self, value: impl Into<String>) -> Self {
+        self.cache_control = Some(value.into());
+        self
+    }
+
+    /// Serves `file` (relative to the root, e.g. `index.html` for a single-page app) with
+    /// `200` for a `GET`/`HEAD` of a path that does not exist, instead of `404`. Paths that
+    /// exist, and refusals (traversal, dot-files, symlinks out of the root), are unaffected;
+    /// `file` itself is opened under the same rules (a missing one gives the `404`).
+    pub fn fallback(mut self, file: impl Into<String>) -> Self {
+        self.fallback = Some(file.into());
+        self
+    }
+
+    /// The body of every `404` answer: `file` (relative to the root), with its content
+    /// type; the status stays `404`. A missing `file` leaves the plain `404`.
+    pub fn not_found_page(mut self, file: impl Into<String>) -> Self {
+        self.not_found = Some(file.into());
+        self
+    }
+
+    /// Opens `file` (relative to the root) as a request for it would be: the same refusals.
+    fn open_own(&self, file: &str) -> Option<(PathBuf, PathBuf, File, Metadata)> {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let path: String = file
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("/{}", utf8_percent_encode(s, NON_ALPHANUMERIC)))
+            .collect();
+        let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
+        match files::resolve_in(&self.root, root_dir, &path, None, &self.options) {
+            Ok(Resolved::File {
+                path,
+                name,
+                meta,
+                opened,
+            }) => {
+                let file = match opened {
+                    Some(file) => file,
+                    None => File::open(&path).ok()?,
+                };
+                Some((path, name, file, meta))
+            }
+            _ => None,
+        }
     }
 
     /// The served directory (canonical).
@@ -121,10 +192,14 @@ impl StaticFiles {
             conditional::decide(&Conditions::of(req), &file_is, std::time::SystemTime::now());
         let len = file_is.len;
         let common = |response: Response| {
-            response
+            let response = response
                 .header("Last-Modified", file_is.last_modified.clone())
                 .header("ETag", file_is.etag.clone())
-                .header("Accept-Ranges", "bytes")
+                .header("Accept-Ranges", "bytes");
+            match &self.cache_control {
+                Some(value) => response.header("Cache-Control", value.clone()),
+                None => response,
+            }
         };
         match decision {
             Decision::PreconditionFailed => common(Response::error(
@@ -153,8 +228,11 @@ impl StaticFiles {
     }
 
     fn serve_directory(&self, req: &Request<'_>, path: &Path, display: &str) -> Response {
-        let index = path.join("index.html");
-        if index.is_file() {
+        for name in INDEX_NAMES {
+            let index = path.join(name);
+            if !index.is_file() {
+                continue;
+            }
             // The index is a path of its own: a symlink named index.html that leads out of
             // the root is refused like any other.
             let inside = index
@@ -164,6 +242,12 @@ impl StaticFiles {
                 return Response::error(StatusCode::FORBIDDEN, "");
             }
             return self.serve_file(req, &index, &index, None);
+        }
+        if !self.listing {
+            return Response::error(
+                StatusCode::FORBIDDEN,
+                "this directory has no index page, and listings are off",
+            );
         }
         match listing::list_directory(path, &self.options) {
             Ok(entries) => {
@@ -193,8 +277,17 @@ impl Service for StaticFiles {
     fn call(&self, req: &mut Request<'_>) -> Response {
         // Browsers must take the type we send, not guess one from the bytes: an uploaded or
         // mistyped file is never run as a script or a page (the header nginx users add).
-        self.respond(req)
-            .header("X-Content-Type-Options", "nosniff")
+        let mut response = self.respond(req);
+        if response.status() == StatusCode::NOT_FOUND
+            && let Some(page) = &self.not_found
+            && let Some((_, name, file, meta)) = self.open_own(page)
+        {
+            let kind = Representation::of(&meta, &name).content_type;
+            response = Response::new(StatusCode::NOT_FOUND)
+                .header("Content-Type", kind)
+                .file(file, 0, meta.len());
+        }
+        response.header("X-Content-Type-Options", "nosniff")
     }
 }
 
@@ -217,7 +310,13 @@ impl StaticFiles {
         }
         let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
         match files::resolve_in(&self.root, root_dir, req.path(), req.query(), &self.options) {
-            Err(Refused::NotFound) => Response::error(StatusCode::NOT_FOUND, ""),
+            Err(Refused::NotFound) => match self.fallback.as_deref().and_then(|f| self.open_own(f)) {
+                Some((path, name, file, meta)) => {
+                    self.serve_file(req, &path, &name, Some((file, meta)))
+                }
+                None => Response::error(StatusCode::NOT_FOUND, ""),
+            },
+            Err(Refused::Hidden) => Response::error(StatusCode::NOT_FOUND, ""),
             Err(Refused::BadRequest) => Response::error(StatusCode::BAD_REQUEST, "the path is not acceptable"),
             Err(Refused::Forbidden) => Response::error(StatusCode::FORBIDDEN, ""),
             Ok(Resolved::RedirectSlash { location }) => Response::html(
