@@ -270,3 +270,55 @@ fn no_listing_refuses_directories_without_an_index_and_index_htm_is_one() -> io:
     );
     Ok(())
 }
+
+#[test]
+fn the_listing_sorts_and_has_a_json_form_with_the_same_entries() -> io::Result<()> {
+    let site = tempdir()?;
+    let r = site.path();
+    std::fs::write(r.join("big.bin"), vec![0u8; 3000])?;
+    std::fs::write(r.join("a.txt"), "six b\n")?;
+    std::fs::create_dir(r.join("zeta"))?;
+    for mode in MODES {
+        let server = start(&site, mode, &[])?;
+        let addr = &server.addrs[0];
+        let json = ask(
+            addr,
+            "GET / HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+        )?;
+        assert_eq!(json.status, 200, "{mode}");
+        assert_eq!(json.header("Content-Type"), Some("application/json"));
+        assert_eq!(json.header("Vary"), Some("Accept"));
+        let text = json.text();
+        // Directories first, then files by name; sizes exact, times in UTC.
+        let names: Vec<&str> = text
+            .split("\"name\":\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap_or(0)])
+            .collect();
+        assert_eq!(names, ["zeta", "a.txt", "big.bin"], "{mode}: {text}");
+        assert!(text.starts_with("{\"path\":\"/\""), "{text}");
+        assert!(
+            text.contains("\"name\":\"a.txt\",\"size\":6") || text.contains("\"size\":6"),
+            "{text}"
+        );
+        assert!(text.contains("\"size\":3000"), "{text}");
+        assert!(text.contains("Z\""), "RFC 3339 UTC times: {text}");
+        // ?json says the same; ?sort=size&order=desc reorders the files, not the directory.
+        let by_size = get(addr, "/?json&sort=size&order=desc")?.text();
+        let names: Vec<&str> = by_size
+            .split("\"name\":\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap_or(0)])
+            .collect();
+        assert_eq!(names, ["zeta", "big.bin", "a.txt"], "{mode}");
+        let page = get(addr, "/?sort=size&order=desc")?.text();
+        let big = page.find("big.bin\">big.bin").expect("big.bin listed");
+        let small = page.find("a.txt\">a.txt").expect("a.txt listed");
+        assert!(big < small, "{mode}: the page in the same order");
+        assert!(
+            page.contains("title=\"3000 bytes\">2.9 KiB</data>"),
+            "{mode}"
+        );
+    }
+    Ok(())
+}

@@ -69,41 +69,146 @@ pub(crate) fn list_directory(dir: &Path, opts: &FileOptions) -> io::Result<Vec<E
         };
         entries.push(entry);
     }
-    entries.sort_by_cached_key(|e| (e.name.to_lowercase(), e.name.clone()));
+    Order::default().sort(&mut entries);
     Ok(entries)
 }
 
+/// What a listing is sorted by (`?sort=name|size|time`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum SortKey {
+    #[default]
+    Name,
+    Size,
+    Time,
+}
+
+/// How a listing is ordered: directories always first, then by `key`, `desc` reversing it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Order {
+    pub(crate) key: SortKey,
+    pub(crate) desc: bool,
+}
+
+impl Order {
+    /// From a request's query: `sort=name|size|time`, `order=asc|desc` (anything else is the
+    /// default: by name, ascending).
+    pub(crate) fn from_query(query: Option<&str>) -> Order {
+        let mut order = Order::default();
+        for pair in query.unwrap_or("").split('&') {
+            match pair.split_once('=').unwrap_or((pair, "")) {
+                ("sort", "size") => order.key = SortKey::Size,
+                ("sort", "time") => order.key = SortKey::Time,
+                ("sort", _) => order.key = SortKey::Name,
+                ("order", "desc") => order.desc = true,
+                ("order", _) => order.desc = false,
+                _ => {}
+            }
+        }
+        order
+    }
+
+    /// Sorts `entries`: directories first, each group by the key (ties by name, then by the
+    /// exact bytes, so the order is total), reversed within its group with `desc`.
+    pub(crate) fn sort(self, entries: &mut [Entry]) {
+        entries.sort_by(|a, b| {
+            let by_name = || {
+                a.name
+                    .to_lowercase()
+                    .cmp(&b.name.to_lowercase())
+                    .then_with(|| a.raw.cmp(&b.raw))
+            };
+            let by_key = match self.key {
+                SortKey::Name => by_name(),
+                SortKey::Size => a.len.cmp(&b.len).then_with(by_name),
+                SortKey::Time => a.modified.cmp(&b.modified).then_with(by_name),
+            };
+            b.is_dir
+                .cmp(&a.is_dir)
+                .then(if self.desc { by_key.reverse() } else { by_key })
+        });
+    }
+
+    fn query(self, key: SortKey, desc: bool) -> String {
+        let key = match key {
+            SortKey::Name => "name",
+            SortKey::Size => "size",
+            SortKey::Time => "time",
+        };
+        format!(
+            "?sort={key}&amp;order={}",
+            if desc { "desc" } else { "asc" }
+        )
+    }
+
+    /// A column heading that sorts by `key`: ascending, or descending when it already is
+    /// the ascending sort.
+    fn heading(self, key: SortKey, label: &str) -> String {
+        let current = self.key == key;
+        let desc = current && !self.desc;
+        let mark = match (current, self.desc) {
+            (true, false) => " \u{2191}",
+            (true, true) => " \u{2193}",
+            _ => "",
+        };
+        format!("<a href=\"{}\">{label}{mark}</a>", self.query(key, desc))
+    }
+}
+
+/// The page's style: one small sheet, light and dark, that keeps the size and time columns on
+/// a 390 px screen however long a name is (names wrap anywhere).
+const STYLE: &str = "\
+:root { color-scheme: light dark; --fg: #1b1b1b; --bg: #fff; --muted: #666; --line: #ddd; --link: #0645ad; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e8e8e8; --bg: #161616; --muted: #9a9a9a; --line: #333; --link: #8ab4f8; } }
+body { font: 15px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); margin: 0 auto; max-width: 60em; padding: 0 0.75em; }
+h1 { font-size: 1.2em; font-weight: 600; overflow-wrap: anywhere; }
+h1 a, td a, th a { color: var(--link); text-decoration: none; }
+table { width: 100%; border-collapse: collapse; table-layout: fixed; }
+th, td { padding: 0.35em 0.4em; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th { font-weight: 600; font-size: 0.9em; }
+td.name { overflow-wrap: anywhere; }
+.size, .time { white-space: nowrap; color: var(--muted); font-variant-numeric: tabular-nums; }
+.size { width: 6.5em; text-align: right; }
+.time { width: 10.5em; }
+@media (max-width: 30em) { .time { width: 5.6em; white-space: normal; } body { font-size: 14px; } }
+";
+
 /// Renders the listing page for the directory requested as `display_path` (decoded, with
-/// leading and trailing `/`).
+/// leading and trailing `/`), its entries in `order`'s order.
 ///
-/// A complete HTML5 document: title and heading "Directory listing for {path}", a `../` row
-/// unless this is the root, then one table row per entry with its link, its size in bytes
-/// (`-` for directories) and its modification time as `YYYY-MM-DD HH:MM` UTC. Links are
-/// relative, so the page is correct under whatever prefix it was reached by.
-pub(crate) fn render_listing(display_path: &str, entries: &[Entry]) -> String {
+/// A complete, self-contained HTML5 document (no script, no external asset): a breadcrumb of
+/// the path as the heading, a `../` row unless this is the root, then one row per entry:
+/// its link, its size (`-` for directories) in human units with the exact byte count in a
+/// `<data>` value and a tooltip, and its modification time in UTC, machine-readable in a
+/// `<time>`. Links are relative, so the page is correct under whatever prefix it was
+/// reached by; the column headings re-sort it (`?sort=`, `?order=`).
+pub(crate) fn render_listing(display_path: &str, entries: &[Entry], order: Order) -> String {
     let title = escape_html(display_path);
-    let mut page = String::with_capacity(1024 + entries.len() * 160);
+    let mut page = String::with_capacity(2048 + entries.len() * 220);
     let _ = write!(
         page,
         "<!DOCTYPE html>\n\
-         <html>\n\
+         <html lang=\"en\">\n\
          <head>\n\
          <meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>Directory listing for {title}</title>\n\
-         <style>td, th {{ padding: 0 1em 0 0; text-align: left; }} \
-         td.size {{ text-align: right; }}</style>\n\
+         <style>\n{STYLE}</style>\n\
          </head>\n\
          <body>\n\
-         <h1>Directory listing for {title}</h1>\n\
-         <hr>\n\
+         <h1>Directory listing for {crumbs}</h1>\n\
          <table>\n\
-         <thead><tr><th>Name</th><th>Size</th><th>Modified</th></tr></thead>\n\
-         <tbody>\n"
+         <thead><tr><th class=\"name\">{name}</th><th class=\"size\">{size}</th>\
+         <th class=\"time\">{time}</th></tr></thead>\n\
+         <tbody>\n",
+        crumbs = breadcrumb(display_path),
+        name = order.heading(SortKey::Name, "Name"),
+        size = order.heading(SortKey::Size, "Size"),
+        time = order.heading(SortKey::Time, "Modified"),
     );
     if !matches!(display_path, "/" | "") {
         page.push_str(
-            "<tr><td><a href=\"../\">../</a></td><td class=\"size\">-</td><td></td></tr>\n",
+            "<tr><td class=\"name\"><a href=\"../\">../</a></td><td class=\"size\">-</td>\
+             <td class=\"time\"></td></tr>\n",
         );
     }
     for entry in entries {
@@ -111,20 +216,133 @@ pub(crate) fn render_listing(display_path: &str, entries: &[Entry]) -> String {
         let size = if entry.is_dir {
             "-".to_owned()
         } else {
-            entry.len.to_string()
+            format!(
+                "<data value=\"{n}\" title=\"{n} bytes\">{human}</data>",
+                n = entry.len,
+                human = human_size(entry.len)
+            )
         };
-        let modified = entry.modified.map(format_time).unwrap_or_default();
+        let modified = entry
+            .modified
+            .map(|t| {
+                format!(
+                    "<time datetime=\"{}\">{} UTC</time>",
+                    format_rfc3339(t),
+                    format_time(t)
+                )
+            })
+            .unwrap_or_default();
         // The encoded name only holds `unreserved` and `%`, so it needs no HTML escaping.
         let _ = writeln!(
             page,
-            "<tr><td><a href=\"{href}{slash}\">{name}{slash}</a></td>\
-             <td class=\"size\">{size}</td><td>{modified}</td></tr>",
+            "<tr><td class=\"name\"><a href=\"{href}{slash}\">{name}{slash}</a></td>\
+             <td class=\"size\">{size}</td><td class=\"time\">{modified}</td></tr>",
             href = encode_bytes(&entry.raw),
             name = escape_html(&entry.name),
         );
     }
-    page.push_str("</tbody>\n</table>\n<hr>\n</body>\n</html>\n");
+    page.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     page
+}
+
+/// The heading's path, each directory a relative link to it (the last one is this page).
+fn breadcrumb(display_path: &str) -> String {
+    let parts: Vec<&str> = display_path.split('/').filter(|p| !p.is_empty()).collect();
+    let up = |n: usize| {
+        if n == 0 {
+            "./".to_string()
+        } else {
+            "../".repeat(n)
+        }
+    };
+    let mut out = format!("<a href=\"{}\">/</a>", up(parts.len()));
+    for (i, part) in parts.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<a href=\"{}\">{}</a>/",
+            up(parts.len() - 1 - i),
+            escape_html(part)
+        );
+    }
+    out
+}
+
+/// `1023 B`, `1.0 KiB`, `52.4 MiB`, ... (binary units, one decimal below 100).
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 100.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// The listing as JSON: `{"path": ..., "entries": [{"name", "dir", "size", "modified"}]}`,
+/// in the page's order; `size` and `modified` are `null` for directories and unknown times.
+pub(crate) fn render_json(display_path: &str, entries: &[Entry]) -> String {
+    // Written in the contract's key order (a `serde_json::Value` would sort the keys);
+    // `serde_json` escapes every string.
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let mut text = format!("{{\"path\":{},\"entries\":[", quote(display_path));
+    for (i, e) in entries.iter().enumerate() {
+        let size = if e.is_dir {
+            "null".to_string()
+        } else {
+            e.len.to_string()
+        };
+        let modified = e
+            .modified
+            .map_or_else(|| "null".to_string(), |t| quote(&format_rfc3339(t)));
+        let _ = write!(
+            text,
+            "{}{{\"name\":{},\"dir\":{},\"size\":{size},\"modified\":{modified}}}",
+            if i == 0 { "" } else { "," },
+            quote(&e.name),
+            e.is_dir
+        );
+    }
+    text.push_str("]}\n");
+    text
+}
+
+/// Whether a request for a listing wants JSON: `?json` in the query, or an `Accept` that
+/// ranks `application/json` above HTML (q-values honoured; `*/*` and `text/*` count for
+/// HTML).
+pub(crate) fn wants_json(query: Option<&str>, accept: Option<&str>) -> bool {
+    if query
+        .unwrap_or("")
+        .split('&')
+        .any(|p| p == "json" || p.starts_with("json="))
+    {
+        return true;
+    }
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut json, mut html) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut params = range.split(';');
+        let kind = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match kind.as_str() {
+            "application/json" => json = json.max(q),
+            "text/html" | "text/*" | "*/*" => html = html.max(q),
+            _ => {}
+        }
+    }
+    json > html
 }
 
 /// Escapes the five characters that are special in HTML text and attribute values.
@@ -143,18 +361,36 @@ fn escape_html(s: &str) -> String {
     escaped
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC; times before 1970 are handled too.
-fn format_time(t: SystemTime) -> String {
-    let secs: i64 = match t.duration_since(UNIX_EPOCH) {
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC).
+fn format_rfc3339(t: SystemTime) -> String {
+    let secs = seconds_since_epoch(t);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Whole seconds since 1970 (rounded down, before it too).
+fn seconds_since_epoch(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => {
-            // Before the epoch: round down to the whole second at or before `t`.
             let d = e.duration();
             let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
             let up = i64::from(d.subsec_nanos() > 0);
             whole.saturating_add(up).saturating_neg()
         }
-    };
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC; times before 1970 are handled too.
+fn format_time(t: SystemTime) -> String {
+    // Before the epoch: rounded down to the whole second at or before `t`.
+    let secs = seconds_since_epoch(t);
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
@@ -212,9 +448,10 @@ mod tests {
         }
     }
 
-    /// The `href` values of a page, in order.
+    /// The `href` values of a page's entries (its table body), in order.
     fn hrefs(page: &str) -> Vec<&str> {
-        page.split("href=\"")
+        let body = &page[page.find("<tbody>").unwrap()..];
+        body.split("href=\"")
             .skip(1)
             .map(|rest| &rest[..rest.find('"').unwrap()])
             .collect()
@@ -242,33 +479,150 @@ mod tests {
     ];
 
     #[test]
+    fn sizes_read_in_human_units() {
+        for (n, shown) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (52_428_800, "50.0 MiB"),
+            (200 * 1024 * 1024, "200 MiB"),
+            (3 << 40, "3.0 TiB"),
+            (u64::MAX, "16.0 EiB"),
+        ] {
+            assert_eq!(human_size(n), shown, "{n}");
+        }
+    }
+
+    #[test]
+    fn orders_keep_directories_first() {
+        let mut a = entry("a.txt", false);
+        a.len = 300;
+        a.modified = Some(UNIX_EPOCH + Duration::from_secs(30));
+        let mut b = entry("B.txt", false);
+        b.len = 100;
+        b.modified = Some(UNIX_EPOCH + Duration::from_secs(10));
+        let mut c = entry("c.txt", false);
+        c.len = 200;
+        c.modified = None;
+        let d = entry("zdir", true);
+        let sorted = |query: &str| {
+            let mut entries = vec![c.clone(), a.clone(), d.clone(), b.clone()];
+            Order::from_query(Some(query)).sort(&mut entries);
+            names(&entries)
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sorted(""), ["zdir", "a.txt", "B.txt", "c.txt"]);
+        assert_eq!(sorted("order=desc"), ["zdir", "c.txt", "B.txt", "a.txt"]);
+        assert_eq!(sorted("sort=size"), ["zdir", "B.txt", "c.txt", "a.txt"]);
+        assert_eq!(
+            sorted("sort=size&order=desc"),
+            ["zdir", "a.txt", "c.txt", "B.txt"]
+        );
+        // An unknown time sorts first, as the oldest.
+        assert_eq!(sorted("sort=time"), ["zdir", "c.txt", "B.txt", "a.txt"]);
+        assert_eq!(sorted("sort=bogus&order=sideways"), sorted(""));
+    }
+
+    #[test]
+    fn json_is_asked_for_by_query_or_accept() {
+        assert!(wants_json(Some("json"), None));
+        assert!(wants_json(Some("sort=size&json"), Some("text/html")));
+        assert!(wants_json(None, Some("application/json")));
+        assert!(wants_json(None, Some("application/json, text/html;q=0.9")));
+        assert!(!wants_json(
+            None,
+            Some("text/html,application/xhtml+xml,*/*;q=0.8")
+        ));
+        assert!(!wants_json(None, Some("application/json;q=0.5, */*")));
+        assert!(!wants_json(None, None));
+        assert!(!wants_json(Some("jsonp=1"), None));
+    }
+
+    #[test]
+    fn the_json_form_has_the_pages_entries_in_its_order() {
+        let mut none = entry("n", false);
+        none.modified = None;
+        let text = render_json("/sub/", &[entry("d", true), entry("b.txt", false), none]);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "path": "/sub/",
+                "entries": [
+                    {"name": "d", "dir": true, "size": null, "modified": "2024-02-29T12:34:56Z"},
+                    {"name": "b.txt", "dir": false, "size": 42, "modified": "2024-02-29T12:34:56Z"},
+                    {"name": "n", "dir": false, "size": 42, "modified": null},
+                ]
+            })
+        );
+    }
+
+    #[test]
     fn page_structure() {
-        let page = render_listing("/sub/", &[entry("b.txt", false), entry("d", true)]);
+        let page = render_listing(
+            "/sub/",
+            &[entry("b.txt", false), entry("d", true)],
+            Order::default(),
+        );
         assert!(page.starts_with("<!DOCTYPE html>\n"));
         assert!(page.contains("<meta charset=\"utf-8\">"));
         assert!(page.contains("<title>Directory listing for /sub/</title>"));
-        assert!(page.contains("<h1>Directory listing for /sub/</h1>"));
+        // The heading is a breadcrumb: each directory a relative link to itself.
+        assert!(page.contains(
+            "<h1>Directory listing for <a href=\"../\">/</a><a href=\"./\">sub</a>/</h1>"
+        ));
+        assert!(page.contains("@media (prefers-color-scheme: dark)"));
+        assert!(page.contains("name=\"viewport\""));
+        assert!(!page.contains("<script"), "no script");
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no external asset"
+        );
         assert!(page.trim_end().ends_with("</html>"));
+        // In the order given (the caller sorts: `Order::sort`).
         assert_eq!(hrefs(&page), ["../", "b.txt", "d/"]);
         assert!(page.contains(
-            "<a href=\"b.txt\">b.txt</a></td><td class=\"size\">42</td>\
-             <td>2024-02-29 12:34</td>"
+            "<a href=\"b.txt\">b.txt</a></td><td class=\"size\">\
+             <data value=\"42\" title=\"42 bytes\">42 B</data></td>\
+             <td class=\"time\"><time datetime=\"2024-02-29T12:34:56Z\">2024-02-29 12:34 UTC</time></td>"
         ));
         assert!(page.contains("<a href=\"d/\">d/</a></td><td class=\"size\">-</td>"));
+        // The headings sort: by name descending from the default, by size or time ascending.
+        for query in [
+            "?sort=name&amp;order=desc",
+            "?sort=size&amp;order=asc",
+            "?sort=time&amp;order=asc",
+        ] {
+            assert!(page.contains(&format!("<a href=\"{query}\">")), "{query}");
+        }
     }
 
     #[test]
     fn parent_link_only_below_root() {
-        assert_eq!(hrefs(&render_listing("/", &[entry("x", false)])), ["x"]);
-        assert_eq!(hrefs(&render_listing("/a/", &[])), ["../"]);
-        assert_eq!(hrefs(&render_listing("/a/b/", &[])), ["../"]);
+        assert_eq!(
+            hrefs(&render_listing("/", &[entry("x", false)], Order::default())),
+            ["x"]
+        );
+        assert_eq!(
+            hrefs(&render_listing("/a/", &[], Order::default())),
+            ["../"]
+        );
+        assert_eq!(
+            hrefs(&render_listing("/a/b/", &[], Order::default())),
+            ["../"]
+        );
     }
 
     #[test]
     fn unknown_time_is_blank() {
         let mut e = entry("x", false);
         e.modified = None;
-        assert!(render_listing("/", &[e]).contains("<td class=\"size\">42</td><td></td>"));
+        assert!(
+            render_listing("/", &[e], Order::default())
+                .contains("42 B</data></td><td class=\"time\"></td>")
+        );
     }
 
     #[test]
@@ -282,7 +636,7 @@ mod tests {
             entry("javascript:alert(1)", false),
             entry("'onmouseover='x", false),
         ];
-        let page = render_listing("/<b>&\"'/", &entries);
+        let page = render_listing("/<b>&\"'/", &entries, Order::default());
         assert!(!page.contains("<script>"));
         assert!(!page.contains("<b>"));
         assert!(page.contains("Directory listing for /&lt;b&gt;&amp;&quot;&#x27;/</title>"));
@@ -316,7 +670,7 @@ mod tests {
         }
         fs::create_dir(dir.join("dir é%20")).unwrap();
         let entries = list_directory(&dir, &HIDDEN).unwrap();
-        let page = render_listing("/sub/", &entries);
+        let page = render_listing("/sub/", &entries, Order::default());
         let links = hrefs(&page);
         assert_eq!(links.len(), HOSTILE.len() + 2);
         assert_eq!(links[0], "../");
@@ -374,7 +728,8 @@ mod tests {
         assert_eq!(names(&list_directory(dir, &PLAIN).unwrap()), ["visible"]);
         assert_eq!(
             names(&list_directory(dir, &HIDDEN).unwrap()),
-            ["..double", ".env", ".git", "visible"]
+            [".git", "..double", ".env", "visible"],
+            "directories first"
         );
     }
 
@@ -400,7 +755,7 @@ mod tests {
         assert!(!dangling.is_dir);
         assert_eq!(dangling.len, 0);
         assert_eq!(dangling.modified, None);
-        let page = render_listing("/", &entries);
+        let page = render_listing("/", &entries, Order::default());
         assert!(page.contains("<a href=\"to_dir/\">to_dir/</a>"));
         assert!(page.contains("<a href=\"dangling\">dangling</a>"));
     }
@@ -414,7 +769,7 @@ mod tests {
         let entries = list_directory(dir, &PLAIN).unwrap();
         assert_eq!(names(&entries), ["bad\u{fffd}\u{fffd}<name>"]);
         assert_eq!(entries[0].len, 1);
-        let page = render_listing("/", &entries);
+        let page = render_listing("/", &entries, Order::default());
         assert!(
             page.contains("<a href=\"bad%FF%FE%3Cname%3E\">bad\u{fffd}\u{fffd}&lt;name&gt;</a>")
         );
@@ -477,7 +832,7 @@ mod tests {
 
         #[test]
         fn any_name_round_trips(name in "\\PC{1,12}", is_dir in any::<bool>()) {
-            let page = render_listing("/", &[entry(&name, is_dir)]);
+            let page = render_listing("/", &[entry(&name, is_dir)], Order::default());
             let links = hrefs(&page);
             prop_assert_eq!(links.len(), 1);
             let href = links[0].strip_suffix('/').filter(|_| is_dir).unwrap_or(links[0]);

@@ -249,11 +249,24 @@ impl StaticFiles {
                 "this directory has no index page, and listings are off",
             );
         }
-        match listing::list_directory(path, &self.options) {
-            Ok(entries) => {
-                Response::html(StatusCode::OK, listing::render_listing(display, &entries))
-            }
-            Err(e) => io_error(&e),
+        let mut entries = match listing::list_directory(path, &self.options) {
+            Ok(entries) => entries,
+            Err(e) => return io_error(&e),
+        };
+        let order = listing::Order::from_query(req.query());
+        order.sort(&mut entries);
+        // One URL, two representations: caches must key on Accept.
+        if listing::wants_json(req.query(), req.header("accept")) {
+            Response::new(StatusCode::OK)
+                .header("Content-Type", "application/json")
+                .header("Vary", "Accept")
+                .body(listing::render_json(display, &entries))
+        } else {
+            Response::html(
+                StatusCode::OK,
+                listing::render_listing(display, &entries, order),
+            )
+            .header("Vary", "Accept")
         }
     }
 }
