@@ -168,8 +168,9 @@ th { font-weight: 600; font-size: 0.9em; }
 td.name { overflow-wrap: anywhere; }
 .size, .time { white-space: nowrap; color: var(--muted); font-variant-numeric: tabular-nums; }
 .size { width: 6.5em; text-align: right; }
-.time { width: 10.5em; }
-@media (max-width: 30em) { .time { width: 5.6em; white-space: normal; } body { font-size: 14px; } }
+.time { width: 12.5em; }
+.time span { white-space: nowrap; }
+@media (max-width: 30em) { .time { width: 6.4em; white-space: normal; } .size { width: 5.2em; } body { font-size: 14px; } }
 ";
 
 /// Renders the listing page for the directory requested as `display_path` (decoded, with
@@ -225,10 +226,12 @@ pub(crate) fn render_listing(display_path: &str, entries: &[Entry], order: Order
         let modified = entry
             .modified
             .map(|t| {
+                // Date and time wrap apart on a narrow screen, never inside either.
+                let shown = format_time(t);
+                let (date, time) = shown.split_once(' ').unwrap_or((&shown, ""));
                 format!(
-                    "<time datetime=\"{}\">{} UTC</time>",
+                    "<time datetime=\"{}\"><span>{date}</span> <span>{time} UTC</span></time>",
                     format_rfc3339(t),
-                    format_time(t)
                 )
             })
             .unwrap_or_default();
@@ -586,7 +589,7 @@ mod tests {
         assert!(page.contains(
             "<a href=\"b.txt\">b.txt</a></td><td class=\"size\">\
              <data value=\"42\" title=\"42 bytes\">42 B</data></td>\
-             <td class=\"time\"><time datetime=\"2024-02-29T12:34:56Z\">2024-02-29 12:34 UTC</time></td>"
+             <td class=\"time\"><time datetime=\"2024-02-29T12:34:56Z\"><span>2024-02-29</span> <span>12:34 UTC</span></time></td>"
         ));
         assert!(page.contains("<a href=\"d/\">d/</a></td><td class=\"size\">-</td>"));
         // The headings sort: by name descending from the default, by size or time ascending.
