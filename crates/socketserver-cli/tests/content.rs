@@ -322,3 +322,121 @@ fn the_listing_sorts_and_has_a_json_form_with_the_same_entries() -> io::Result<(
     }
     Ok(())
 }
+
+/// One part of a `multipart/byteranges` body: its fields and its bytes.
+type Part = (Vec<(String, String)>, Vec<u8>);
+
+/// The parts of a `multipart/byteranges` body.
+fn parts(body: &[u8], boundary: &str) -> Vec<Part> {
+    let delimiter = format!("--{boundary}");
+    let mut out = Vec::new();
+    let mut rest = body;
+    // Each part: "--B\r\nfields\r\n\r\nbytes\r\n", then "--B--\r\n" ends it.
+    while let Some(at) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[at + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        rest = &rest[2..]; // CRLF after the delimiter
+        let head_end = find(rest, b"\r\n\r\n").expect("a part's head ends");
+        let fields = String::from_utf8_lossy(&rest[..head_end])
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        rest = &rest[head_end + 4..];
+        let next = find(rest, format!("\r\n{delimiter}").as_bytes()).expect("a next delimiter");
+        out.push((fields, rest[..next].to_vec()));
+        rest = &rest[next + 2..];
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn several_ranges_get_multipart_byteranges_byte_exact() -> io::Result<()> {
+    let site = tempdir()?;
+    let data = common::payload(100_000);
+    std::fs::write(site.path().join("data.bin"), &data)?;
+    for mode in ["async", "threading", "pool"] {
+        let server = start(&site, mode, &[])?;
+        let addr = &server.addrs[0];
+        let range = |spec: &str, method: &str| {
+            ask(
+                addr,
+                &format!(
+                    "{method} /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={spec}\r\nConnection: close\r\n\r\n"
+                ),
+            )
+        };
+        let reply = range("0-9,50000-50999,99990-", "GET")?;
+        assert_eq!(reply.status, 206, "{mode}");
+        let kind = reply.header("Content-Type").expect("a type").to_string();
+        let boundary = kind
+            .strip_prefix("multipart/byteranges; boundary=")
+            .expect("multipart/byteranges")
+            .to_string();
+        assert_eq!(
+            reply.header("Content-Length"),
+            Some(reply.body.len().to_string().as_str()),
+            "{mode}"
+        );
+        let got = parts(&reply.body, &boundary);
+        let want = [(0usize, 9usize), (50_000, 50_999), (99_990, 99_999)];
+        assert_eq!(got.len(), want.len(), "{mode}");
+        for ((fields, bytes), (start, end)) in got.iter().zip(want) {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(
+                field("Content-Type"),
+                Some("application/octet-stream"),
+                "{mode}"
+            );
+            let expected_range = format!("bytes {start}-{end}/100000");
+            assert_eq!(
+                field("Content-Range"),
+                Some(expected_range.as_str()),
+                "{mode}"
+            );
+            assert!(
+                bytes[..] == data[start..=end],
+                "{mode}: part {start}-{end} byte-exact"
+            );
+        }
+        // HEAD: the same head, no body.
+        let head = range("0-9,50000-50999,99990-", "HEAD")?;
+        assert_eq!(
+            head.header("Content-Length"),
+            reply.header("Content-Length"),
+            "{mode}"
+        );
+        assert_eq!(
+            head.header("Content-Type"),
+            reply.header("Content-Type"),
+            "{mode}"
+        );
+        // Overlapping ranges merge into one ordinary 206.
+        let merged = range("0-9,5-19", "GET")?;
+        assert_eq!(merged.status, 206);
+        assert_eq!(merged.header("Content-Range"), Some("bytes 0-19/100000"));
+        assert!(merged.body[..] == data[..20]);
+        // Range amplification: 17 ranges, or more than the file in all, get the whole file.
+        let seventeen = (0..17)
+            .map(|i| format!("{}-{}", i * 10, i * 10 + 1))
+            .collect::<Vec<_>>();
+        let many = range(&seventeen.join(","), "GET")?;
+        assert_eq!((many.status, many.body.len()), (200, 100_000), "{mode}");
+        let over = range("0-99999,0-99999", "GET")?;
+        assert_eq!((over.status, over.body.len()), (200, 100_000), "{mode}");
+        let outside = range("200000-300000,400000-", "GET")?;
+        assert_eq!(outside.status, 416, "{mode}");
+    }
+    Ok(())
+}

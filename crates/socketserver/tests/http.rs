@@ -336,7 +336,8 @@ fn ranges_and_conditional_requests() -> io::Result<()> {
             past.header("content-range"),
             Some(format!("bytes */{len}").as_str())
         );
-        for malformed in ["bytes=5-1", "bytes=a-b", "bytes=0-1,5-6", "lines=0-1"] {
+        // (Several good ranges are a multipart answer now: see the CLI content tests.)
+        for malformed in ["bytes=5-1", "bytes=a-b", "bytes=0-1,5-x", "lines=0-1"] {
             let whole = get(
                 addr,
                 "GET",

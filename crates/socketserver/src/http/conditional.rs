@@ -6,8 +6,10 @@
 //! the only methods the file service answers); then `Range`, honoured only when `If-Range`
 //! allows it (`206`, or `416` when unsatisfiable), else the whole file. The validators are a
 //! strong `ETag` (length and modification time, as nginx's) and `Last-Modified`; the content
-//! type comes from the name ([`content_type`]). Compression negotiation and several ranges
-//! belong here too when they come: they choose the representation and its parts.
+//! type comes from the name ([`content_type`]). Several ranges ([`parse_ranges`]) are sorted,
+//! merged and bounded here (at most [`MAX_RANGES`], and no more than the file in all, against
+//! range amplification); `static_files.rs` writes their `multipart/byteranges` body.
+//! Compression negotiation belongs here too when it comes: it chooses the representation.
 //!
 //! Pure: the functions look at header bytes and metadata, never at a socket or a file's
 //! contents. Path resolution, the security-critical part, is `files.rs`'s.
@@ -71,7 +73,7 @@ impl<'a> Conditions<'a> {
 }
 
 /// What to answer about a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// `412`: `If-Match` or `If-Unmodified-Since` failed.
     PreconditionFailed,
@@ -81,6 +83,9 @@ pub(crate) enum Decision {
     Whole,
     /// `206` with bytes `start..=end` (`start <= end < len`).
     Part { start: u64, end: u64 },
+    /// `206 multipart/byteranges` with these ranges (inclusive, sorted, merged, two at
+    /// least).
+    Parts(Vec<(u64, u64)>),
     /// `416` with `Content-Range: bytes */len`.
     Unsatisfiable,
 }
@@ -114,9 +119,111 @@ pub(crate) fn decide(
         return Decision::Whole;
     }
     match parse_range(conditions.range, file.len) {
-        RangeSpec::Full => Decision::Whole,
+        RangeSpec::Full => match parse_ranges(conditions.range, file.len) {
+            Several::Parts(parts) => Decision::Parts(parts),
+            Several::One { start, end } => Decision::Part { start, end },
+            Several::Unsatisfiable => Decision::Unsatisfiable,
+            Several::Whole => Decision::Whole,
+        },
         RangeSpec::Partial { start, end } => Decision::Part { start, end },
         RangeSpec::Unsatisfiable => Decision::Unsatisfiable,
+    }
+}
+
+/// Most ranges one request may ask for; more get the whole file (the Apache Killer asked for
+/// thousands of overlapping ones).
+pub(crate) const MAX_RANGES: usize = 16;
+
+/// A `Range` header with several ranges, as answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Several {
+    /// Not several usable ranges (one, or none, malformed, too many, or adding up to more
+    /// than the file): `200` with it all.
+    Whole,
+    /// They merge into one.
+    One { start: u64, end: u64 },
+    /// Two or more, sorted and merged (overlapping or adjacent ones become one).
+    Parts(Vec<(u64, u64)>),
+    /// None of them is inside the file: `416`.
+    Unsatisfiable,
+}
+
+/// Interprets a `Range` header of several ranges (RFC 9110 §14.2) against `len` bytes, with
+/// the rules against range amplification: at most [`MAX_RANGES`] ranges, and what they ask
+/// for (before merging) at most the file's length, else the whole file. A malformed range
+/// anywhere makes the header unusable (the whole file); a range starting past the end is
+/// dropped (and all of them dropped is `416`).
+pub(crate) fn parse_ranges(header: Option<&[u8]>, len: u64) -> Several {
+    let Some(value) = header.and_then(|h| str::from_utf8(h).ok()) else {
+        return Several::Whole;
+    };
+    let Some((unit, set)) = value.split_once('=') else {
+        return Several::Whole;
+    };
+    if !ows(unit).eq_ignore_ascii_case("bytes") {
+        return Several::Whole;
+    }
+    let specs: Vec<&str> = set.split(',').map(ows).filter(|s| !s.is_empty()).collect();
+    if specs.len() < 2 || specs.len() > MAX_RANGES {
+        return Several::Whole;
+    }
+    let mut ranges = Vec::with_capacity(specs.len());
+    let mut asked: u64 = 0;
+    for spec in specs {
+        let Some((first, last)) = spec.split_once('-') else {
+            return Several::Whole;
+        };
+        let (first, last) = (ows(first), ows(last));
+        let range = if first.is_empty() {
+            let Some(n) = position(last) else {
+                return Several::Whole;
+            };
+            asked = asked.saturating_add(n.min(len));
+            match len.checked_sub(1) {
+                Some(end) if n > 0 => Some((len.saturating_sub(n), end)),
+                _ => None,
+            }
+        } else {
+            let Some(start) = position(first) else {
+                return Several::Whole;
+            };
+            let end = if last.is_empty() {
+                None
+            } else {
+                match position(last) {
+                    Some(end) if end >= start => Some(end),
+                    _ => return Several::Whole,
+                }
+            };
+            match len.checked_sub(1) {
+                Some(last_byte) if start <= last_byte => {
+                    let end = end.map_or(last_byte, |end| end.min(last_byte));
+                    asked = asked.saturating_add(end - start + 1);
+                    Some((start, end))
+                }
+                _ => None,
+            }
+        };
+        ranges.extend(range);
+    }
+    if asked > len {
+        return Several::Whole;
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    match merged.as_slice() {
+        [] => Several::Unsatisfiable,
+        [(start, end)] => Several::One {
+            start: *start,
+            end: *end,
+        },
+        _ => Several::Parts(merged),
     }
 }
 
@@ -136,9 +243,9 @@ pub(crate) enum RangeSpec {
 /// Only the `bytes` unit (case-insensitively) and a single range are honoured: `a-b`, `a-`
 /// and the suffix form `-n`. A last position past the end is clamped. A first position at or
 /// past the end, a zero suffix, or any range of an empty file is [`RangeSpec::Unsatisfiable`].
-/// Anything malformed, and any multi-range request, is [`RangeSpec::Full`]: the server may
-/// always ignore `Range`, and one full `200` is cheaper and safer than `multipart/byteranges`.
-/// Spaces and tabs around `=`, `-` and `,` are tolerated, as are empty list elements.
+/// Anything malformed, and any multi-range request, is [`RangeSpec::Full`]: several ranges
+/// are [`parse_ranges`]'s, which `decide` asks next. Spaces and tabs around `=`, `-` and `,`
+/// are tolerated, as are empty list elements.
 pub(crate) fn parse_range(header: Option<&[u8]>, len: u64) -> RangeSpec {
     let Some(value) = header.and_then(|h| str::from_utf8(h).ok()) else {
         return RangeSpec::Full;
@@ -506,6 +613,58 @@ mod tests {
     }
 
     #[test]
+    fn several_ranges_merge_and_are_bounded() {
+        let r = |h: &str, len| parse_ranges(Some(h.as_bytes()), len);
+        assert_eq!(
+            r("bytes=0-9,20-29", 100),
+            Several::Parts(vec![(0, 9), (20, 29)])
+        );
+        // Sorted, overlapping and adjacent ones merged.
+        assert_eq!(
+            r("bytes=50-59, 0-4, 5-9, 3-6", 100),
+            Several::Parts(vec![(0, 9), (50, 59)])
+        );
+        assert_eq!(r("bytes=0-9,5-14", 100), Several::One { start: 0, end: 14 });
+        // Suffixes and open ends.
+        assert_eq!(
+            r("bytes=-10,0-0", 100),
+            Several::Parts(vec![(0, 0), (90, 99)])
+        );
+        assert_eq!(
+            r("bytes=0-0,98-", 100),
+            Several::Parts(vec![(0, 0), (98, 99)])
+        );
+        // Past the end: dropped; all of them: 416.
+        assert_eq!(
+            r("bytes=0-1,500-600", 100),
+            Several::One { start: 0, end: 1 }
+        );
+        assert_eq!(r("bytes=200-300,400-", 100), Several::Unsatisfiable);
+        // Amplification: more than 16, or more than the file in all.
+        let seventeen = (0..17)
+            .map(|i| format!("{i}-{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(r(&format!("bytes={seventeen}"), 100), Several::Whole);
+        let sixteen = (0..16)
+            .map(|i| format!("{}-{}", i * 2, i * 2))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(matches!(r(&format!("bytes={sixteen}"), 100), Several::Parts(p) if p.len() == 16));
+        assert_eq!(r("bytes=0-99,0-99", 100), Several::Whole);
+        assert_eq!(r("bytes=0-60,-50", 100), Several::Whole);
+        // Malformed anywhere: the whole file.
+        assert_eq!(r("bytes=0-9,x-1", 100), Several::Whole);
+        assert_eq!(r("bytes=9-0,1-2", 100), Several::Whole);
+        assert_eq!(r("items=0-1,2-3", 100), Several::Whole);
+        assert_eq!(
+            r("bytes=0-9", 100),
+            Several::Whole,
+            "one range is not several"
+        );
+    }
+
+    #[test]
     fn ranges() {
         use RangeSpec::{Full, Partial, Unsatisfiable as Unsat};
         let p = |start, end| Partial { start, end };
@@ -580,6 +739,23 @@ mod tests {
         fn partial_ranges_are_in_bounds(header in "[bytes=0-9, -]{0,16}", len in 0u64..20) {
             if let RangeSpec::Partial { start, end } = parse_range(Some(header.as_bytes()), len) {
                 prop_assert!(start <= end && end < len, "{header:?} {len}");
+            }
+        }
+
+        /// Several ranges: sorted, apart (merged), inside the file, at most 16, and never
+        /// more bytes than the file.
+        #[test]
+        fn several_ranges_are_bounded(header in "bytes=[0-9, -]{0,40}", len in 0u64..50) {
+            if let Several::Parts(parts) = parse_ranges(Some(header.as_bytes()), len) {
+                prop_assert!(parts.len() >= 2 && parts.len() <= MAX_RANGES, "{header:?}");
+                let total: u64 = parts.iter().map(|(s, e)| e - s + 1).sum();
+                prop_assert!(total <= len, "{header:?} {len}");
+                for pair in parts.windows(2) {
+                    prop_assert!(pair[0].1 + 1 < pair[1].0, "{header:?}: {parts:?}");
+                }
+                for &(start, end) in &parts {
+                    prop_assert!(start <= end && end < len, "{header:?} {len}");
+                }
             }
         }
     }

@@ -67,7 +67,7 @@ pub(crate) use {
 
 pub use conn::{Http, Limits};
 pub use request::{Body, Method, Request, Version};
-pub use response::{Response, ResponseBody};
+pub use response::{Piece, Response, ResponseBody};
 pub use static_files::StaticFiles;
 pub use status::StatusCode;
 #[cfg(feature = "tls")]

@@ -26,6 +26,45 @@ pub enum ResponseBody {
     /// A stream of unknown length: sent chunked to HTTP/1.1 clients, and to HTTP/1.0 clients
     /// until the connection closes.
     Reader(Box<dyn Read + Send>),
+    /// Pieces sent one after the other, of a known total length: bytes in memory and ranges
+    /// of files (each with `sendfile(2)` where the transport allows). A
+    /// `multipart/byteranges` answer is made of these.
+    Pieces(Vec<Piece>),
+}
+
+/// One piece of a [`ResponseBody::Pieces`] body.
+pub enum Piece {
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// `len` bytes of `file` from `offset`.
+    File {
+        /// The open file (a `try_clone` of one shared by the pieces is fine).
+        file: File,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::File { len, .. } => *len,
+        }
+    }
+}
+
+impl fmt::Debug for Piece {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Piece::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Piece::File { offset, len, .. } => {
+                write!(f, "File {{ offset: {offset}, len: {len} }}")
+            }
+        }
+    }
 }
 
 impl fmt::Debug for ResponseBody {
@@ -37,6 +76,7 @@ impl fmt::Debug for ResponseBody {
                 write!(f, "File {{ offset: {offset}, len: {len} }}")
             }
             ResponseBody::Reader(_) => f.write_str("Reader"),
+            ResponseBody::Pieces(pieces) => write!(f, "Pieces({pieces:?})"),
         }
     }
 }
@@ -117,6 +157,13 @@ impl Response {
     /// Sets the body to a stream of unknown length (sent chunked).
     pub fn reader(mut self, reader: impl Read + Send + 'static) -> Response {
         self.body = ResponseBody::Reader(Box::new(reader));
+        self
+    }
+
+    /// Sets the body to `pieces`, sent in order with their total length (see
+    /// [`ResponseBody::Pieces`]).
+    pub fn pieces(mut self, pieces: Vec<Piece>) -> Response {
+        self.body = ResponseBody::Pieces(pieces);
         self
     }
 
@@ -206,6 +253,13 @@ pub(crate) fn write_response(
             ResponseBody::File { len, .. } => {
                 write_head(&mut head, format_args!("Content-Length: {len}\r\n"))
             }
+            ResponseBody::Pieces(pieces) => write_head(
+                &mut head,
+                format_args!(
+                    "Content-Length: {}\r\n",
+                    pieces.iter().map(Piece::len).sum::<u64>()
+                ),
+            ),
             ResponseBody::Reader(_) if http11 => head.push_str("Transfer-Encoding: chunked\r\n"),
             ResponseBody::Reader(_) => close_delimited = !head_only,
         }
@@ -236,6 +290,20 @@ pub(crate) fn write_response(
             ResponseBody::File { file, offset, len } => {
                 out.send_file(file, offset, len)?;
                 bytes = len;
+            }
+            ResponseBody::Pieces(pieces) => {
+                for piece in pieces {
+                    match piece {
+                        Piece::Bytes(b) => {
+                            out.write_all(&b)?;
+                            bytes += b.len() as u64;
+                        }
+                        Piece::File { file, offset, len } => {
+                            out.send_file(file, offset, len)?;
+                            bytes += len;
+                        }
+                    }
+                }
             }
             ResponseBody::Reader(mut reader) => {
                 let mut buf = vec![0u8; 16 * 1024];
