@@ -154,15 +154,9 @@ pub(crate) enum Several {
 /// anywhere makes the header unusable (the whole file); a range starting past the end is
 /// dropped (and all of them dropped is `416`).
 pub(crate) fn parse_ranges(header: Option<&[u8]>, len: u64) -> Several {
-    let Some(value) = header.and_then(|h| str::from_utf8(h).ok()) else {
+    let Some(set) = range_set(header) else {
         return Several::Whole;
     };
-    let Some((unit, set)) = value.split_once('=') else {
-        return Several::Whole;
-    };
-    if !ows(unit).eq_ignore_ascii_case("bytes") {
-        return Several::Whole;
-    }
     let specs: Vec<&str> = set.split(',').map(ows).filter(|s| !s.is_empty()).collect();
     if specs.len() < 2 || specs.len() > MAX_RANGES {
         return Several::Whole;
@@ -170,41 +164,14 @@ pub(crate) fn parse_ranges(header: Option<&[u8]>, len: u64) -> Several {
     let mut ranges = Vec::with_capacity(specs.len());
     let mut asked: u64 = 0;
     for spec in specs {
-        let Some((first, last)) = spec.split_once('-') else {
-            return Several::Whole;
-        };
-        let (first, last) = (ows(first), ows(last));
-        let range = if first.is_empty() {
-            let Some(n) = position(last) else {
-                return Several::Whole;
-            };
-            asked = asked.saturating_add(n.min(len));
-            match len.checked_sub(1) {
-                Some(end) if n > 0 => Some((len.saturating_sub(n), end)),
-                _ => None,
+        match one_range(spec, len) {
+            Spec::Range { start, end } => {
+                asked = asked.saturating_add(end - start + 1);
+                ranges.push((start, end));
             }
-        } else {
-            let Some(start) = position(first) else {
-                return Several::Whole;
-            };
-            let end = if last.is_empty() {
-                None
-            } else {
-                match position(last) {
-                    Some(end) if end >= start => Some(end),
-                    _ => return Several::Whole,
-                }
-            };
-            match len.checked_sub(1) {
-                Some(last_byte) if start <= last_byte => {
-                    let end = end.map_or(last_byte, |end| end.min(last_byte));
-                    asked = asked.saturating_add(end - start + 1);
-                    Some((start, end))
-                }
-                _ => None,
-            }
-        };
-        ranges.extend(range);
+            Spec::Outside => {}
+            Spec::Malformed => return Several::Whole,
+        }
     }
     if asked > len {
         return Several::Whole;
@@ -247,40 +214,59 @@ pub(crate) enum RangeSpec {
 /// are [`parse_ranges`]'s, which `decide` asks next. Spaces and tabs around `=`, `-` and `,`
 /// are tolerated, as are empty list elements.
 pub(crate) fn parse_range(header: Option<&[u8]>, len: u64) -> RangeSpec {
-    let Some(value) = header.and_then(|h| str::from_utf8(h).ok()) else {
+    let Some(set) = range_set(header) else {
         return RangeSpec::Full;
     };
-    let Some((unit, set)) = value.split_once('=') else {
-        return RangeSpec::Full;
-    };
-    if !ows(unit).eq_ignore_ascii_case("bytes") {
-        return RangeSpec::Full;
-    }
     let mut specs = set.split(',').map(ows).filter(|s| !s.is_empty());
     let (Some(spec), None) = (specs.next(), specs.next()) else {
         return RangeSpec::Full;
     };
+    match one_range(spec, len) {
+        Spec::Range { start, end } => RangeSpec::Partial { start, end },
+        Spec::Outside => RangeSpec::Unsatisfiable,
+        Spec::Malformed => RangeSpec::Full,
+    }
+}
+
+/// The range set of a `bytes` `Range` header (what follows `bytes=`), if it is one.
+fn range_set(header: Option<&[u8]>) -> Option<&str> {
+    let value = header.and_then(|h| str::from_utf8(h).ok())?;
+    let (unit, set) = value.split_once('=')?;
+    ows(unit).eq_ignore_ascii_case("bytes").then_some(set)
+}
+
+/// One range-spec of a range set, against `len` bytes.
+enum Spec {
+    /// Bytes `start..=end`, inside the file (a last position past the end clamped).
+    Range { start: u64, end: u64 },
+    /// Well-formed, but nothing of it is inside the file (a first position at or past the
+    /// end, a zero suffix, any range of an empty file).
+    Outside,
+    /// Not a range-spec.
+    Malformed,
+}
+
+/// `a-b`, `a-` or the suffix form `-n`.
+fn one_range(spec: &str, len: u64) -> Spec {
     let Some((first, last)) = spec.split_once('-') else {
-        return RangeSpec::Full;
+        return Spec::Malformed;
     };
     let (first, last) = (ows(first), ows(last));
-
     if first.is_empty() {
         // Suffix range: the last `n` bytes.
         let Some(n) = position(last) else {
-            return RangeSpec::Full;
+            return Spec::Malformed;
         };
         return match len.checked_sub(1) {
-            Some(end) if n > 0 => RangeSpec::Partial {
+            Some(end) if n > 0 => Spec::Range {
                 start: len.saturating_sub(n),
                 end,
             },
-            _ => RangeSpec::Unsatisfiable,
+            _ => Spec::Outside,
         };
     }
-
     let Some(start) = position(first) else {
-        return RangeSpec::Full;
+        return Spec::Malformed;
     };
     let end = if last.is_empty() {
         None
@@ -288,15 +274,15 @@ pub(crate) fn parse_range(header: Option<&[u8]>, len: u64) -> RangeSpec {
         match position(last) {
             Some(end) if end >= start => Some(end),
             // Not a number, or last < first: an invalid range-spec.
-            _ => return RangeSpec::Full,
+            _ => return Spec::Malformed,
         }
     };
     match len.checked_sub(1) {
-        Some(last_byte) if start <= last_byte => RangeSpec::Partial {
+        Some(last_byte) if start <= last_byte => Spec::Range {
             start,
             end: end.map_or(last_byte, |end| end.min(last_byte)),
         },
-        _ => RangeSpec::Unsatisfiable,
+        _ => Spec::Outside,
     }
 }
 
