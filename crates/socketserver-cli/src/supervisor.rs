@@ -272,20 +272,24 @@ impl Supervisor {
         let path = self.sockets.path(self.serial);
         let notify = UnixDatagram::bind(&path)?;
         notify.set_nonblocking(true)?;
-        let mut command = Command::new(&self.plan.exe);
-        command
-            .arg(format!("--as-worker={}", self.plan.fds[slot].len()))
-            .args(&self.plan.args)
-            .env("NOTIFY_SOCKET", &path)
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_FDNAMES")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        match self.watchdog {
-            Some(every) => command.env("WATCHDOG_USEC", every.as_micros().to_string()),
-            None => command.env_remove("WATCHDOG_USEC"),
+        // A fresh command per try: `spawn_with_fds` adds its own step between fork and exec.
+        let make = || {
+            let mut command = Command::new(&self.plan.exe);
+            command
+                .arg(format!("--as-worker={}", self.plan.fds[slot].len()))
+                .args(&self.plan.args)
+                .env("NOTIFY_SOCKET", &path)
+                .env_remove("WATCHDOG_PID")
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_FDNAMES")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            match self.watchdog {
+                Some(every) => command.env("WATCHDOG_USEC", every.as_micros().to_string()),
+                None => command.env_remove("WATCHDOG_USEC"),
+            };
+            command
         };
         // With metrics, the worker's counters go after its listeners.
         let block = match &self.plan.board {
@@ -296,7 +300,19 @@ impl Supervisor {
         if let Some((_, fd)) = &block {
             fds.push(fd.as_raw_fd());
         }
-        let child = sys::spawn_with_fds(&mut command, &fds).map_err(|e| {
+        // A binary being written right now (a deploy, a build) is busy for a moment: wait a
+        // little for it rather than fail the start.
+        let mut spawned = sys::spawn_with_fds(&mut make(), &fds);
+        for _ in 0..10 {
+            match &spawned {
+                Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    spawned = sys::spawn_with_fds(&mut make(), &fds);
+                }
+                _ => break,
+            }
+        }
+        let child = spawned.map_err(|e| {
             let _ = std::fs::remove_file(&path);
             io::Error::new(
                 e.kind(),

@@ -283,6 +283,24 @@ fn own_binary(dir: &Path) -> io::Result<PathBuf> {
     Ok(copy)
 }
 
+/// Starts the copy at `bin`. Another test thread forking while the copy was being written
+/// holds a write descriptor to it until its own exec, and exec then fails with `ETXTBSY`
+/// for a moment: try again then.
+fn start_copy(bin: &Path, args: &[&str]) -> io::Result<Server> {
+    let mut tries = 0;
+    loop {
+        let mut command = std::process::Command::new(bin);
+        command.args(args);
+        match Server::spawn_command(command, 1, &format!("{args:?}")) {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Replaces `path` with `contents` (a new file renamed over it, as `cargo build` or a package
 /// upgrade does), executable.
 fn replace_binary(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -310,11 +328,7 @@ fn a_restart_under_load_loses_nothing_and_a_broken_binary_aborts_it() -> io::Res
     let bin_dir = tempdir()?;
     let bin = own_binary(bin_dir.path())?;
     let dir = site.path().to_str().expect("UTF-8 temp path");
-    let start = |args: &[&str]| {
-        let mut command = std::process::Command::new(&bin);
-        command.args(args);
-        Server::spawn_command(command, 1, &format!("{args:?}"))
-    };
+    let start = |args: &[&str]| start_copy(&bin, args);
     let mut http = start(&[
         "http",
         "--listen",
@@ -630,9 +644,10 @@ fn ctrl_c_in_a_terminal_drains_the_workers_gracefully() -> io::Result<()> {
 fn a_new_binary_never_ready_aborts_the_restart_after_ten_seconds() -> io::Result<()> {
     let bin_dir = tempdir()?;
     let bin = own_binary(bin_dir.path())?;
-    let mut command = std::process::Command::new(&bin);
-    command.args(["upper", "--listen", "tcp://127.0.0.1:0", "--processes", "2"]);
-    let server = Server::spawn_command(command, 1, "upper --processes 2")?;
+    let server = start_copy(
+        &bin,
+        &["upper", "--listen", "tcp://127.0.0.1:0", "--processes", "2"],
+    )?;
     let workers = wait_children(server.pid(), 2, &[])?;
     server.wait_stderr(IO_TIMEOUT, |e| e.matches("started").count() >= 2)?;
     replace_binary(&bin, b"#!/bin/sh\nexec sleep 60\n")?;
