@@ -526,9 +526,12 @@ impl Supervisor {
                 .workers
                 .iter()
                 .all(|w| w.stopping || now.duration_since(w.last_ping.max(w.started)) < every);
+            // Due again half an interval on, ping or not (the loop must not spin on it).
+            self.last_watchdog = now;
             if alive {
-                self.last_watchdog = now;
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                log::warn!("a worker's loop stopped turning: no watchdog ping to systemd");
             }
         }
     }

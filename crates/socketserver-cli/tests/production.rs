@@ -541,3 +541,32 @@ fn socket_activation_with_several_processes_and_a_reload() -> io::Result<()> {
     );
     Ok(())
 }
+
+/// With `--processes`, the supervisor speaks for its workers (the unit's main process is
+/// the only one systemd listens to): READY once both are ready, watchdog pings while their
+/// loops turn, STOPPING on SIGTERM.
+#[test]
+fn with_several_processes_the_supervisor_notifies_for_its_workers() -> io::Result<()> {
+    let dir = tempdir()?;
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path)?;
+    manager.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut command = socketserver();
+    command
+        .args(["echo", "--listen", "tcp://127.0.0.1:0", "--processes", "2"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000");
+    let mut server = Server::spawn_command(command, 1, "echo --processes 2 with NOTIFY_SOCKET")?;
+    assert_eq!(next_message(&manager)?, "READY=1\n");
+    for _ in 0..3 {
+        assert_eq!(next_message(&manager)?, "WATCHDOG=1\n");
+    }
+    server.signal("TERM")?;
+    let mut message = next_message(&manager)?;
+    while message == "WATCHDOG=1\n" {
+        message = next_message(&manager)?;
+    }
+    assert_eq!(message, "STOPPING=1\n");
+    assert!(server.wait_exit(IO_TIMEOUT)?.success());
+    Ok(())
+}
