@@ -247,12 +247,34 @@ fn next_message(socket: &UnixDatagram) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
+/// A service manager's notification socket in `dir`: its path (the `NOTIFY_SOCKET` to give)
+/// and the socket, whose reads wait at most `wait`.
+fn service_manager(
+    dir: &tempfile::TempDir,
+    wait: Duration,
+) -> io::Result<(std::path::PathBuf, UnixDatagram)> {
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path)?;
+    manager.set_read_timeout(Some(wait))?;
+    Ok((path, manager))
+}
+
+/// Signals SIGTERM and checks the next message, past pings already on their way, is
+/// `STOPPING=1`.
+fn stop_says_stopping(server: &Server, manager: &UnixDatagram) -> io::Result<()> {
+    server.signal("TERM")?;
+    let mut message = next_message(manager)?;
+    while message == "WATCHDOG=1\n" {
+        message = next_message(manager)?;
+    }
+    assert_eq!(message, "STOPPING=1\n");
+    Ok(())
+}
+
 #[test]
 fn readiness_watchdog_and_stopping_reach_the_service_manager() -> io::Result<()> {
     let dir = tempdir()?;
-    let path = dir.path().join("notify.sock");
-    let manager = UnixDatagram::bind(&path)?;
-    manager.set_read_timeout(Some(IO_TIMEOUT))?;
+    let (path, manager) = service_manager(&dir, IO_TIMEOUT)?;
     let mut command = socketserver();
     command
         .args(["echo", "--listen", "tcp://127.0.0.1:0", "--mode", "async"])
@@ -272,13 +294,7 @@ fn readiness_watchdog_and_stopping_reach_the_service_manager() -> io::Result<()>
         took >= Duration::from_millis(250),
         "3 pings at 150 ms intervals came in {took:?}"
     );
-    server.signal("TERM")?;
-    // A ping may be on its way when the stop begins.
-    let mut message = next_message(&manager)?;
-    while message == "WATCHDOG=1\n" {
-        message = next_message(&manager)?;
-    }
-    assert_eq!(message, "STOPPING=1\n");
+    stop_says_stopping(&server, &manager)?;
     assert!(server.wait_exit(IO_TIMEOUT)?.success());
     Ok(())
 }
@@ -286,9 +302,7 @@ fn readiness_watchdog_and_stopping_reach_the_service_manager() -> io::Result<()>
 #[test]
 fn without_a_watchdog_only_ready_and_stopping_are_sent() -> io::Result<()> {
     let dir = tempdir()?;
-    let path = dir.path().join("notify.sock");
-    let manager = UnixDatagram::bind(&path)?;
-    manager.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let (path, manager) = service_manager(&dir, Duration::from_millis(500))?;
     let mut command = socketserver();
     command
         .args([
@@ -548,9 +562,7 @@ fn socket_activation_with_several_processes_and_a_reload() -> io::Result<()> {
 #[test]
 fn with_several_processes_the_supervisor_notifies_for_its_workers() -> io::Result<()> {
     let dir = tempdir()?;
-    let path = dir.path().join("notify.sock");
-    let manager = UnixDatagram::bind(&path)?;
-    manager.set_read_timeout(Some(IO_TIMEOUT))?;
+    let (path, manager) = service_manager(&dir, IO_TIMEOUT)?;
     let mut command = socketserver();
     command
         .args(["echo", "--listen", "tcp://127.0.0.1:0", "--processes", "2"])
@@ -561,12 +573,7 @@ fn with_several_processes_the_supervisor_notifies_for_its_workers() -> io::Resul
     for _ in 0..3 {
         assert_eq!(next_message(&manager)?, "WATCHDOG=1\n");
     }
-    server.signal("TERM")?;
-    let mut message = next_message(&manager)?;
-    while message == "WATCHDOG=1\n" {
-        message = next_message(&manager)?;
-    }
-    assert_eq!(message, "STOPPING=1\n");
+    stop_says_stopping(&server, &manager)?;
     assert!(server.wait_exit(IO_TIMEOUT)?.success());
     Ok(())
 }
