@@ -236,6 +236,11 @@ struct Cli {
     /// http: answer 403 for a directory without an index, never a listing
     #[arg(long, env = "SOCKETSERVER_NO_LISTING", value_parser = clap::builder::BoolishValueParser::new())]
     no_listing: bool,
+
+    /// http: never compress: no zstd, br or gzip on the fly, no precompressed NAME.zst,
+    /// NAME.br or NAME.gz siblings served
+    #[arg(long, env = "SOCKETSERVER_NO_COMPRESS", value_parser = clap::builder::BoolishValueParser::new())]
+    no_compress: bool,
 }
 
 /// Options of the `http` service.
@@ -264,6 +269,8 @@ pub struct HttpOptions {
     /// Relative to `dir`.
     pub not_found: Option<String>,
     pub listing: bool,
+    /// Compression on the fly and precompressed siblings.
+    pub compress: bool,
 }
 
 /// One `--listen` value.
@@ -649,6 +656,7 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
         fallback: cli.fallback.clone(),
         not_found: cli.not_found.clone(),
         listing: !cli.no_listing,
+        compress: !cli.no_compress,
     })
 }
 

@@ -13,7 +13,7 @@ mod sys;
 use std::io::Write;
 use std::process::ExitCode;
 
-use socketserver::http::{Http, Limits, StaticFiles, TlsConfig};
+use socketserver::http::{Compression, Http, Limits, StaticFiles, TlsConfig};
 use socketserver::metrics::{Metrics, Scrape};
 use socketserver::services::{Echo, ThreadName, Upper};
 use socketserver::{Address, Listener, Mode, Server, ServerBuilder};
@@ -362,6 +362,9 @@ fn http_handler(
         .follow_symlinks(http.follow_symlinks)
         .hidden(http.hidden)
         .listing(http.listing);
+    if !http.compress {
+        files = files.compression(Compression::off());
+    }
     if let Some(value) = &http.cache_control {
         files = files.cache_control(value.clone());
     }

@@ -152,6 +152,21 @@ pub mod __bench {
         Refused,
     }
 
+    /// `data` compressed with `encoding` at `level` the way a response body is, step by step.
+    pub fn compress(data: &[u8], encoding: http::Encoding, level: i32) -> Vec<u8> {
+        let mut encoder = match http::Encoder::bytes(data.to_vec(), encoding, level) {
+            Ok(encoder) => encoder,
+            Err(_) => return Vec::new(),
+        };
+        let mut out = Vec::with_capacity(data.len() / 2);
+        while let Ok(stepped) = encoder.step(&mut out) {
+            if stepped.done {
+                break;
+            }
+        }
+        out
+    }
+
     /// Parses the request head at the start of `buf` with the default [`http::Limits`].
     pub fn parse_head(buf: &[u8]) -> Parsed {
         let defaults = http::Limits::default();

@@ -577,8 +577,10 @@ impl<S: Service> Http<S> {
         // gone).
         if let Some(line) = self.access_line(peer, &request_line, status) {
             let bytes = sent.bytes;
+            let streamed = sent.streamed.clone();
             io.stream.log_when_sent(Box::new(move |sent| {
-                emit_access(&line, if sent { bytes } else { 0 });
+                let made = streamed.map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed));
+                emit_access(&line, if sent { bytes + made } else { 0 });
             }));
         }
         Ok(keep_alive && !sent.close_delimited)

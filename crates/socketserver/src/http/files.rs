@@ -250,6 +250,49 @@ pub(crate) fn resolve_in(
     }
 }
 
+/// Opens the sibling `NAME.EXT` of the file at `path` (under `root`), under the same rules as
+/// the file itself: beneath the root (`openat2` where the kernel has it, else the checked
+/// canonical path), symlinks out of the root refused unless followed. `None` when there is no
+/// such regular file, or it may not be served.
+pub(crate) fn open_sibling(
+    root: &Path,
+    root_dir: Option<std::os::fd::BorrowedFd<'_>>,
+    path: &Path,
+    extension: &str,
+    opts: &FileOptions,
+) -> Option<(fs::File, Metadata)> {
+    let mut name = path.file_name()?.to_os_string();
+    name.push(".");
+    name.push(extension);
+    let sibling = path.with_file_name(name);
+    let file = if opts.follow_symlinks {
+        fs::File::open(&sibling).ok()?
+    } else {
+        let relative = sibling.strip_prefix(root).ok()?;
+        match root_dir.map(|dir| crate::sys::open_beneath(dir, relative)) {
+            Some(Ok(file)) => file,
+            Some(Err(e))
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ENAMETOOLONG)
+                ) =>
+            {
+                return None;
+            }
+            // No handle on the root, no openat2, or a link that may stay inside: check.
+            _ => {
+                let canonical = fs::canonicalize(&sibling).ok()?;
+                if !contained(root, &canonical) {
+                    return None;
+                }
+                fs::File::open(canonical).ok()?
+            }
+        }
+    };
+    let meta = file.metadata().ok()?;
+    meta.is_file().then_some((file, meta))
+}
+
 /// The refusal for a failed metadata or canonicalize call.
 fn refusal(e: &io::Error) -> Refused {
     match e.kind() {

@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod compress;
 mod conditional;
 mod conn;
 mod files;
@@ -65,6 +66,7 @@ pub(crate) use {
     parse::{ChunkedDecoder, HeadLimits, Parse, parse_head},
 };
 
+pub use compress::{Compression, Encoder, Encoding, compressible};
 pub use conn::{Http, Limits};
 pub use request::{Body, Method, Request, Version};
 pub use response::{Piece, Response, ResponseBody};

@@ -4,7 +4,9 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 
-use super::StatusCode;
+use super::compress::{self, Compression, Encoder, Encoding};
+use super::{Request, StatusCode};
+use crate::mode::engine::{Produce, Produced};
 
 /// What a response carries after its head.
 #[non_exhaustive]
@@ -30,6 +32,10 @@ pub enum ResponseBody {
     /// of files (each with `sendfile(2)` where the transport allows). A
     /// `multipart/byteranges` answer is made of these.
     Pieces(Vec<Piece>),
+    /// A body compressed as it is sent (see [`Response::compress`]): of unknown length, so
+    /// sent chunked to HTTP/1.1 clients and until the connection closes to HTTP/1.0 ones. On
+    /// an event loop it is made a bounded step at a time as the socket drains.
+    Encoded(Box<Encoder>),
 }
 
 /// One piece of a [`ResponseBody::Pieces`] body.
@@ -77,6 +83,7 @@ impl fmt::Debug for ResponseBody {
             }
             ResponseBody::Reader(_) => f.write_str("Reader"),
             ResponseBody::Pieces(pieces) => write!(f, "Pieces({pieces:?})"),
+            ResponseBody::Encoded(encoder) => write!(f, "{encoder:?}"),
         }
     }
 }
@@ -160,11 +167,125 @@ impl Response {
         self
     }
 
+    /// Sets the body to a compressed stream (see [`Encoder`]); `Content-Encoding` is the
+    /// caller's to set.
+    pub(crate) fn encoded(mut self, encoder: Encoder) -> Response {
+        self.body = ResponseBody::Encoded(Box::new(encoder));
+        self
+    }
+
     /// Sets the body to `pieces`, sent in order with their total length (see
     /// [`ResponseBody::Pieces`]).
     pub fn pieces(mut self, pieces: Vec<Piece>) -> Response {
         self.body = ResponseBody::Pieces(pieces);
         self
+    }
+
+    /// Compresses the body as it is sent, if `req` accepts a coding `settings` produces and
+    /// the response is worth it: a `200` (or `404` page) whose `Content-Type` is
+    /// [`compressible`](super::compressible), of at least the settings' minimum size, with a
+    /// body in memory or from a file, not already encoded. The response then carries
+    /// `Content-Encoding`, and `Vary: Accept-Encoding` in any case where it could have been
+    /// compressed (caches must not hand one client's coding to another). A strong `ETag` gets
+    /// the coding's name inside its quotes, as the bytes differ. For a service of your own:
+    ///
+    /// ```
+    /// use socketserver::http::{self, Compression, Response, StatusCode};
+    ///
+    /// let settings = Compression::default();
+    /// let service = move |req: &mut http::Request<'_>| {
+    ///     let report = "a long report\n".repeat(500);
+    ///     Response::text(StatusCode::OK, report).compress(req, &settings)
+    /// };
+    /// # let _ = service;
+    /// ```
+    pub fn compress(self, req: &Request<'_>, settings: &Compression) -> Response {
+        if !self.may_compress(settings) {
+            return self;
+        }
+        let accepted = Encoding::negotiate(req.header("accept-encoding"));
+        let response = self.vary_accept_encoding();
+        match settings.on_the_fly(&accepted) {
+            Some((encoding, level)) => response.encode(encoding, level),
+            None => response,
+        }
+    }
+
+    /// Whether [`compress`](Self::compress) would consider this response (before asking
+    /// what the client accepts).
+    pub(crate) fn may_compress(&self, settings: &Compression) -> bool {
+        let len = match &self.body {
+            ResponseBody::Bytes(b) => b.len() as u64,
+            ResponseBody::File { len, .. } => *len,
+            _ => return false,
+        };
+        matches!(self.status, StatusCode::OK | StatusCode::NOT_FOUND)
+            && len >= settings.min_size_of()
+            && self.header_value("content-encoding").is_none()
+            && self.header_value("content-range").is_none()
+            && self
+                .header_value("content-type")
+                .is_some_and(compress::compressible)
+    }
+
+    /// Adds `Accept-Encoding` to `Vary` (once).
+    pub(crate) fn vary_accept_encoding(mut self) -> Response {
+        match self
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case("vary"))
+        {
+            Some((_, value)) => {
+                if !value
+                    .split(',')
+                    .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding"))
+                {
+                    value.push_str(", Accept-Encoding");
+                }
+            }
+            None => self
+                .headers
+                .push(("Vary".to_owned(), "Accept-Encoding".to_owned())),
+        }
+        self
+    }
+
+    /// Compresses the body with `encoding` at `level`: `Content-Encoding` set, `ETag` marked
+    /// with the coding. A body that is neither bytes nor a file range is left as it is.
+    pub(crate) fn encode(mut self, encoding: Encoding, level: i32) -> Response {
+        let encoder = match std::mem::replace(&mut self.body, ResponseBody::Empty) {
+            ResponseBody::Bytes(b) => Encoder::bytes(b, encoding, level),
+            ResponseBody::File { file, offset, len } => {
+                Encoder::file(file, offset, len, encoding, level)
+            }
+            other => {
+                self.body = other;
+                return self;
+            }
+        };
+        match encoder {
+            Ok(encoder) => {
+                self.body = ResponseBody::Encoded(Box::new(encoder));
+                self.encoded_as(encoding)
+            }
+            // The coding could not start (out of memory in libzstd): an error page rather
+            // than a body that lies about its coding.
+            Err(e) => {
+                log::warn!("compression with {} failed to start: {e}", encoding.token());
+                Response::error(StatusCode::INTERNAL_SERVER_ERROR, "")
+            }
+        }
+    }
+
+    /// Marks the response as encoded with `encoding`: `Content-Encoding`, and the coding's
+    /// name inside a strong `ETag`'s quotes.
+    pub(crate) fn encoded_as(mut self, encoding: Encoding) -> Response {
+        for (name, value) in &mut self.headers {
+            if name.eq_ignore_ascii_case("etag") {
+                *value = compress::tag_for(value, encoding);
+            }
+        }
+        self.header("Content-Encoding", encoding.token())
     }
 
     /// The status.
@@ -185,6 +306,9 @@ impl Response {
 pub(crate) struct Sent {
     /// Body bytes written (for the access log).
     pub(crate) bytes: u64,
+    /// Body bytes of a compressed body, counted as they are made (for the access log, read
+    /// once the body has gone out).
+    pub(crate) streamed: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The body's end was marked by closing the connection (HTTP/1.0, unknown length).
     pub(crate) close_delimited: bool,
 }
@@ -260,8 +384,10 @@ pub(crate) fn write_response(
                     pieces.iter().map(Piece::len).sum::<u64>()
                 ),
             ),
-            ResponseBody::Reader(_) if http11 => head.push_str("Transfer-Encoding: chunked\r\n"),
-            ResponseBody::Reader(_) => close_delimited = !head_only,
+            ResponseBody::Reader(_) | ResponseBody::Encoded(_) if http11 => {
+                head.push_str("Transfer-Encoding: chunked\r\n")
+            }
+            ResponseBody::Reader(_) | ResponseBody::Encoded(_) => close_delimited = !head_only,
         }
     }
     if !keep_alive || close_delimited {
@@ -272,6 +398,7 @@ pub(crate) fn write_response(
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
     let mut bytes = 0;
+    let mut streamed = None;
     if !head_only && !no_body {
         match body {
             ResponseBody::Empty => {}
@@ -305,6 +432,14 @@ pub(crate) fn write_response(
                     }
                 }
             }
+            ResponseBody::Encoded(encoder) => {
+                streamed = Some(encoder.produced());
+                out.send_stream(Box::new(Framed {
+                    encoder: *encoder,
+                    chunked: http11,
+                    piece: Vec::new(),
+                }))?;
+            }
             ResponseBody::Reader(mut reader) => {
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
@@ -332,8 +467,44 @@ pub(crate) fn write_response(
     out.flush()?;
     Ok(Sent {
         bytes,
+        streamed,
         close_delimited,
     })
+}
+
+/// A compressed body with its framing: chunks of what each step made (HTTP/1.1), or the bytes
+/// as they are (HTTP/1.0, until the connection closes).
+struct Framed {
+    encoder: Encoder,
+    chunked: bool,
+    piece: Vec<u8>,
+}
+
+impl Produce for Framed {
+    fn produce(&mut self, out: &mut Vec<u8>) -> io::Result<Produced> {
+        if !self.chunked {
+            let stepped = self.encoder.step(out)?;
+            return Ok(Produced {
+                work: stepped.work,
+                done: stepped.done,
+            });
+        }
+        self.piece.clear();
+        let stepped = self.encoder.step(&mut self.piece)?;
+        if !self.piece.is_empty() {
+            use std::io::Write as _;
+            let _ = write!(out, "{:x}\r\n", self.piece.len());
+            out.extend_from_slice(&self.piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        if stepped.done {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        Ok(Produced {
+            work: stepped.work,
+            done: stepped.done,
+        })
+    }
 }
 
 /// Appends to the response head without a temporary `String` per line.

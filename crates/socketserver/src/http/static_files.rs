@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::compress::{self, Cache, Compression, Encoding, Key};
 use super::conditional::{self, Conditions, Decision, Representation};
 use super::files::{self, FileOptions, Refused, Resolved};
 use super::listing;
@@ -27,9 +28,17 @@ use super::{Method, Request, Response, Service, StatusCode};
 ///   neither listed nor served unless [`hidden`](Self::hidden).
 /// - `Content-Type` by extension (text types with `charset=utf-8`), `Last-Modified` and
 ///   `If-Modified-Since` (`304`; a date in the future is ignored), a strong `ETag` (length and
-///   modification time) and `If-None-Match`, `If-Match` and `If-Unmodified-Since` (`412`), single byte ranges
-///   (`206`, `If-Range` honoured; unsatisfiable: `416` with `Content-Range: bytes */N`;
-///   malformed or multiple ranges: the whole file), `Accept-Ranges: bytes`.
+///   modification time) and `If-None-Match`, `If-Match` and `If-Unmodified-Since` (`412`),
+///   byte ranges (`206`, `If-Range` honoured; unsatisfiable: `416` with
+///   `Content-Range: bytes */N`; malformed: the whole file), several ranges as
+///   `multipart/byteranges` (merged; more than 16, or more than the file in all: the whole
+///   file), `Accept-Ranges: bytes`.
+/// - Compression ([`compression`](Self::compression)): zstd, br or gzip as the client's
+///   `Accept-Encoding` prefers, for compressible types of 1 KiB or more, streamed (never a
+///   whole file in memory; on an event loop a bounded step at a time), with
+///   `Vary: Accept-Encoding` and an `ETag` per coding. A precompressed `NAME.zst`, `NAME.br`
+///   or `NAME.gz` next to `NAME` is sent as it is instead (with its length and
+///   `sendfile(2)`). A request with `Range` gets the file itself.
 /// - File bodies are streamed with `sendfile(2)`, never read whole into memory.
 /// - Every answer carries `X-Content-Type-Options: nosniff`.
 #[derive(Clone, Debug)]
@@ -46,6 +55,10 @@ pub struct StaticFiles {
     fallback: Option<String>,
     /// The body of `404` answers.
     not_found: Option<String>,
+    /// What is compressed, and how.
+    compression: Compression,
+    /// Compressed bodies of hot files (none when the settings' bound is 0).
+    cache: Option<Arc<Cache>>,
 }
 
 /// The names a directory's index may have, in the order they are looked for.
@@ -87,7 +100,21 @@ impl StaticFiles {
             cache_control: None,
             fallback: None,
             not_found: None,
+            compression: Compression::default(),
+            cache: Some(Arc::new(Cache::new(
+                Compression::default().cache_bytes_of(),
+            ))),
         })
+    }
+
+    /// How responses are compressed (default: [`Compression::default`], zstd, brotli and
+    /// gzip on the fly for compressible types of 1 KiB or more, precompressed siblings
+    /// served, a 32 MiB cache). [`Compression::off`] sends every file as it is.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        let bytes = compression.cache_bytes_of();
+        self.cache = (bytes > 0 && !compression.is_off()).then(|| Arc::new(Cache::new(bytes)));
+        self.compression = compression;
+        self
     }
 
     /// Follow symlinks that lead out of the root. Default: refused (403).
@@ -187,20 +214,56 @@ impl StaticFiles {
                 }
             }
         };
-        let file_is = Representation::of(&meta, name);
+        let identity = Representation::of(&meta, name);
+        let (file, file_is, coding) = self.representation(req, path, file, &meta, identity);
         let decision =
             conditional::decide(&Conditions::of(req), &file_is, std::time::SystemTime::now());
         let len = file_is.len;
         let common = |response: Response| {
-            let response = response
+            let mut response = response
                 .header("Last-Modified", file_is.last_modified.clone())
                 .header("ETag", file_is.etag.clone())
                 .header("Accept-Ranges", "bytes");
+            if coding.varies {
+                response = response.vary_accept_encoding();
+            }
             match &self.cache_control {
                 Some(value) => response.header("Cache-Control", value.clone()),
                 None => response,
             }
         };
+        if let Some(how) = coding.how
+            && decision == Decision::Whole
+        {
+            let response = common(
+                Response::new(StatusCode::OK).header("Content-Type", file_is.content_type.clone()),
+            )
+            .header("Content-Encoding", how.encoding().token());
+            return match how {
+                Coding::Sibling(_) => response.file(file, 0, len),
+                Coding::Cached(_, body) => response.body(body.to_vec()),
+                Coding::OnTheFly(encoding, level) => {
+                    match compress::Encoder::file(file, 0, len, encoding, level) {
+                        Ok(encoder) => {
+                            let encoder = match &self.cache {
+                                Some(cache) => {
+                                    encoder.tee(Arc::clone(cache), Key::of(&meta, encoding, level))
+                                }
+                                None => encoder,
+                            };
+                            response.encoded(encoder)
+                        }
+                        Err(e) => {
+                            log::warn!(
+                                "compression with {} failed to start: {e}",
+                                encoding.token()
+                            );
+                            Response::error(StatusCode::INTERNAL_SERVER_ERROR, "")
+                        }
+                    }
+                }
+            };
+        }
         match decision {
             Decision::PreconditionFailed => common(Response::error(
                 StatusCode::PRECONDITION_FAILED,
@@ -238,6 +301,83 @@ impl StaticFiles {
         }
     }
 
+    /// The representation of a file that answers `req`: the file itself, a precompressed
+    /// sibling the client accepts, or the file compressed on the fly (from the cache when it
+    /// is there); with its validators (a coding's `ETag` carries its name) and whether the
+    /// answer varies with `Accept-Encoding`. A request with `Range` gets the file itself.
+    fn representation(
+        &self,
+        req: &Request<'_>,
+        path: &Path,
+        file: File,
+        meta: &Metadata,
+        identity: Representation,
+    ) -> (File, Representation, Chosen) {
+        let settings = &self.compression;
+        let mut chosen = Chosen {
+            varies: false,
+            how: None,
+        };
+        if settings.is_off() {
+            return (file, identity, chosen);
+        }
+        let on_the_fly = identity.len >= settings.min_size_of()
+            && compress::compressible(&identity.content_type);
+        chosen.varies = on_the_fly;
+        let accepted = if req.header_bytes("range").is_some() {
+            Vec::new()
+        } else {
+            Encoding::negotiate(req.header("accept-encoding"))
+        };
+        if accepted.is_empty() {
+            return (file, identity, chosen);
+        }
+        if settings.serves_precompressed() {
+            let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
+            let original = meta.modified().ok();
+            for &encoding in &accepted {
+                let Some((sibling, sibling_meta)) = files::open_sibling(
+                    &self.root,
+                    root_dir,
+                    path,
+                    encoding.extension(),
+                    &self.options,
+                ) else {
+                    continue;
+                };
+                // A sibling older than its file was not made from this version of it.
+                if sibling_meta.modified().ok() < original {
+                    continue;
+                }
+                let mut is = Representation::of(&sibling_meta, path);
+                is.content_type = identity.content_type.clone();
+                is.etag = compress::tag_for(&is.etag, encoding);
+                chosen.varies = true;
+                chosen.how = Some(Coding::Sibling(encoding));
+                return (sibling, is, chosen);
+            }
+        }
+        if !on_the_fly {
+            return (file, identity, chosen);
+        }
+        let Some((encoding, level)) = settings.on_the_fly(&accepted) else {
+            return (file, identity, chosen);
+        };
+        let mut is = identity;
+        is.etag = compress::tag_for(&is.etag, encoding);
+        chosen.how = Some(
+            match self
+                .cache
+                .as_ref()
+                .and_then(|c| c.get(&Key::of(meta, encoding, level)))
+            {
+                Some(body) => Coding::Cached(encoding, body),
+                None => Coding::OnTheFly(encoding, level),
+            },
+        );
+        (file, is, chosen)
+    }
+
     fn serve_directory(&self, req: &Request<'_>, path: &Path, display: &str) -> Response {
         for name in INDEX_NAMES {
             let index = path.join(name);
@@ -267,7 +407,7 @@ impl StaticFiles {
         let order = listing::Order::from_query(req.query());
         order.sort(&mut entries);
         // One URL, two representations: caches must key on Accept.
-        if listing::wants_json(req.query(), req.header("accept")) {
+        let page = if listing::wants_json(req.query(), req.header("accept")) {
             Response::new(StatusCode::OK)
                 .header("Content-Type", "application/json")
                 .header("Vary", "Accept")
@@ -278,6 +418,33 @@ impl StaticFiles {
                 listing::render_listing(display, &entries, order),
             )
             .header("Vary", "Accept")
+        };
+        page.compress(req, &self.compression)
+    }
+}
+
+/// How a file's answer is encoded, as [`StaticFiles::representation`] chose.
+struct Chosen {
+    /// The answer depends on `Accept-Encoding` (`Vary`).
+    varies: bool,
+    /// `None`: the file as it is.
+    how: Option<Coding>,
+}
+
+/// An encoded representation of a file.
+enum Coding {
+    /// A precompressed sibling file, sent as it is.
+    Sibling(Encoding),
+    /// Compressed earlier: the cache's copy.
+    Cached(Encoding, Arc<[u8]>),
+    /// Compressed as it is sent, at this level.
+    OnTheFly(Encoding, i32),
+}
+
+impl Coding {
+    fn encoding(&self) -> Encoding {
+        match self {
+            Coding::Sibling(e) | Coding::Cached(e, _) | Coding::OnTheFly(e, _) => *e,
         }
     }
 }
@@ -343,7 +510,8 @@ impl Service for StaticFiles {
             let kind = Representation::of(&meta, &name).content_type;
             response = Response::new(StatusCode::NOT_FOUND)
                 .header("Content-Type", kind)
-                .file(file, 0, meta.len());
+                .file(file, 0, meta.len())
+                .compress(req, &self.compression);
         }
         response.header("X-Content-Type-Options", "nosniff")
     }

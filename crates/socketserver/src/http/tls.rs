@@ -232,6 +232,7 @@ impl<S: super::Service> TlsSession<S> {
     fn pump(&mut self, conn: &mut crate::Conn<'_>) -> io::Result<()> {
         let mut out = OutputWriter(conn.output);
         let mut piece = Vec::with_capacity(RECORD);
+        self.plain_out.work = 0;
         loop {
             while self.tls.wants_write() {
                 if self.tls.write_tls(&mut out).is_err() {
@@ -239,6 +240,11 @@ impl<S: super::Service> TlsSession<S> {
                 }
             }
             if out.0.is_backed_up() {
+                return Ok(());
+            }
+            if self.plain_out.work >= crate::mode::engine::STREAM_BUDGET && !out.0.is_empty() {
+                // A body compressed as it goes has had its share of this turn: the loop
+                // calls again (`producing`) once the records made so far are sent.
                 return Ok(());
             }
             if let Some(done) = self.plain_out.take_done() {
@@ -402,6 +408,11 @@ impl<S: super::Service> crate::mode::engine::Driver for TlsSession<S> {
             && self.plain_in.len() == 0
             && self.plain_out.is_empty()
             && !self.close_after
+    }
+
+    /// The pump has plaintext left: every call to `data` encrypts some of it.
+    fn producing(&self) -> bool {
+        !self.plain_out.is_empty()
     }
 
     /// Also true while the pump has plaintext left (or a close to send): the loop calls

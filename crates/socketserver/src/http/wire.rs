@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::mode::engine::{Input, Output};
+use crate::mode::engine::{Input, Output, Produce};
 
 /// Where a body's bytes come from: the connection (erased, so a `Body<'r>` need not name the
 /// connection's own lifetime).
@@ -48,6 +48,20 @@ pub(crate) trait Wire: Read + Write {
     }
     /// Writes `len` bytes of `file` from `offset`, zero-copy where possible.
     fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()>;
+    /// Writes a body made as it is sent (a compressed one), all of it. A wire in front of
+    /// an event loop queues it instead, and the loop makes it a step at a time as the socket
+    /// drains.
+    fn send_stream(&mut self, mut stream: Box<dyn Produce>) -> io::Result<()> {
+        let mut piece = Vec::new();
+        loop {
+            piece.clear();
+            let produced = stream.produce(&mut piece)?;
+            self.write_all(&piece)?;
+            if produced.done {
+                return Ok(());
+            }
+        }
+    }
     /// Sends what was written so far now (an interim `100 Continue` the client waits for),
     /// where [`flush`](Write::flush) may leave it queued for the event loop.
     fn send_now(&mut self) -> io::Result<()> {
@@ -263,6 +277,16 @@ impl<W: Wire> Wire for Spill<'_, W> {
         }
     }
 
+    fn send_stream(&mut self, stream: Box<dyn Produce>) -> io::Result<()> {
+        if self.direct {
+            self.inner.send_stream(stream)
+        } else {
+            // The loop makes it as the client reads: the worker is free at once.
+            self.queue.send_stream(stream);
+            Ok(())
+        }
+    }
+
     fn send_now(&mut self) -> io::Result<()> {
         if !self.direct {
             // What the client waits for goes out now; the queue is empty again after it.
@@ -332,6 +356,11 @@ impl Wire for OutputWire<'_> {
 
     fn send_file(&mut self, file: File, offset: u64, len: u64) -> io::Result<()> {
         self.output.send_file(file, offset, len);
+        Ok(())
+    }
+
+    fn send_stream(&mut self, stream: Box<dyn Produce>) -> io::Result<()> {
+        self.output.send_stream(stream);
         Ok(())
     }
 

@@ -61,6 +61,12 @@ pub(crate) trait Driver: Send {
     fn pending_input(&self) -> bool {
         false
     }
+    /// Output of its own still to make once the connection's output has room (an
+    /// encrypting pump with plaintext left): the loop calls [`data`](Self::data) again for
+    /// it, a bounded number of times per turn. Every such call must make progress.
+    fn producing(&self) -> bool {
+        false
+    }
     /// Between requests, with nothing in flight: a graceful stop closes it at once.
     fn is_idle(&self) -> bool {
         false
@@ -172,7 +178,31 @@ enum Chunk {
     /// Called with `true` once everything before it went out, with `false` if the output is
     /// dropped first (see [`Output::on_sent`]).
     Done(OnSent),
+    /// Bytes made as they are sent (a body compressed on the fly), a bounded step at a time.
+    Stream(Box<dyn Produce>),
 }
+
+/// A body made as it is sent: each call does a bounded amount of work (so a loop can serve
+/// other connections in between) and appends at least one byte unless it is the last.
+pub(crate) trait Produce: Send {
+    /// Appends the next bytes to `out`. Fails when the body cannot be completed (the
+    /// connection must end: its length or framing was promised).
+    fn produce(&mut self, out: &mut Vec<u8>) -> io::Result<Produced>;
+}
+
+/// What one [`Produce::produce`] call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Produced {
+    /// Source bytes consumed: the work done, counted against [`STREAM_BUDGET`].
+    pub(crate) work: usize,
+    /// That was the last piece.
+    pub(crate) done: bool,
+}
+
+/// Source bytes a stream may consume per [`Output::send`] call (per turn of the loop for this
+/// connection): about a millisecond of compression, so a large compressed download never holds
+/// the loop from other connections for longer.
+pub(crate) const STREAM_BUDGET: usize = 64 * 1024;
 
 /// What runs once the output before it has gone out (an HTTP access line with its real
 /// outcome).
@@ -199,6 +229,9 @@ pub(crate) struct Output {
     pub(crate) touched: bool,
     /// A sent buffer kept for the next answer.
     spare: Vec<u8>,
+    /// Source bytes streams consumed through [`take_front`](Self::take_front) since the
+    /// caller last reset it: an encrypting pump's measure of work done.
+    pub(crate) work: usize,
 }
 
 impl Output {
@@ -226,6 +259,12 @@ impl Output {
                 left: len,
             });
         }
+    }
+
+    /// Queues a body made as it is sent (see [`Produce`]).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn send_stream(&mut self, stream: Box<dyn Produce>) {
+        self.chunks.push_back(Chunk::Stream(stream));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -258,13 +297,18 @@ impl Output {
 
     /// True when reading should pause: too many bytes waiting, or a file still being sent.
     pub(crate) fn is_backed_up(&self) -> bool {
-        self.bytes > OUTPUT_HIGH || self.chunks.iter().any(|c| matches!(c, Chunk::File { .. }))
+        self.bytes > OUTPUT_HIGH
+            || self
+                .chunks
+                .iter()
+                .any(|c| matches!(c, Chunk::File { .. } | Chunk::Stream(_)))
     }
 
     /// Sends what the socket takes, at most about `limit` bytes (so one fast reader cannot
     /// hold the loop); says how it stopped and how many bytes went out.
     pub(crate) fn send(&mut self, socket: &socket2::Socket, limit: usize) -> io::Result<Sent> {
         let mut sent = 0usize;
+        let mut work = 0usize;
         while let Some(front) = self.chunks.front_mut() {
             if sent >= limit {
                 return Ok(Sent::Budget(sent));
@@ -273,6 +317,23 @@ impl Output {
                 Chunk::Done(_) => {
                     if let Some(Chunk::Done(done)) = self.chunks.pop_front() {
                         done(true);
+                    }
+                    continue;
+                }
+                Chunk::Stream(stream) => {
+                    if work >= STREAM_BUDGET {
+                        return Ok(Sent::Budget(sent));
+                    }
+                    let mut piece = std::mem::take(&mut self.spare);
+                    piece.clear();
+                    let produced = stream.produce(&mut piece)?;
+                    work += produced.work;
+                    if produced.done {
+                        self.chunks.pop_front();
+                    }
+                    if !piece.is_empty() {
+                        self.bytes += piece.len();
+                        self.chunks.push_front(Chunk::Bytes(piece, 0));
                     }
                     continue;
                 }
@@ -372,6 +433,11 @@ impl Output {
         let done = match front {
             // The caller takes it with `take_done`, in order.
             Chunk::Done(_) => return Ok(false),
+            Chunk::Stream(stream) => {
+                let produced = stream.produce(piece)?;
+                self.work += produced.work;
+                produced.done
+            }
             Chunk::Bytes(buf, pos) => {
                 let n = (buf.len() - *pos).min(max);
                 piece.extend_from_slice(&buf[*pos..*pos + n]);
@@ -437,6 +503,17 @@ impl Output {
                     out.flush()?;
                     done(true);
                 }
+                Chunk::Stream(mut stream) => {
+                    let mut piece = Vec::new();
+                    loop {
+                        piece.clear();
+                        let produced = stream.produce(&mut piece)?;
+                        out.write_all(&piece)?;
+                        if produced.done {
+                            break;
+                        }
+                    }
+                }
             }
         }
         self.bytes = 0;
@@ -476,9 +553,73 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Chunk::Bytes(buf, _) => buf.len(),
-                Chunk::File { .. } | Chunk::Done(_) => 0,
+                Chunk::File { .. } | Chunk::Done(_) | Chunk::Stream(_) => 0,
             })
             .sum()
+    }
+
+    /// Ten pieces of 1,000 bytes, each costing 40 KiB of work.
+    struct Counting(u8);
+
+    impl Produce for Counting {
+        fn produce(&mut self, out: &mut Vec<u8>) -> io::Result<Produced> {
+            out.extend(std::iter::repeat_n(b'a' + self.0, 1000));
+            self.0 += 1;
+            Ok(Produced {
+                work: 40 * 1024,
+                done: self.0 == 10,
+            })
+        }
+    }
+
+    #[test]
+    fn a_stream_is_made_as_it_is_sent_within_its_work_budget() {
+        let (ours, theirs) = Socket::pair(Domain::UNIX, Type::STREAM, None).unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut output = Output::default();
+        output.write(b"head");
+        output.send_stream(Box::new(Counting(0)));
+        output.write(b"tail");
+        assert!(
+            output.is_backed_up(),
+            "reading waits while a stream is queued"
+        );
+        let mut turns = 0;
+        loop {
+            turns += 1;
+            match output.send(&ours, usize::MAX).unwrap() {
+                Sent::Budget(_) => continue,
+                Sent::Drained(_) => break,
+                Sent::Blocked(n) => panic!("blocked after {n}"),
+            }
+        }
+        // 64 KiB of work a call: two pieces each.
+        assert_eq!(turns, 5);
+        drop(ours);
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut &theirs, &mut got).unwrap();
+        let mut expected = b"head".to_vec();
+        for i in 0..10u8 {
+            expected.extend(std::iter::repeat_n(b'a' + i, 1000));
+        }
+        expected.extend_from_slice(b"tail");
+        assert_eq!(got, expected);
+        // The other ways out make the same bytes.
+        let mut output = Output::default();
+        output.write(b"head");
+        output.send_stream(Box::new(Counting(0)));
+        output.write(b"tail");
+        let mut drained = Vec::new();
+        output.drain_into(&mut drained).unwrap();
+        assert_eq!(drained, expected);
+        let mut output = Output::default();
+        output.write(b"head");
+        output.send_stream(Box::new(Counting(0)));
+        output.write(b"tail");
+        let mut taken = Vec::new();
+        while output.take_front(&mut taken, 16 * 1024).unwrap() {}
+        assert_eq!(taken, expected);
+        assert_eq!(output.work, 10 * 40 * 1024);
     }
 
     #[test]

@@ -648,11 +648,16 @@ impl EventLoop {
                 continue;
             }
             if entry.resume && !entry.output.is_backed_up() {
+                if budget == 0 {
+                    // A driver producing output of its own (an encrypting pump) gets as many
+                    // goes a turn as a reader: others get theirs in between.
+                    self.again.push((token, entry.generation));
+                    break;
+                }
+                budget -= 1;
                 entry.resume = false;
                 let step = call(entry, self.flavor, |d, c| d.data(c));
-                entry.resume = entry.output.is_backed_up()
-                    && (entry.input.len() > 0
-                        || entry.driver.as_ref().is_some_and(|d| d.pending_input()));
+                entry.resume = resume_after(entry);
                 if !self.apply(token, step) {
                     return;
                 }
@@ -723,9 +728,7 @@ impl EventLoop {
                 Ok(_) => {
                     entry.last = Instant::now();
                     let step = call(entry, self.flavor, |d, c| d.data(c));
-                    entry.resume = entry.output.is_backed_up()
-                        && (entry.input.len() > 0
-                            || entry.driver.as_ref().is_some_and(|d| d.pending_input()));
+                    entry.resume = resume_after(entry);
                     step
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -917,6 +920,17 @@ impl EventLoop {
 
 /// When the connection must have made progress by: the end of its lingering close, or what
 /// its driver says.
+/// Whether the driver is called again, without new input, once the output has room: it has
+/// input left that waits for the output to drain (pipelined requests), or output of its own
+/// to make (`Driver::producing`).
+fn resume_after(entry: &Entry) -> bool {
+    let Some(driver) = entry.driver.as_ref() else {
+        return false;
+    };
+    (entry.output.is_backed_up() && (entry.input.len() > 0 || driver.pending_input()))
+        || driver.producing()
+}
+
 fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) -> Option<Instant> {
     if let Some(due) = entry.proxy {
         return Some(due);
