@@ -241,6 +241,11 @@ struct Cli {
     /// NAME.br or NAME.gz siblings served
     #[arg(long, env = "SOCKETSERVER_NO_COMPRESS", value_parser = clap::builder::BoolishValueParser::new())]
     no_compress: bool,
+
+    /// http: keep compressed bodies of hot files in memory, up to BYTES in all (0: compress
+    /// every response anew)
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20, env = "SOCKETSERVER_COMPRESS_CACHE")]
+    compress_cache: usize,
 }
 
 /// Options of the `http` service.
@@ -271,6 +276,8 @@ pub struct HttpOptions {
     pub listing: bool,
     /// Compression on the fly and precompressed siblings.
     pub compress: bool,
+    /// The compressed bodies' cache bound, bytes.
+    pub compress_cache: usize,
 }
 
 /// One `--listen` value.
@@ -657,6 +664,7 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
         not_found: cli.not_found.clone(),
         listing: !cli.no_listing,
         compress: !cli.no_compress,
+        compress_cache: cli.compress_cache,
     })
 }
 

@@ -362,9 +362,11 @@ fn http_handler(
         .follow_symlinks(http.follow_symlinks)
         .hidden(http.hidden)
         .listing(http.listing);
-    if !http.compress {
-        files = files.compression(Compression::off());
-    }
+    files = files.compression(if http.compress {
+        Compression::default().cache_bytes(http.compress_cache)
+    } else {
+        Compression::off()
+    });
     if let Some(value) = &http.cache_control {
         files = files.cache_control(value.clone());
     }

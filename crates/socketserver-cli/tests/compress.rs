@@ -225,3 +225,40 @@ fn no_compress_turns_both_off_from_the_flag_or_the_environment() -> io::Result<(
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     Ok(())
 }
+
+#[test]
+fn the_compress_cache_keeps_hot_bodies_unless_it_is_zero() -> io::Result<()> {
+    let site = site()?;
+    let original = std::fs::read(site.path().join("app.js"))?;
+    for (cache, cached) in [(None, true), (Some("0"), false)] {
+        let extra: Vec<&str> = cache.map_or(vec![], |c| vec!["--compress-cache", c]);
+        let server = start(&site, "async", &extra)?;
+        let target = url(&server, "/app.js");
+        let _ = curl(&["--compressed", "-H", "Accept-Encoding: gzip"], &target)?;
+        let (head, body) = curl(&["--compressed", "-H", "Accept-Encoding: gzip"], &target)?;
+        assert!(body == original, "{cache:?}");
+        // From the cache the length is known; compressed anew it is chunked.
+        assert_eq!(
+            field(&head, "content-length").is_some(),
+            cached,
+            "{cache:?}: {head}"
+        );
+        assert_eq!(
+            field(&head, "transfer-encoding") == Some("chunked"),
+            !cached,
+            "{cache:?}: {head}"
+        );
+    }
+    let dir = site.path().to_str().expect("UTF-8 temp path");
+    let out = run(&[
+        "http",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        dir,
+        "--compress-cache",
+        "lots",
+    ])?;
+    assert_one_line_error(&out, 2, &["lots"]);
+    Ok(())
+}

@@ -204,10 +204,11 @@ pub fn compressible(content_type: &str) -> bool {
 /// How responses are compressed: the level of each coding (`None`: never produced on the
 /// fly), the smallest body worth it, precompressed siblings, and the cache.
 ///
-/// The default levels were chosen by measuring (`cargo bench -p socketserver --bench
-/// compression`, figures in `bench/COMPRESSION.md`): zstd 3, brotli 4 and gzip 6 keep the
-/// server's CPU per request for a 100 KiB text file near a millisecond or below, where the
-/// higher levels cost several times as much for a few per cent of size.
+/// The default levels were chosen by measuring (`cargo bench -p socketserver --features
+/// bench-internals --bench compression`, figures in `bench/COMPRESSION.md`): zstd 3
+/// (0.4 ms for a 100 KiB text file here), brotli 4 (1.8 ms) and gzip 3 (1.8 ms) come within
+/// 2-4 % of the size of the next levels up, which cost two to three times the CPU; the cache
+/// then pays that once per version of a hot file.
 ///
 /// ```
 /// use socketserver::http::{Compression, Encoding, StaticFiles};
@@ -230,7 +231,7 @@ pub struct Compression {
 impl Default for Compression {
     fn default() -> Compression {
         Compression {
-            levels: [Some(3), Some(4), Some(6)],
+            levels: [Some(3), Some(4), Some(3)],
             min_size: 1024,
             precompressed: true,
             cache_bytes: 32 << 20,
