@@ -26,19 +26,7 @@ fn site() -> io::Result<TempDir> {
 }
 
 fn start(site: &TempDir, mode: &str, extra: &[&str]) -> io::Result<Server> {
-    let dir = site.path().to_str().expect("UTF-8 temp path");
-    let mut args = vec![
-        "http",
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--dir",
-        dir,
-        "--mode",
-        mode,
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    Server::http(site.path(), mode, extra)
 }
 
 fn ask(addr: &Addr, request: &str) -> io::Result<HttpReply> {

@@ -14,6 +14,12 @@ use socketserver::{Address, Mode};
 
 const HTTP_MODES: [Mode; 3] = [Mode::Threading, Mode::Pool { workers: 2 }, ASYNC];
 
+/// One event loop (and one worker): every connection shares it.
+const ONE_LOOP: Mode = Mode::Async {
+    loops: 1,
+    workers: 1,
+};
+
 fn in_modes(test: impl Fn(Mode) -> io::Result<()>) -> io::Result<()> {
     for mode in HTTP_MODES {
         eprintln!("--- mode {mode}");
@@ -469,11 +475,7 @@ fn off_means_off_and_an_edited_file_is_never_answered_from_the_cache() -> io::Re
 /// its slowest level, a file that takes the loop a good second to compress.
 #[test]
 fn a_large_compressed_download_does_not_hold_up_the_loop() -> io::Result<()> {
-    let one_loop = Mode::Async {
-        loops: 1,
-        workers: 1,
-    };
-    let site = Site::start(one_loop, |f| {
+    let site = Site::start(ONE_LOOP, |f| {
         f.compression(
             Compression::default()
                 .level(Encoding::Zstd, None)
@@ -541,11 +543,7 @@ fn a_large_compressed_download_does_not_hold_up_the_loop() -> io::Result<()> {
 /// buffer, not the compressed file, and no one else waits for it.
 #[test]
 fn a_compressed_download_nobody_reads_is_bounded_and_resumes() -> io::Result<()> {
-    let one_loop = Mode::Async {
-        loops: 1,
-        workers: 1,
-    };
-    let site = Site::start(one_loop, |f| {
+    let site = Site::start(ONE_LOOP, |f| {
         f.compression(Compression::default().cache_bytes(0))
     });
     let huge = text(24 << 20);

@@ -110,6 +110,24 @@ impl Server {
         Server::start_in(args, None)
     }
 
+    /// `socketserver http --listen tcp://127.0.0.1:0 --dir DIR --mode MODE --quiet EXTRA...`,
+    /// started.
+    pub fn http(dir: &Path, mode: &str, extra: &[&str]) -> io::Result<Server> {
+        let dir = dir.to_str().expect("UTF-8 temp path");
+        let mut args = vec![
+            "http",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--dir",
+            dir,
+            "--mode",
+            mode,
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
     /// [`Server::start`] with a working directory.
     pub fn start_in(args: &[&str], dir: Option<&Path>) -> io::Result<Server> {
         Server::spawn(args, dir, false)
