@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum, error::ErrorKind};
+use socketserver::http::Users;
 use socketserver::{Address, AsyncAccept, Mode};
 
 /// What `socketserver` serves.
@@ -242,6 +243,20 @@ struct Cli {
     #[arg(long, env = "SOCKETSERVER_NO_COMPRESS", value_parser = clap::builder::BoolishValueParser::new())]
     no_compress: bool,
 
+    /// http: require HTTP Basic credentials of USER (repeatable): USER:PASSWORD,
+    /// USER:sha256:HEX or USER:$argon2id$... (a PHC string)
+    #[arg(
+        long = "auth",
+        value_name = "USER:PASSWORD",
+        env = "SOCKETSERVER_AUTH",
+        value_delimiter = '\n'
+    )]
+    auth: Vec<String>,
+
+    /// http: read users from FILE, one USER:PASSWORD-OR-HASH per line (# starts a comment)
+    #[arg(long, value_name = "FILE", env = "SOCKETSERVER_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+
     /// http: keep compressed bodies of hot files in memory, up to BYTES in all (0: compress
     /// every response anew)
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20, env = "SOCKETSERVER_COMPRESS_CACHE")]
@@ -278,6 +293,8 @@ pub struct HttpOptions {
     pub compress: bool,
     /// The compressed bodies' cache bound, bytes.
     pub compress_cache: usize,
+    /// `--auth` and `--auth-file`: empty when anyone may read.
+    pub users: Users,
 }
 
 /// One `--listen` value.
@@ -646,6 +663,20 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
             ));
         }
     }
+    let mut users = Users::new();
+    for entry in &cli.auth {
+        users = users.with(entry).map_err(|e| format!("--auth: {e}"))?;
+    }
+    if let Some(file) = &cli.auth_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--auth-file {}: {}", file.display(), describe(&e)))?;
+        users = users
+            .with_lines(&text)
+            .map_err(|e| format!("--auth-file {}: {e}", file.display()))?;
+        if users.is_empty() {
+            return Err(format!("--auth-file {}: no users in it", file.display()));
+        }
+    }
     Ok(HttpOptions {
         dir: cli.dir.clone(),
         follow_symlinks: cli.follow_symlinks,
@@ -665,6 +696,7 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
         listing: !cli.no_listing,
         compress: !cli.no_compress,
         compress_cache: cli.compress_cache,
+        users,
     })
 }
 

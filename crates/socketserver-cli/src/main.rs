@@ -13,7 +13,7 @@ mod sys;
 use std::io::Write;
 use std::process::ExitCode;
 
-use socketserver::http::{Compression, Http, Limits, StaticFiles, TlsConfig};
+use socketserver::http::{self, BasicAuth, Compression, Http, Limits, StaticFiles, TlsConfig};
 use socketserver::metrics::{Metrics, Scrape};
 use socketserver::services::{Echo, ThreadName, Upper};
 use socketserver::{Address, Listener, Mode, Server, ServerBuilder};
@@ -353,10 +353,13 @@ fn supervise(options: &Options, processes: usize, inherits_systemd: bool) -> Res
 }
 
 /// The `http` handler, and what to tell people about it (the root, and whether it is HTTPS).
+/// The `http` service as served: the files, behind a password when `--auth` says so.
+type FileServer = Http<Arc<dyn http::Service>>;
+
 fn http_handler(
     options: &Options,
     http: &HttpOptions,
-) -> Result<(Http<StaticFiles>, (std::path::PathBuf, bool)), Failure> {
+) -> Result<(FileServer, (std::path::PathBuf, bool)), Failure> {
     let mut files = StaticFiles::new(&http.dir)
         .map_err(|e| Failure::Usage(format!("--dir {e}")))?
         .follow_symlinks(http.follow_symlinks)
@@ -392,7 +395,12 @@ fn http_handler(
     limits.max_headers = http.max_headers;
     // One request at a time: an idle keep-alive connection would make the server deaf.
     limits.keep_alive = !matches!(options.mode, Mode::Sync);
-    let mut handler = Http::new(files).limits(limits).access_log(!options.quiet);
+    let service: Arc<dyn http::Service> = if http.users.is_empty() {
+        Arc::new(files)
+    } else {
+        Arc::new(BasicAuth::new(files, http.users.clone()))
+    };
+    let mut handler = Http::new(service).limits(limits).access_log(!options.quiet);
     if let Some(path) = &http.health {
         handler = handler.health(path.clone());
     }

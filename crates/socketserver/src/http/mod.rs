@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod auth;
 mod compress;
 mod conditional;
 mod conn;
@@ -66,6 +67,7 @@ pub(crate) use {
     parse::{ChunkedDecoder, HeadLimits, Parse, parse_head},
 };
 
+pub use auth::{AuthError, BasicAuth, CHALLENGE, REMEMBERED, Secret, Users};
 pub use compress::{Compression, Encoder, Encoding, compressible};
 pub use conn::{Http, Limits};
 pub use request::{Body, Method, Request, Version};
