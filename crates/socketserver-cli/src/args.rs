@@ -257,6 +257,19 @@ struct Cli {
     #[arg(long, value_name = "FILE", env = "SOCKETSERVER_AUTH_FILE")]
     auth_file: Option<PathBuf>,
 
+    /// http: accept uploads: PUT /dir/name stores the body as that file (off by default:
+    /// nothing is written without it)
+    #[arg(long, env = "SOCKETSERVER_UPLOAD", value_parser = clap::builder::BoolishValueParser::new())]
+    upload: bool,
+
+    /// http: let an upload replace an existing file (refused with 409 otherwise)
+    #[arg(long, env = "SOCKETSERVER_OVERWRITE", value_parser = clap::builder::BoolishValueParser::new())]
+    overwrite: bool,
+
+    /// http: the largest upload in bytes (larger gets 413)
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30, env = "SOCKETSERVER_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: u64,
+
     /// http: keep compressed bodies of hot files in memory, up to BYTES in all (0: compress
     /// every response anew)
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20, env = "SOCKETSERVER_COMPRESS_CACHE")]
@@ -295,6 +308,9 @@ pub struct HttpOptions {
     pub compress_cache: usize,
     /// `--auth` and `--auth-file`: empty when anyone may read.
     pub users: Users,
+    pub upload: bool,
+    pub overwrite: bool,
+    pub max_upload_bytes: u64,
 }
 
 /// One `--listen` value.
@@ -697,6 +713,9 @@ fn http_options(cli: &Cli, listen: &[Listen]) -> Result<HttpOptions, String> {
         compress: !cli.no_compress,
         compress_cache: cli.compress_cache,
         users,
+        upload: cli.upload,
+        overwrite: cli.overwrite,
+        max_upload_bytes: cli.max_upload_bytes,
     })
 }
 

@@ -370,6 +370,10 @@ fn http_handler(
     } else {
         Compression::off()
     });
+    files = files
+        .upload(http.upload)
+        .overwrite(http.overwrite)
+        .max_upload_bytes(http.max_upload_bytes);
     if let Some(value) = &http.cache_control {
         files = files.cache_control(value.clone());
     }
@@ -393,6 +397,10 @@ fn http_handler(
     limits.max_request_line = http.max_request_line;
     limits.max_head = http.max_header_bytes;
     limits.max_headers = http.max_headers;
+    if http.upload {
+        // The upload's own bound decides; the server's must not refuse first.
+        limits.max_body = limits.max_body.max(http.max_upload_bytes);
+    }
     // One request at a time: an idle keep-alive connection would make the server deaf.
     limits.keep_alive = !matches!(options.mode, Mode::Sync);
     let service: Arc<dyn http::Service> = if http.users.is_empty() {

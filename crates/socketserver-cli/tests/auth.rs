@@ -185,3 +185,57 @@ fn bad_users_are_usage_errors() -> io::Result<()> {
     assert_one_line_error(&out, 2, &["no users"]);
     Ok(())
 }
+
+/// With `--auth` and `--upload`, nothing is written before authentication; with the password
+/// the upload goes through (curl `-T`, which waits for `100 Continue`).
+#[test]
+fn uploads_behind_a_password_write_nothing_for_strangers() -> io::Result<()> {
+    let site = tempdir()?;
+    let dir = site.path().to_str().expect("UTF-8 temp path");
+    let body = site
+        .path()
+        .join("..")
+        .join(format!("body-{}", std::process::id()));
+    std::fs::write(&body, vec![b'x'; 300_000])?;
+    let body_path = body.to_str().expect("UTF-8 temp path");
+    let server = Server::start(&[
+        "http",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        dir,
+        "--upload",
+        "--auth",
+        "alice:wonderland",
+        "--quiet",
+    ])?;
+    let target = url(&server, "/up.bin");
+    let (code, _, _) = curl(&["-T", body_path], &target)?;
+    assert_eq!(code, 401);
+    let (code, _, _) = curl(&["-T", body_path, "-u", "alice:nope"], &target)?;
+    assert_eq!(code, 401);
+    assert_eq!(
+        std::fs::read_dir(site.path())?.count(),
+        0,
+        "nothing written"
+    );
+    let (code, _, text) = curl(&["-T", body_path, "-u", "alice:wonderland"], &target)?;
+    assert!(text.contains("201 Created"), "{code}: {text}");
+    assert_eq!(
+        std::fs::read(site.path().join("up.bin"))?,
+        vec![b'x'; 300_000]
+    );
+    std::fs::remove_file(&body)?;
+    // Bad upload flags are usage errors.
+    let out = run(&[
+        "http",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--dir",
+        dir,
+        "--max-upload-bytes",
+        "-5",
+    ])?;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    Ok(())
+}

@@ -409,6 +409,10 @@ impl<S: Service> Service for BasicAuth<S> {
     fn runs_inline(&self) -> bool {
         self.inner.runs_inline() && !self.users.any_slow()
     }
+
+    fn runs_inline_for(&self, method: &super::Method) -> bool {
+        self.inner.runs_inline_for(method) && !self.users.any_slow()
+    }
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ mod status;
 mod tls;
 #[cfg(feature = "tls")]
 mod tls_config;
+mod upload;
 mod wire;
 
 // For `crate::__bench` only (not part of the API).
@@ -97,6 +98,14 @@ pub trait Service: Send + Sync + 'static {
     fn runs_inline(&self) -> bool {
         false
     }
+
+    /// [`runs_inline`](Self::runs_inline) for one request's method: a service that answers
+    /// reads inline but must read the bodies of writes (uploads) says `false` for those.
+    /// The default is `runs_inline()` for every method.
+    fn runs_inline_for(&self, method: &Method) -> bool {
+        let _ = method;
+        self.runs_inline()
+    }
 }
 
 impl<F> Service for F
@@ -115,5 +124,9 @@ impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
 
     fn runs_inline(&self) -> bool {
         (**self).runs_inline()
+    }
+
+    fn runs_inline_for(&self, method: &Method) -> bool {
+        (**self).runs_inline_for(method)
     }
 }

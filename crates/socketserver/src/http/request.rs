@@ -169,6 +169,16 @@ impl BodyClock {
 }
 
 impl<'r> Body<'r> {
+    /// The bytes still to come when the length is known (`Content-Length`, or none at all):
+    /// before any read, the whole announced length. `None` for a chunked body.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            BodyState::Empty => Some(0),
+            BodyState::Length(n) => Some(n),
+            BodyState::Chunked { .. } => None,
+        }
+    }
+
     pub(crate) fn new(
         io: &'r mut (dyn Source + 'r),
         framing: Framing,

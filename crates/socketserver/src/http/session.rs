@@ -208,7 +208,12 @@ impl<S: Service> Driver for HttpSession<S> {
                 }
             };
             conn.consume(head.len);
-            if !(conn.inline && self.http.service.runs_inline()) {
+            let inline = conn.inline
+                && self
+                    .http
+                    .service
+                    .runs_inline_for(&super::Method::parse(&head.method));
+            if !inline {
                 let body = self.body_wait(&head);
                 self.pending = Some(head);
                 self.head_at = Instant::now();

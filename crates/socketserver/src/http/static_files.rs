@@ -12,6 +12,7 @@ use super::compress::{self, Cache, Compression, Encoding, Key};
 use super::conditional::{self, Conditions, Decision, Representation};
 use super::files::{self, FileOptions, Refused, Resolved};
 use super::listing;
+use super::upload::{self, Uploads};
 use super::{Method, Request, Response, Service, StatusCode};
 
 /// Serves the files under a root directory, like `python -m http.server` and better.
@@ -59,6 +60,9 @@ pub struct StaticFiles {
     compression: Compression,
     /// Compressed bodies of hot files (none when the settings' bound is 0).
     cache: Option<Arc<Cache>>,
+    /// `PUT` stores files (see [`upload`](Self::upload)).
+    upload: bool,
+    uploads: Uploads,
 }
 
 /// The names a directory's index may have, in the order they are looked for.
@@ -104,7 +108,41 @@ impl StaticFiles {
             cache: Some(Arc::new(Cache::new(
                 Compression::default().cache_bytes_of(),
             ))),
+            upload: false,
+            uploads: Uploads {
+                overwrite: false,
+                max_bytes: 1 << 30,
+            },
         })
+    }
+
+    /// Accepts `PUT /dir/name`: the body is stored as `name` in `dir` (which must exist,
+    /// else `409`), `201 Created`. Off by default: nothing is ever written without it. An
+    /// existing file is not replaced (`409`) unless [`overwrite`](Self::overwrite). Names with
+    /// `/`, `\`, NUL or control characters, `.`, `..` and dot-names (unless
+    /// [`hidden`](Self::hidden)) get `400`; a directory out of the root, symlinks included,
+    /// `403`, exactly as for reads. The body goes to a temporary file in the same directory,
+    /// renamed into place only once complete and `fsync`ed (the directory too): an interrupted
+    /// upload leaves nothing, and a reader sees nothing or the whole file. The HTTP server's
+    /// [`Limits::max_body`](super::Limits) must be at least
+    /// [`max_upload_bytes`](Self::max_upload_bytes). On an event loop, uploads run on the
+    /// workers; reads stay on the loop.
+    pub fn upload(mut self, on: bool) -> Self {
+        self.upload = on;
+        self
+    }
+
+    /// Lets an upload replace an existing file (`204 No Content`). Default: refused (`409`).
+    pub fn overwrite(mut self, on: bool) -> Self {
+        self.uploads.overwrite = on;
+        self
+    }
+
+    /// The largest upload, in bytes (default 1 GiB): larger gets `413`, before the body is
+    /// read when its length is announced, and with nothing left behind when it is not.
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.uploads.max_bytes = bytes;
+        self
     }
 
     /// How responses are compressed (default: [`Compression::default`], zstd, brotli and
@@ -499,6 +537,11 @@ impl Service for StaticFiles {
         true
     }
 
+    /// Uploads read their bodies: on a worker. Everything else stays on the loop.
+    fn runs_inline_for(&self, method: &Method) -> bool {
+        !(self.upload && *method == Method::Put)
+    }
+
     fn call(&self, req: &mut Request<'_>) -> Response {
         // Browsers must take the type we send, not guess one from the bytes: an uploaded or
         // mistyped file is never run as a script or a page (the header nginx users add).
@@ -519,15 +562,27 @@ impl Service for StaticFiles {
 
 impl StaticFiles {
     /// The answer to one request, before the headers every answer carries.
-    fn respond(&self, req: &Request<'_>) -> Response {
+    fn respond(&self, req: &mut Request<'_>) -> Response {
         match req.method() {
             Method::Get | Method::Head => {}
+            Method::Put if self.upload => {
+                if !req.path().starts_with('/') {
+                    return Response::error(StatusCode::BAD_REQUEST, "");
+                }
+                let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
+                return upload::put(&self.root, root_dir, &self.options, self.uploads, req);
+            }
             m if m.is_known() => {
+                let (allow, what) = if self.upload {
+                    ("GET, HEAD, PUT", "GET, HEAD and PUT")
+                } else {
+                    ("GET, HEAD", "GET and HEAD only")
+                };
                 return Response::error(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    "this server serves files: GET and HEAD only",
+                    &format!("this server serves files: {what}"),
                 )
-                .header("Allow", "GET, HEAD");
+                .header("Allow", allow);
             }
             _ => return Response::error(StatusCode::NOT_IMPLEMENTED, "unknown method"),
         }

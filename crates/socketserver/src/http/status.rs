@@ -41,6 +41,7 @@ codes! {
     NOT_FOUND = 404, "Not Found";
     METHOD_NOT_ALLOWED = 405, "Method Not Allowed";
     REQUEST_TIMEOUT = 408, "Request Timeout";
+    CONFLICT = 409, "Conflict";
     LENGTH_REQUIRED = 411, "Length Required";
     PRECONDITION_FAILED = 412, "Precondition Failed";
     PAYLOAD_TOO_LARGE = 413, "Content Too Large";
@@ -51,6 +52,7 @@ codes! {
     INTERNAL_SERVER_ERROR = 500, "Internal Server Error";
     NOT_IMPLEMENTED = 501, "Not Implemented";
     SERVICE_UNAVAILABLE = 503, "Service Unavailable";
+    INSUFFICIENT_STORAGE = 507, "Insufficient Storage";
     HTTP_VERSION_NOT_SUPPORTED = 505, "HTTP Version Not Supported";
 }
 

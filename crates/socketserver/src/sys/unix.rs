@@ -299,6 +299,69 @@ pub(crate) fn open_beneath(
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Creates `name` in the directory `dir` for writing (mode 0644 before the umask),
+/// exclusively: an existing file or symlink of that name fails (`AlreadyExists`), so nothing
+/// is ever written through a link someone planted.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the upload service's
+pub(crate) fn create_in(dir: &std::fs::File, name: &std::ffi::OsStr) -> io::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_CREAT
+        | OFlag::O_EXCL
+        | OFlag::O_WRONLY
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NOCTTY;
+    let mode = Mode::from_bits_truncate(0o644);
+    openat(dir, name, flags, mode)
+        .map(std::fs::File::from)
+        .map_err(io::Error::from)
+}
+
+/// Renames `from` to `to`, both in the directory `dir`. Unless `replace`, an existing `to` is
+/// left alone and the call fails with `AlreadyExists` (`renameat2` with `RENAME_NOREPLACE`,
+/// atomic: of two racing uploads exactly one gets the name).
+#[cfg(target_os = "linux")]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn rename_in(
+    dir: &std::fs::File,
+    from: &std::ffi::OsStr,
+    to: &std::ffi::OsStr,
+    replace: bool,
+) -> io::Result<()> {
+    use nix::fcntl::{RenameFlags, renameat, renameat2};
+    if replace {
+        renameat(dir, from, dir, to).map_err(io::Error::from)
+    } else {
+        renameat2(dir, from, dir, to, RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn rename_in(
+    dir: &std::fs::File,
+    from: &std::ffi::OsStr,
+    to: &std::ffi::OsStr,
+    replace: bool,
+) -> io::Result<()> {
+    use nix::fcntl::renameat;
+    if !replace {
+        // link(2) fails on an existing name: the same guarantee, then the temporary goes.
+        nix::unistd::linkat(dir, from, dir, to, nix::fcntl::AtFlags::empty())
+            .map_err(io::Error::from)?;
+        return unlink_in(dir, from);
+    }
+    renameat(dir, from, dir, to).map_err(io::Error::from)
+}
+
+/// Removes the file `name` from the directory `dir`.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn unlink_in(dir: &std::fs::File, name: &std::ffi::OsStr) -> io::Result<()> {
+    nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+        .map_err(io::Error::from)
+}
+
 /// Takes ownership of an inherited descriptor `fd` after checking that it is an open socket,
 /// and marks it close-on-exec (a program this process starts inherits only what it is given).
 /// Fails with `BadFd`/`InvalidInput` naming what it is otherwise.
