@@ -360,6 +360,7 @@ impl StaticFiles {
             return (file, identity, chosen);
         }
         let on_the_fly = identity.len >= settings.min_size_of()
+            && settings.on_the_fly(&Encoding::ALL).is_some()
             && compress::compressible(&identity.content_type);
         chosen.varies = on_the_fly;
         let accepted = if req.header_bytes("range").is_some() {
