@@ -248,6 +248,19 @@ pub(crate) fn render_listing(display_path: &str, entries: &[Entry], order: Order
     page
 }
 
+/// `page` (a listing) with an upload form at its foot: plain HTML, `POST` of
+/// `multipart/form-data` to the page's own URL, several files at once, no script.
+pub(crate) fn with_upload_form(mut page: String) -> String {
+    const FORM: &str = "<form method=\"post\" enctype=\"multipart/form-data\" class=\"upload\">\n\
+         <label>Upload files: <input type=\"file\" name=\"file\" multiple required></label>\n\
+         <button type=\"submit\">Upload</button>\n\
+         </form>\n";
+    if let Some(at) = page.rfind("</body>") {
+        page.insert_str(at, FORM);
+    }
+    page
+}
+
 /// The heading's path, each directory a relative link to it (the last one is this page).
 fn breadcrumb(display_path: &str) -> String {
     let parts: Vec<&str> = display_path.split('/').filter(|p| !p.is_empty()).collect();

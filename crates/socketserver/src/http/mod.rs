@@ -47,6 +47,7 @@ mod conn;
 mod files;
 mod handler;
 mod listing;
+mod multipart;
 mod parse;
 mod request;
 mod response;

@@ -452,11 +452,13 @@ impl StaticFiles {
                 .header("Vary", "Accept")
                 .body(listing::render_json(display, &entries))
         } else {
-            Response::html(
-                StatusCode::OK,
-                listing::render_listing(display, &entries, order),
-            )
-            .header("Vary", "Accept")
+            let page = listing::render_listing(display, &entries, order);
+            let page = if self.upload {
+                listing::with_upload_form(page)
+            } else {
+                page
+            };
+            Response::html(StatusCode::OK, page).header("Vary", "Accept")
         };
         page.compress(req, &self.compression)
     }
@@ -540,7 +542,7 @@ impl Service for StaticFiles {
 
     /// Uploads read their bodies: on a worker. Everything else stays on the loop.
     fn runs_inline_for(&self, method: &Method) -> bool {
-        !(self.upload && *method == Method::Put)
+        !(self.upload && matches!(method, Method::Put | Method::Post))
     }
 
     fn call(&self, req: &mut Request<'_>) -> Response {
@@ -573,9 +575,16 @@ impl StaticFiles {
                 let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
                 return upload::put(&self.root, root_dir, &self.options, self.uploads, req);
             }
+            Method::Post if self.upload => {
+                if !req.path().starts_with('/') {
+                    return Response::error(StatusCode::BAD_REQUEST, "");
+                }
+                let root_dir = self.root_dir.as_deref().map(AsFd::as_fd);
+                return upload::post(&self.root, root_dir, &self.options, self.uploads, req);
+            }
             m if m.is_known() => {
                 let (allow, what) = if self.upload {
-                    ("GET, HEAD, PUT", "GET, HEAD and PUT")
+                    ("GET, HEAD, PUT, POST", "GET, HEAD, PUT and POST")
                 } else {
                     ("GET, HEAD", "GET and HEAD only")
                 };

@@ -34,6 +34,7 @@ codes! {
     PARTIAL_CONTENT = 206, "Partial Content";
     MOVED_PERMANENTLY = 301, "Moved Permanently";
     FOUND = 302, "Found";
+    SEE_OTHER = 303, "See Other";
     NOT_MODIFIED = 304, "Not Modified";
     BAD_REQUEST = 400, "Bad Request";
     UNAUTHORIZED = 401, "Unauthorized";

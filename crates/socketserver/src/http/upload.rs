@@ -1,4 +1,5 @@
-//! Receiving files: `PUT /dir/name` stores the request body as `name` in `dir` (see
+//! Receiving files: `PUT /dir/name` stores the request body as `name` in `dir`, and
+//! `POST /dir/` stores the files of a `multipart/form-data` form there (see
 //! [`StaticFiles::upload`](super::StaticFiles::upload)).
 //!
 //! The order is what makes it safe:
@@ -81,19 +82,9 @@ pub(crate) fn put(
         return Response::error(StatusCode::BAD_REQUEST, why);
     }
     let name = OsStr::from_bytes(&name).to_owned();
-    let dir_path = match files::resolve_in(root, root_dir, parent, None, options) {
-        Ok(Resolved::Directory { path, .. }) => path,
-        Ok(_) | Err(Refused::NotFound) => {
-            return Response::error(StatusCode::CONFLICT, "the directory does not exist");
-        }
-        Err(Refused::Hidden | Refused::BadRequest) => {
-            return Response::error(StatusCode::BAD_REQUEST, "the path is not acceptable");
-        }
-        Err(Refused::Forbidden) => return Response::error(StatusCode::FORBIDDEN, ""),
-    };
-    let dir = match open_dir(root, root_dir, &dir_path, options) {
-        Ok(dir) => dir,
-        Err(status) => return Response::error(status, ""),
+    let (dir_path, dir) = match directory(root, root_dir, parent, options) {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
     let target = dir_path.join(&name);
     let exists = match std::fs::symlink_metadata(&target) {
@@ -168,6 +159,246 @@ pub(crate) fn put(
         Response::text(StatusCode::CREATED, format!("stored {stored} bytes\n"))
             .header("Location", path)
     }
+}
+
+/// The directory `raw` (a request path ending in `/`) names, resolved as reads are, and open.
+fn directory(
+    root: &Path,
+    root_dir: Option<std::os::fd::BorrowedFd<'_>>,
+    raw: &str,
+    options: &FileOptions,
+) -> Result<(std::path::PathBuf, File), Response> {
+    let dir_path = match files::resolve_in(root, root_dir, raw, None, options) {
+        Ok(Resolved::Directory { path, .. }) => path,
+        Ok(_) | Err(Refused::NotFound) => {
+            return Err(Response::error(
+                StatusCode::CONFLICT,
+                "the directory does not exist",
+            ));
+        }
+        Err(Refused::Hidden | Refused::BadRequest) => {
+            return Err(Response::error(
+                StatusCode::BAD_REQUEST,
+                "the path is not acceptable",
+            ));
+        }
+        Err(Refused::Forbidden) => return Err(Response::error(StatusCode::FORBIDDEN, "")),
+    };
+    let dir = open_dir(root, root_dir, &dir_path, options).map_err(|s| Response::error(s, ""))?;
+    Ok((dir_path, dir))
+}
+
+/// The most parts one form may have.
+const MAX_PARTS: usize = 1000;
+
+/// Why a form upload stopped.
+enum Failed {
+    Malformed(io::Error),
+    BadName(&'static str),
+    Exists,
+    TooLarge,
+    Io(io::Error),
+}
+
+/// A body that fails once more than `left` bytes come.
+struct Bounded<'a, R> {
+    inner: &'a mut R,
+    left: u64,
+    over: bool,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.over = true;
+            return Err(io::Error::other("the upload is larger than allowed"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// `POST /dir/` with `multipart/form-data`: each file part stored in `dir` under its file
+/// name (the name only, no path), each through its own temporary file; renamed into place
+/// only once the whole form has arrived, so a form that fails halfway stores nothing.
+pub(crate) fn post(
+    root: &Path,
+    root_dir: Option<std::os::fd::BorrowedFd<'_>>,
+    options: &FileOptions,
+    uploads: Uploads,
+    req: &mut Request<'_>,
+) -> Response {
+    let Some(boundary) = req
+        .header("content-type")
+        .and_then(super::multipart::boundary)
+    else {
+        return Response::error(
+            StatusCode::BAD_REQUEST,
+            "expected a multipart/form-data body with a boundary",
+        );
+    };
+    let mut raw = req.path().to_owned();
+    if !raw.ends_with('/') {
+        raw.push('/');
+    }
+    let (dir_path, dir) = match directory(root, root_dir, &raw, options) {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
+    };
+    if req
+        .body()
+        .remaining()
+        .is_some_and(|n| n > uploads.max_bytes)
+    {
+        return too_large(uploads.max_bytes);
+    }
+    let browser = req
+        .header("accept")
+        .is_some_and(|a| a.contains("text/html"));
+    let peer = req.peer().to_string();
+    // (temporary, final) names in `dir`, in the order received.
+    let mut stored: Vec<(OsString, OsString)> = Vec::new();
+    let received = (|| -> Result<(), Failed> {
+        let mut body = Bounded {
+            inner: req.body(),
+            left: uploads.max_bytes,
+            over: false,
+        };
+        let result = receive_form(
+            &mut body,
+            &boundary,
+            &dir,
+            &dir_path,
+            options,
+            uploads,
+            &mut stored,
+        );
+        if body.over {
+            return Err(Failed::TooLarge);
+        }
+        result
+    })();
+    let failed = match received {
+        Ok(()) if stored.is_empty() => Some(Response::error(
+            StatusCode::BAD_REQUEST,
+            "the form holds no file",
+        )),
+        Ok(()) => None,
+        Err(Failed::Malformed(e)) => {
+            log::info!("{peer}: upload to {raw} not completed: {e}");
+            Some(
+                Response::error(StatusCode::BAD_REQUEST, "the form did not arrive whole")
+                    .header("Connection", "close"),
+            )
+        }
+        Err(Failed::BadName(why)) => Some(Response::error(StatusCode::BAD_REQUEST, why)),
+        Err(Failed::Exists) => Some(Response::error(
+            StatusCode::CONFLICT,
+            "a file of that name exists, and files are not replaced",
+        )),
+        Err(Failed::TooLarge) => Some(too_large(uploads.max_bytes)),
+        Err(Failed::Io(e)) => Some(io_refusal(&e)),
+    };
+    if let Some(refusal) = failed {
+        for (temp, _) in &stored {
+            let _ = crate::sys::unlink_in(&dir, temp);
+        }
+        return refusal;
+    }
+    // Everything arrived: into place, each atomically; a name taken meanwhile undoes this
+    // form's own files.
+    let mut placed: Vec<&OsString> = Vec::new();
+    for (temp, name) in &stored {
+        if let Err(e) = crate::sys::rename_in(&dir, temp, name, uploads.overwrite) {
+            for (temp, _) in &stored {
+                let _ = crate::sys::unlink_in(&dir, temp);
+            }
+            if !uploads.overwrite {
+                for name in placed {
+                    let _ = crate::sys::unlink_in(&dir, name);
+                }
+            }
+            return if e.kind() == io::ErrorKind::AlreadyExists {
+                Response::error(
+                    StatusCode::CONFLICT,
+                    "a file of that name exists, and files are not replaced",
+                )
+            } else {
+                io_refusal(&e)
+            };
+        }
+        placed.push(name);
+    }
+    if let Err(e) = dir.sync_all() {
+        log::warn!("fsync of {}: {e}", dir_path.display());
+    }
+    if browser {
+        return Response::new(StatusCode::SEE_OTHER).header("Location", raw);
+    }
+    let mut names = String::new();
+    for (_, name) in &stored {
+        names.push_str(&name.to_string_lossy());
+        names.push('\n');
+    }
+    Response::text(StatusCode::CREATED, names)
+}
+
+/// Reads the form's parts, each file into its own temporary file in `dir` (listed in
+/// `stored` as soon as it exists, so the caller can remove it on failure).
+fn receive_form<R: Read>(
+    body: &mut R,
+    boundary: &str,
+    dir: &File,
+    dir_path: &Path,
+    options: &FileOptions,
+    uploads: Uploads,
+    stored: &mut Vec<(OsString, OsString)>,
+) -> Result<(), Failed> {
+    let mut form = super::multipart::Multipart::new(body, boundary);
+    let mut parts = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some(head) = form.next_part().map_err(Failed::Malformed)? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(Failed::Malformed(io::Error::other("too many parts")));
+        }
+        let Some(filename) = head.filename else {
+            continue; // a plain field: skipped with its bytes
+        };
+        // The name only: old browsers sent the whole client path.
+        let base = filename
+            .rsplit(|&b| b == b'/' || b == b'\\')
+            .next()
+            .unwrap_or(&[]);
+        if base.is_empty() {
+            continue; // no file chosen for this input
+        }
+        if let Some(why) = bad_name(base, options.hidden) {
+            return Err(Failed::BadName(why));
+        }
+        let name = OsStr::from_bytes(base).to_owned();
+        if stored.iter().any(|(_, n)| *n == name) {
+            return Err(Failed::BadName("the form holds two files of one name"));
+        }
+        match std::fs::symlink_metadata(dir_path.join(&name)) {
+            Ok(meta) if !meta.is_file() => return Err(Failed::Exists),
+            Ok(_) if !uploads.overwrite => return Err(Failed::Exists),
+            _ => {}
+        }
+        let temp = temp_name(&name);
+        let mut file = crate::sys::create_in(dir, &temp).map_err(Failed::Io)?;
+        stored.push((temp, name));
+        loop {
+            let n = form.read_data(&mut buf).map_err(Failed::Malformed)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).map_err(Failed::Io)?;
+        }
+        file.sync_all().map_err(Failed::Io)?;
+    }
+    Ok(())
 }
 
 /// The target's directory, open, beneath the root like the file itself would be.
