@@ -7,20 +7,13 @@ mod common;
 use std::io;
 use std::process::{Command, Stdio};
 
-use common::{Addr, Server, assert_one_line_error, run, socketserver};
+use common::{Server, assert_one_line_error, run};
 use tempfile::tempdir;
 
 /// "s3cret" hashed with argon2id.
 const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$k8RGCVgK+7qGSNAd0kjisJ/jWx/aj+AR5aR8IJzkIeo";
 /// sha256("password").
 const SHA: &str = "sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
-
-fn url(server: &Server, path: &str) -> String {
-    match &server.addrs[0] {
-        Addr::Tcp(addr) => format!("http://{addr}{path}"),
-        other => panic!("not TCP: {other:?}"),
-    }
-}
 
 /// `curl -s ARGS URL`: the status code and the `WWW-Authenticate` header.
 fn curl(args: &[&str], url: &str) -> io::Result<(u16, Option<String>, String)> {
@@ -75,7 +68,7 @@ fn users_from_flags_and_a_file_with_every_kind_of_secret() -> io::Result<()> {
             "--health",
             "/healthz",
         ])?;
-        let target = url(&server, "/a.txt");
+        let target = server.url("/a.txt");
         for user in ["alice:wonderland", "bob:password", "carol:s3cret"] {
             let (code, _, text) = curl(&["-u", user], &target)?;
             assert_eq!(code, 200, "{mode} {user}: {text}");
@@ -96,7 +89,7 @@ fn users_from_flags_and_a_file_with_every_kind_of_secret() -> io::Result<()> {
             );
             assert!(!text.contains("inside"), "{mode} {args:?}");
         }
-        let (code, _, _) = curl(&[], &url(&server, "/healthz"))?;
+        let (code, _, _) = curl(&[], &server.url("/healthz"))?;
         assert_eq!(code, 200, "{mode}: --health needs no password");
         // Each failure is logged with the client's address (the line fail2ban reads); the
         // log is read by a thread of the test, so give it a moment.
@@ -121,20 +114,12 @@ fn users_from_flags_and_a_file_with_every_kind_of_secret() -> io::Result<()> {
 fn users_come_from_the_environment_too() -> io::Result<()> {
     let site = tempdir()?;
     std::fs::write(site.path().join("a.txt"), "inside\n")?;
-    let dir = site.path().to_str().expect("UTF-8 temp path");
-    let mut command = socketserver();
-    command
-        .args([
-            "http",
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--dir",
-            dir,
-            "--quiet",
-        ])
-        .env("SOCKETSERVER_AUTH", "alice:wonderland\nbob:password");
-    let server = Server::spawn_command(command, 1, "SOCKETSERVER_AUTH")?;
-    let target = url(&server, "/a.txt");
+    let server = Server::http_env(
+        site.path(),
+        &[("SOCKETSERVER_AUTH", "alice:wonderland\nbob:password")],
+        "SOCKETSERVER_AUTH",
+    )?;
+    let target = server.url("/a.txt");
     assert_eq!(curl(&["-u", "bob:password"], &target)?.0, 200);
     assert_eq!(curl(&["-u", "alice:wonderland"], &target)?.0, 200);
     assert_eq!(curl(&[], &target)?.0, 401);
@@ -209,7 +194,7 @@ fn uploads_behind_a_password_write_nothing_for_strangers() -> io::Result<()> {
         "alice:wonderland",
         "--quiet",
     ])?;
-    let target = url(&server, "/up.bin");
+    let target = server.url("/up.bin");
     let (code, _, _) = curl(&["-T", body_path], &target)?;
     assert_eq!(code, 401);
     let (code, _, _) = curl(&["-T", body_path, "-u", "alice:nope"], &target)?;

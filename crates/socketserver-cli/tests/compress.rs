@@ -7,7 +7,7 @@ mod common;
 use std::io;
 use std::process::{Command, Stdio};
 
-use common::{Addr, Server, assert_one_line_error, run, socketserver};
+use common::{Server, assert_one_line_error, run, socketserver};
 use tempfile::{TempDir, tempdir};
 
 const MODES: [&str; 2] = ["async", "threading"];
@@ -41,13 +41,6 @@ fn site() -> io::Result<TempDir> {
 
 fn start(site: &TempDir, mode: &str, extra: &[&str]) -> io::Result<Server> {
     Server::http(site.path(), mode, extra)
-}
-
-fn url(server: &Server, path: &str) -> String {
-    match &server.addrs[0] {
-        Addr::Tcp(addr) => format!("http://{addr}{path}"),
-        other => panic!("not TCP: {other:?}"),
-    }
 }
 
 /// `curl -s -D HEADERS ARGS URL`: the head (lowercase names) and the body curl wrote.
@@ -93,7 +86,7 @@ fn curl_compressed_and_not_gets_the_same_bytes_in_every_coding() -> io::Result<(
     let original = std::fs::read(site.path().join("app.js"))?;
     for mode in MODES {
         let server = start(&site, mode, &[])?;
-        let target = url(&server, "/app.js");
+        let target = server.url("/app.js");
         // Without --compressed curl asks for nothing: the file as it is.
         let (head, body) = curl(&[], &target)?;
         assert_eq!(field(&head, "content-encoding"), None, "{mode}: {head}");
@@ -137,7 +130,7 @@ fn a_precompressed_sibling_goes_out_as_it_is() -> io::Result<()> {
     let sibling = std::fs::read(site.path().join("page.html.gz"))?;
     for mode in MODES {
         let server = start(&site, mode, &[])?;
-        let target = url(&server, "/page.html");
+        let target = server.url("/page.html");
         let (head, body) = curl(&["-H", "Accept-Encoding: gzip"], &target)?;
         assert_eq!(
             field(&head, "content-encoding"),
@@ -166,7 +159,7 @@ fn no_compress_turns_both_off_from_the_flag_or_the_environment() -> io::Result<(
     for mode in MODES {
         let server = start(&site, mode, &["--no-compress"])?;
         for path in ["/app.js", "/page.html"] {
-            let (head, body) = curl(&["--compressed"], &url(&server, path))?;
+            let (head, body) = curl(&["--compressed"], &server.url(path))?;
             assert_eq!(
                 field(&head, "content-encoding"),
                 None,
@@ -180,19 +173,12 @@ fn no_compress_turns_both_off_from_the_flag_or_the_environment() -> io::Result<(
         }
     }
     let dir = site.path().to_str().expect("UTF-8 temp path");
-    let mut command = socketserver();
-    command
-        .args([
-            "http",
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--dir",
-            dir,
-            "--quiet",
-        ])
-        .env("SOCKETSERVER_NO_COMPRESS", "1");
-    let server = Server::spawn_command(command, 1, "SOCKETSERVER_NO_COMPRESS=1")?;
-    let (head, _) = curl(&["--compressed"], &url(&server, "/app.js"))?;
+    let server = Server::http_env(
+        site.path(),
+        &[("SOCKETSERVER_NO_COMPRESS", "1")],
+        "SOCKETSERVER_NO_COMPRESS=1",
+    )?;
+    let (head, _) = curl(&["--compressed"], &server.url("/app.js"))?;
     assert_eq!(field(&head, "content-encoding"), None, "{head}");
     drop(server);
     // A value that is not a yes or a no is a usage error, in either place.
@@ -221,7 +207,7 @@ fn the_compress_cache_keeps_hot_bodies_unless_it_is_zero() -> io::Result<()> {
     for (cache, cached) in [(None, true), (Some("0"), false)] {
         let extra: Vec<&str> = cache.map_or(vec![], |c| vec!["--compress-cache", c]);
         let server = start(&site, "async", &extra)?;
-        let target = url(&server, "/app.js");
+        let target = server.url("/app.js");
         let _ = curl(&["--compressed", "-H", "Accept-Encoding: gzip"], &target)?;
         let (head, body) = curl(&["--compressed", "-H", "Accept-Encoding: gzip"], &target)?;
         assert!(body == original, "{cache:?}");

@@ -128,6 +128,26 @@ impl Server {
         Server::start(&args)
     }
 
+    /// `socketserver http --listen tcp://127.0.0.1:0 --dir DIR --quiet` with `env` set,
+    /// started.
+    pub fn http_env(dir: &Path, env: &[(&str, &str)], what: &str) -> io::Result<Server> {
+        let mut command = socketserver();
+        command.args(["http", "--listen", "tcp://127.0.0.1:0", "--dir"]);
+        command.arg(dir).arg("--quiet");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Server::spawn_command(command, 1, what)
+    }
+
+    /// `http://ADDR/PATH` of the first (TCP) listener.
+    pub fn url(&self, path: &str) -> String {
+        match &self.addrs[0] {
+            Addr::Tcp(addr) => format!("http://{addr}{path}"),
+            other => panic!("not TCP: {other:?}"),
+        }
+    }
+
     /// [`Server::start`] with a working directory.
     pub fn start_in(args: &[&str], dir: Option<&Path>) -> io::Result<Server> {
         Server::spawn(args, dir, false)
