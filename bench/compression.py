@@ -10,6 +10,9 @@
                                           compressed anew)
                             gzip cached   on the fly with the default cache (compressed once)
                             gzip sibling  a precompressed app.js.gz next to the file
+                          and, when nginx is installed, nginx (one process, sendfile, no
+                          access log) serving the same: identity, `gzip on` at
+                          gzip_comp_level 3 (our gzip level), and `gzip_static on`.
                           For each: req/s, the server's CPU per request (from /proc), the
                           body's size and ratio. The server is pinned to CPU 0, wrk to CPU 1.
 
@@ -60,8 +63,56 @@ def size(url, accept):
         return len(r.read()), r.headers.get("Content-Encoding") or "identity"
 
 
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def serve_nginx(site, gzip):
+    """nginx, one process (master_process off), sendfile, no access log; `gzip` is None,
+    "on" (on the fly at gzip_comp_level 3, our level) or "static" (gzip_static)."""
+    work = tempfile.mkdtemp()
+    port = free_port()
+    extra = ""
+    if gzip == "on":
+        extra = ("gzip on; gzip_comp_level 3; gzip_min_length 1024; "
+                 "gzip_types application/javascript text/javascript; gzip_vary on;")
+    elif gzip == "static":
+        extra = "gzip_static on; gzip_vary on;"
+    with open(os.path.join(work, "nginx.conf"), "w") as f:
+        f.write(f"""daemon off; master_process off; worker_processes 1; error_log stderr error;
+pid {work}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  include /etc/nginx/mime.types; access_log off; sendfile on; tcp_nopush on;
+  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};
+  uwsgi_temp_path {work}; scgi_temp_path {work};
+  server {{ listen 127.0.0.1:{port}; root {site}; {extra} }}
+}}
+""")
+    proc = subprocess.Popen(["taskset", "-c", "0", NGINX, "-p", work, "-c",
+                             os.path.join(work, "nginx.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/app.js").read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, url
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(site, extra, path, accept):
-    proc, url = serve(site, extra)
+    if extra and extra[0] == "nginx":
+        proc, url = serve_nginx(site, extra[1])
+    else:
+        proc, url = serve(site, extra)
     try:
         time.sleep(0.3)
         length, coding = size(url + path, accept)
@@ -96,6 +147,10 @@ def main():
              ("zstd on the fly", ["--compress-cache", "0"], "/app.js", "zstd"),
              ("gzip cached", [], "/app.js", "gzip"),
              ("gzip sibling (gzip -9)", [], "/pre.js", "gzip")]
+    if NGINX:
+        cases += [("nginx identity", ["nginx", None], "/app.js", None),
+                  ("nginx gzip on, level 3", ["nginx", "on"], "/app.js", "gzip"),
+                  ("nginx gzip_static", ["nginx", "static"], "/pre.js", "gzip")]
     results = {name: [] for name, *_ in cases}
     for _ in range(3):
         for name, extra, path, accept in cases:
