@@ -5,7 +5,6 @@
 mod common;
 
 use std::io;
-use std::process::{Command, Stdio};
 
 use common::{Server, assert_one_line_error, run};
 use tempfile::tempdir;
@@ -17,20 +16,10 @@ const SHA: &str = "sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef
 
 /// `curl -s ARGS URL`: the status code and the `WWW-Authenticate` header.
 fn curl(args: &[&str], url: &str) -> io::Result<(u16, Option<String>, String)> {
-    let output = Command::new("curl")
-        .args(["-q", "--noproxy", "*", "--max-time", "10", "-s", "-D", "-"])
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "`curl` is not installed: these tests drive the server with the real curl. Install \
-             it (`apt-get install curl`); .ci/run installs it before running the tests"
-        ),
-        Err(e) => return Err(e),
-    };
+    let mut all = vec!["-s", "-D", "-"];
+    all.extend_from_slice(args);
+    all.push(url);
+    let output = common::curl_output(&all)?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let code = text
         .split_whitespace()

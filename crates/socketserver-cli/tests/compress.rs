@@ -5,7 +5,7 @@
 mod common;
 
 use std::io;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Server, assert_one_line_error, run, socketserver};
 use tempfile::{TempDir, tempdir};
@@ -47,21 +47,11 @@ fn start(site: &TempDir, mode: &str, extra: &[&str]) -> io::Result<Server> {
 fn curl(args: &[&str], url: &str) -> io::Result<(String, Vec<u8>)> {
     let dir = tempdir()?;
     let head = dir.path().join("head");
-    let output = Command::new("curl")
-        .args(["-q", "--noproxy", "*", "--max-time", "10", "-sS", "-D"])
-        .arg(&head)
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "`curl` is not installed: these tests drive the server with the real curl. Install \
-             it (`apt-get install curl`); .ci/run installs it before running the tests"
-        ),
-        Err(e) => return Err(e),
-    };
+    let head_path = head.to_str().expect("UTF-8 temp path");
+    let mut all = vec!["-sS", "-D", head_path];
+    all.extend_from_slice(args);
+    all.push(url);
+    let output = common::curl_output(&all)?;
     assert!(
         output.status.success(),
         "curl {args:?} {url}: {}",

@@ -14,7 +14,7 @@ mod common;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -161,19 +161,7 @@ impl CurlRun {
 /// Runs `curl ARGS...` (after `-q --noproxy '*' --max-time 10`: no `.curlrc`, no proxy from
 /// the environment, bounded time). Fails the test with a clear message when curl is missing.
 fn curl(args: &[&str]) -> io::Result<CurlRun> {
-    let output = Command::new("curl")
-        .args(["-q", "--noproxy", "*", "--max-time", "10"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output();
-    let output = match output {
-        Ok(output) => output,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "`curl` is not installed: the http CLI tests drive the server with the real curl. \
-             Install it (`apt-get install curl`); .ci/run installs it before running the tests"
-        ),
-        Err(e) => return Err(e),
-    };
+    let output = common::curl_output(args)?;
     Ok(CurlRun {
         status: output.status,
         stdout: output.stdout,

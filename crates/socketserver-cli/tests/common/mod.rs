@@ -27,6 +27,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The binary under test.
+/// Runs `curl -q --noproxy '*' --max-time 10 ARGS...` (no `.curlrc`, no proxy from the
+/// environment, bounded time) and returns what it did. Fails the test with a clear message
+/// when curl is missing.
+pub fn curl_output(args: &[&str]) -> io::Result<std::process::Output> {
+    let output = Command::new("curl")
+        .args(["-q", "--noproxy", "*", "--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+            "`curl` is not installed: the CLI tests drive the server with the real curl. \
+             Install it (`apt-get install curl`); .ci/run installs it before running the tests"
+        ),
+        other => other,
+    }
+}
+
 pub fn socketserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_socketserver"))
 }

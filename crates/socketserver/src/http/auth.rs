@@ -260,25 +260,33 @@ impl<S: Service> BasicAuth<S> {
         }
     }
 
-    /// The user `req` authenticates as, if its credentials are good.
-    fn authenticate(&self, req: &Request<'_>) -> Result<String, &'static str> {
-        let value = req.header("authorization").ok_or("no credentials")?;
+    /// The user `req` authenticates as, if its credentials are good; else why not, with the
+    /// user name it gave, if any (for the log).
+    fn authenticate(&self, req: &Request<'_>) -> Result<String, Refusal> {
+        let refuse = |why, user: Option<&[u8]>| Refusal {
+            why,
+            user: user.map(|u| String::from_utf8_lossy(u).into_owned()),
+        };
+        let value = req
+            .header("authorization")
+            .ok_or(refuse("no credentials", None))?;
         let (scheme, token) = value
             .trim()
             .split_once(' ')
-            .ok_or("malformed credentials")?;
+            .ok_or(refuse("malformed credentials", None))?;
         if !scheme.eq_ignore_ascii_case("basic") {
-            return Err("not Basic credentials");
+            return Err(refuse("not Basic credentials", None));
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token.trim())
-            .map_err(|_| "malformed credentials")?;
+            .map_err(|_| refuse("malformed credentials", None))?;
         let colon = decoded
             .iter()
             .position(|&b| b == b':')
-            .ok_or("malformed credentials")?;
+            .ok_or(refuse("malformed credentials", None))?;
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
-        let user = std::str::from_utf8(user).map_err(|_| "malformed credentials")?;
+        let user =
+            std::str::from_utf8(user).map_err(|_| refuse("malformed credentials", Some(user)))?;
         let digest = self.digest(user, password);
         if self.recall(&digest) {
             return Ok(user.to_owned());
@@ -292,7 +300,7 @@ impl<S: Service> BasicAuth<S> {
             }
         };
         if !good {
-            return Err("wrong user or password");
+            return Err(refuse("wrong user or password", Some(user.as_bytes())));
         }
         self.remember(digest);
         Ok(user.to_owned())
@@ -347,6 +355,12 @@ impl<S: Service> BasicAuth<S> {
     }
 }
 
+/// Why a request was not let in, and the user name it gave, if any.
+struct Refusal {
+    why: &'static str,
+    user: Option<String>,
+}
+
 /// 32 random bytes from the kernel; should that fail, a key from the process's own hasher
 /// seeds (random per process too, only weaker).
 fn random_key() -> [u8; 32] {
@@ -370,19 +384,7 @@ impl<S: Service> Service for BasicAuth<S> {
     fn call(&self, req: &mut Request<'_>) -> Response {
         match self.authenticate(req) {
             Ok(_user) => self.inner.call(req),
-            Err(why) => {
-                let user = req
-                    .header("authorization")
-                    .and_then(|v| v.trim().split_once(' '))
-                    .and_then(|(_, t)| {
-                        base64::engine::general_purpose::STANDARD
-                            .decode(t.trim())
-                            .ok()
-                    })
-                    .and_then(|d| {
-                        let colon = d.iter().position(|&b| b == b':')?;
-                        Some(String::from_utf8_lossy(&d[..colon]).into_owned())
-                    });
+            Err(Refusal { why, user }) => {
                 let peer = match req.peer() {
                     crate::Address::Tcp { host, .. } | crate::Address::Udp { host, .. } => {
                         host.clone()

@@ -52,15 +52,7 @@ pub(crate) trait Wire: Read + Write {
     /// an event loop queues it instead, and the loop makes it a step at a time as the socket
     /// drains.
     fn send_stream(&mut self, mut stream: Box<dyn Produce>) -> io::Result<()> {
-        let mut piece = Vec::new();
-        loop {
-            piece.clear();
-            let produced = stream.produce(&mut piece)?;
-            self.write_all(&piece)?;
-            if produced.done {
-                return Ok(());
-            }
-        }
+        crate::mode::engine::write_stream(&mut *stream, self)
     }
     /// Sends what was written so far now (an interim `100 Continue` the client waits for),
     /// where [`flush`](Write::flush) may leave it queued for the event loop.

@@ -190,6 +190,23 @@ pub(crate) trait Produce: Send {
     fn produce(&mut self, out: &mut Vec<u8>) -> io::Result<Produced>;
 }
 
+/// Makes all of `stream` and writes it to `out`, a piece at a time: how a blocking writer
+/// sends a body made as it is sent.
+pub(crate) fn write_stream<W: Write + ?Sized>(
+    stream: &mut dyn Produce,
+    out: &mut W,
+) -> io::Result<()> {
+    let mut piece = Vec::new();
+    loop {
+        piece.clear();
+        let produced = stream.produce(&mut piece)?;
+        out.write_all(&piece)?;
+        if produced.done {
+            return Ok(());
+        }
+    }
+}
+
 /// What one [`Produce::produce`] call did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Produced {
@@ -503,17 +520,7 @@ impl Output {
                     out.flush()?;
                     done(true);
                 }
-                Chunk::Stream(mut stream) => {
-                    let mut piece = Vec::new();
-                    loop {
-                        piece.clear();
-                        let produced = stream.produce(&mut piece)?;
-                        out.write_all(&piece)?;
-                        if produced.done {
-                            break;
-                        }
-                    }
-                }
+                Chunk::Stream(mut stream) => write_stream(&mut *stream, out)?,
             }
         }
         self.bytes = 0;
