@@ -129,9 +129,10 @@ impl Wire for TlsWire<'_> {
 
 /// HTTPS on the event loop: the loop feeds the connection's ciphertext to rustls (handshake
 /// included) and parses request heads from the plaintext, so a TLS client that is slow,
-/// idle between requests or trickling its head costs no thread. Each complete request runs on
-/// a worker (through [`TlsWire`] over the connection in blocking mode), as the HTTP session
-/// does for services that do not run inline.
+/// idle between requests or trickling its head costs no thread. A complete request runs where
+/// it would over plain HTTP: on the loop when the service runs inline (its answer encrypted by
+/// the loop's pump), else on a worker (through [`TlsWire`] over the connection in blocking
+/// mode).
 pub(crate) struct TlsSession<S> {
     tls: ServerConnection,
     inner: super::session::HttpSession<S>,
@@ -178,8 +179,10 @@ impl<S: super::Service> TlsSession<S> {
             local: conn.local,
             datagram: false,
             shutdown: conn.shutdown,
-            // Every request over TLS runs on a worker (the response goes through rustls).
-            inline: false,
+            // A request the service answers inline is answered on the loop, as over plain
+            // HTTP: its answer joins `plain_out`, which the pump encrypts a record at a time
+            // as the socket drains. Others go to a worker (`blocking`).
+            inline: conn.inline,
         };
         f(&mut self.inner, &mut inner)
     }
