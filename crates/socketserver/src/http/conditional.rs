@@ -457,11 +457,12 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 /// suffixes such as `image/svg+xml`) get `; charset=utf-8`; unknown extensions are
 /// `application/octet-stream`, so browsers download rather than sniff them.
 pub(crate) fn content_type(path: &Path) -> String {
-    let Some(mime) = mime_guess::from_path(path).first() else {
+    // The table's own text (lowercase `type/subtype`), not a parsed `Mime`: nothing to
+    // allocate but the answer.
+    let Some(essence) = mime_guess::from_path(path).first_raw() else {
         return "application/octet-stream".to_owned();
     };
-    let essence = mime.essence_str();
-    let textual = mime.type_() == mime_guess::mime::TEXT
+    let textual = essence.starts_with("text/")
         || matches!(
             essence,
             "application/javascript"

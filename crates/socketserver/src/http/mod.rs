@@ -44,6 +44,7 @@ mod auth;
 mod compress;
 mod conditional;
 mod conn;
+mod dates;
 mod files;
 mod handler;
 mod listing;

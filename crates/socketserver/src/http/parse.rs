@@ -103,7 +103,7 @@ pub(crate) struct Head {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub(crate) minor_version: u8,
     /// Header names as sent (compare case-insensitively), raw values.
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) headers: Fields,
     /// Bytes the head took in the buffer, including the blank line.
     pub(crate) len: usize,
 }
@@ -182,37 +182,59 @@ pub(crate) fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Parse, HeadE
     // `max_headers` from turning into a huge allocation.
     let bound = buf.len().min(limits.max_head) / MIN_FIELD_LINE + 1;
     let slots = limits.max_headers.min(bound);
+    // Most heads have a handful of fields: their slots live on the stack, and only a head
+    // with more than that is parsed again with as many as it may have.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_SLOTS];
+    let room = slots.min(STACK_SLOTS);
+    if let Some(verdict) = parse_in(buf, limits, &line, &mut stack[..room], slots) {
+        return verdict;
+    }
     let mut headers = vec![httparse::EMPTY_HEADER; slots];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    parse_in(buf, limits, &line, &mut headers, slots).unwrap_or(Err(HeadError::TooManyHeaders))
+}
+
+/// Header slots [`parse_head`] keeps on the stack.
+const STACK_SLOTS: usize = 24;
+
+/// [`parse_head`] with these slots; `None` when they ran out but `slots` would be allowed.
+fn parse_in<'b>(
+    buf: &'b [u8],
+    limits: &HeadLimits,
+    line: &RequestLine<'_>,
+    headers: &mut [httparse::Header<'b>],
+    slots: usize,
+) -> Option<Result<Parse, HeadError>> {
+    let given = headers.len();
+    let mut req = httparse::Request::new(headers);
+    Some(match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => {
-            line.check(limits)?;
+            if let Err(e) = line.check(limits) {
+                return Some(Err(e));
+            }
             if len > limits.max_head {
-                return Err(HeadError::HeadTooLarge);
+                return Some(Err(HeadError::HeadTooLarge));
             }
             let (Some(method), Some(target), Some(minor_version)) =
                 (req.method, req.path, req.version)
             else {
-                return Err(HeadError::Malformed("incomplete request line"));
+                return Some(Err(HeadError::Malformed("incomplete request line")));
             };
             Ok(Parse::Complete(Head {
                 method: method.to_owned(),
                 target: target.to_owned(),
                 minor_version,
-                headers: req
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                    .collect(),
+                headers: Fields::parsed(req.headers),
                 len,
             }))
         }
-        Ok(httparse::Status::Partial) => partial(buf, &line, limits),
+        Ok(httparse::Status::Partial) => partial(buf, line, limits),
         Err(httparse::Error::Version) => match line.version() {
             Version::Unsupported => Err(HeadError::UnsupportedVersion),
-            Version::Pending => partial(buf, &line, limits),
+            Version::Pending => partial(buf, line, limits),
             Version::Invalid => Err(HeadError::Malformed("invalid HTTP version")),
         },
+        // Out of the stack's slots: try again with all that are allowed.
+        Err(httparse::Error::TooManyHeaders) if given < slots => return None,
         // Out of slots because of the cap, not `max_headers`: the head is longer than
         // `max_head` (see `bound`).
         Err(httparse::Error::TooManyHeaders) if slots < limits.max_headers => {
@@ -233,7 +255,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<Parse, HeadE
         }
         Err(httparse::Error::NewLine) => Err(HeadError::Malformed("invalid line ending")),
         Err(httparse::Error::Status) => Err(HeadError::Malformed("malformed request line")),
-    }
+    })
 }
 
 /// The verdict for an incomplete head: [`Parse::Partial`] unless a limit is already exceeded.
@@ -326,17 +348,82 @@ impl<'a> RequestLine<'a> {
     }
 }
 
+/// A request's header fields, in the order received: every name and value in one buffer,
+/// so a head costs two allocations however many fields it has, not two per field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fields {
+    bytes: Vec<u8>,
+    /// Per field, where its name and then its value end in `bytes` (each starts where the
+    /// one before ended).
+    ends: Vec<(usize, usize)>,
+}
+
+impl Fields {
+    /// The fields `httparse` found.
+    fn parsed(headers: &[httparse::Header<'_>]) -> Fields {
+        let size = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+        let mut fields = Fields {
+            bytes: Vec::with_capacity(size),
+            ends: Vec::with_capacity(headers.len()),
+        };
+        for h in headers {
+            fields.push(h.name, h.value);
+        }
+        fields
+    }
+
+    fn push(&mut self, name: &str, value: &[u8]) {
+        self.bytes.extend_from_slice(name.as_bytes());
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    /// Every field: its name as sent, its raw value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, end)| {
+            let name = &self.bytes[start..name_end];
+            start = end;
+            // Names went in as `&str` (tokens, checked by httparse): always UTF-8.
+            (
+                std::str::from_utf8(name).unwrap_or_default(),
+                &self.bytes[name_end..end],
+            )
+        })
+    }
+
+    /// The first value of the field `name` (case-insensitive).
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// How many fields there are.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a [u8])> for Fields {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a [u8])>>(fields: I) -> Fields {
+        let mut all = Fields::default();
+        for (name, value) in fields {
+            all.push(name, value);
+        }
+        all
+    }
+}
+
 /// Determines how the body of the request with this head is delimited, refusing ambiguous
 /// framing (see the module docs for the rules and their sources).
 ///
 /// Any error means the end of the body is unknown: the connection must be closed after the
 /// error response.
 pub(crate) fn framing(head: &Head) -> Result<Framing, HeadError> {
-    let has = |name: &str| {
-        head.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
-    };
+    let has = |name: &str| head.headers.get(name).is_some();
     let chunked = has("transfer-encoding");
     let length = has("content-length");
     if chunked {
@@ -761,15 +848,19 @@ mod tests {
         }
     }
 
+    fn pairs(fields: &Fields) -> Vec<(String, Vec<u8>)> {
+        fields
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect()
+    }
+
     fn head_with(minor_version: u8, headers: &[(&str, &[u8])]) -> Head {
         Head {
             method: "POST".into(),
             target: "/".into(),
             minor_version,
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
-                .collect(),
+            headers: headers.iter().copied().collect(),
             len: 0,
         }
     }
@@ -787,7 +878,7 @@ mod tests {
             ("X-Empty".into(), b"".to_vec()),
             ("X-Bytes".into(), b"caf\xc3\xa9 \xff".to_vec()),
         ];
-        assert_eq!(h.headers, expected);
+        assert_eq!(pairs(&h.headers), expected);
         assert_eq!(framing(&h), Ok(Framing::Length(5)));
     }
 
@@ -1022,7 +1113,7 @@ mod tests {
                     method: "GET".into(),
                     target: String::from_utf8_lossy(at.get(4..91).unwrap_or_default()).into_owned(),
                     minor_version: 1,
-                    headers: vec![],
+                    headers: Fields::default(),
                     len: 104,
                 })),
             ),
@@ -1035,7 +1126,7 @@ mod tests {
                     method: "GET".into(),
                     target: String::from_utf8_lossy(at.get(4..91).unwrap_or_default()).into_owned(),
                     minor_version: 1,
-                    headers: vec![],
+                    headers: Fields::default(),
                     len: 102,
                 })),
             ),
@@ -1179,7 +1270,7 @@ mod tests {
             ("x-b".into(), b"\x80\xfe".to_vec()),
             ("content-TYPE".into(), b"a/b".to_vec()),
         ];
-        assert_eq!(h.headers, expected);
+        assert_eq!(pairs(&h.headers), expected);
         let h = head(b"OPTIONS * HTTP/1.1\r\n\r\n");
         assert_eq!((h.method.as_str(), h.target.as_str()), ("OPTIONS", "*"));
         let h = head(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n");
@@ -1812,7 +1903,7 @@ mod tests {
             prop_assert_eq!(&head.method, &method);
             prop_assert_eq!(&head.target, &target);
             prop_assert_eq!(head.minor_version, minor);
-            let got: Vec<(String, Vec<u8>)> = head.headers.clone();
+            let got: Vec<(String, Vec<u8>)> = pairs(&head.headers);
             let want: Vec<(String, Vec<u8>)> = headers
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_bytes().to_vec()))

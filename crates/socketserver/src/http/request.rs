@@ -372,7 +372,7 @@ pub struct Request<'r> {
     pub(crate) target: String,
     pub(crate) path_len: usize,
     pub(crate) version: Version,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) headers: super::parse::Fields,
     pub(crate) peer: Address,
     pub(crate) body: Body<'r>,
 }
@@ -407,15 +407,12 @@ impl<'r> Request<'r> {
 
     /// Every header field in the order received: name as sent, raw value.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.headers.iter()
     }
 
     /// The first value of the header `name` (case-insensitive), raw.
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.get(name)
     }
 
     /// The first value of the header `name` (case-insensitive) as text, trimmed; `None` if

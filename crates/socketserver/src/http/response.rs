@@ -341,17 +341,16 @@ pub(crate) fn write_response(
         &mut head,
         format_args!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.reason()),
     );
-    write_head(
-        &mut head,
-        format_args!(
-            "Date: {}\r\n",
-            httpdate::fmt_http_date(std::time::SystemTime::now())
-        ),
-    );
-    write_head(&mut head, format_args!("Server: {server}\r\n"));
+    head.push_str("Date: ");
+    super::dates::push_now(&mut head, super::dates::Form::Http);
+    head.push_str("\r\nServer: ");
+    head.push_str(server);
+    head.push_str("\r\n");
     for (name, value) in &headers {
-        let lower = name.to_ascii_lowercase();
-        if FRAMING.contains(&lower.as_str()) || lower == "date" || lower == "server" {
+        if FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
+            || name.eq_ignore_ascii_case("date")
+            || name.eq_ignore_ascii_case("server")
+        {
             continue;
         }
         if name.is_empty() || has_line_break(name) || has_line_break(value) {
@@ -408,10 +407,11 @@ pub(crate) fn write_response(
             }
             ResponseBody::File { file, offset, len } if len <= SMALL_FILE => {
                 // One write with the head beats a second system call (and packet) for a
-                // few bytes: read them.
-                let mut data = vec![0; usize::try_from(len).unwrap_or(0)];
-                std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, offset)?;
-                out.write_all(&data)?;
+                // few bytes: read them (into the stack, not a buffer of their own).
+                let mut data = [0; SMALL_FILE as usize];
+                let data = &mut data[..usize::try_from(len).unwrap_or(0)];
+                std::os::unix::fs::FileExt::read_exact_at(&file, data, offset)?;
+                out.write_all(data)?;
                 bytes = len;
             }
             ResponseBody::File { file, offset, len } => {

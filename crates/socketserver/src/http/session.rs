@@ -101,10 +101,7 @@ impl<S: Service> HttpSession<S> {
     /// it at once (no body, a body too large to keep, a client waiting for `100 Continue`, a
     /// framing the worker will refuse).
     fn body_wait(&self, head: &parse::Head) -> Option<BodyWait> {
-        let expects = head
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("expect"));
+        let expects = head.headers.get("expect").is_some();
         let need = match parse::framing(head) {
             _ if expects => return None,
             Ok(parse::Framing::Length(n)) if n > 0 && n <= LOOP_BODY as u64 => {
@@ -225,7 +222,7 @@ impl<S: Service> Driver for HttpSession<S> {
                 }
                 return Step::Block;
             }
-            let peer = conn.peer.clone();
+            let peer = conn.peer;
             let mut wire = OutputWire {
                 output: conn.output,
                 shutting_down: conn.shutdown.is_shutting_down(),
@@ -233,7 +230,7 @@ impl<S: Service> Driver for HttpSession<S> {
             let mut io = ConnIo::with_received(&mut wire, Vec::new());
             let keep_alive = self
                 .http
-                .exchange(&mut io, head, &peer, false, Instant::now());
+                .exchange(&mut io, head, peer, false, Instant::now());
             self.done();
             match keep_alive {
                 Ok(true) => {}
