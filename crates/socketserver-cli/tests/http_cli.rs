@@ -1113,6 +1113,60 @@ fn concurrent_children_write_whole_log_lines() -> io::Result<()> {
     Ok(())
 }
 
+/// An event loop writes its access lines in batches (one write per turn of the loop), not
+/// at exit: every request of many concurrent keep-alive clients has one whole line, there
+/// while the server still runs, each request once.
+#[test]
+fn event_loop_access_lines_are_whole_prompt_and_each_once() -> io::Result<()> {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 60;
+    let site = site()?;
+    let server = start(&site, &["--mode", "async", "--workers", "1"])?;
+    let addr = tcp_addr(&server);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            thread::spawn(move || -> io::Result<()> {
+                use std::io::Read;
+                let mut s = std::net::TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                for i in 0..EACH {
+                    write!(s, "GET /a.txt?c={c}&i={i} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+                    // The head, then the 13-byte body.
+                    let mut got = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !got.ends_with(b"\r\n\r\n") {
+                        s.read_exact(&mut byte)?;
+                        got.push(byte[0]);
+                    }
+                    let mut body = [0u8; 13];
+                    s.read_exact(&mut body)?;
+                    assert_eq!(&body, HELLO);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap()?;
+    }
+    // The loop is idle now: what it logged went out before it began to wait.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut stderr = server.stderr();
+    while access_lines(&stderr).len() < CLIENTS * EACH && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        stderr = server.stderr();
+    }
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("?c=")).collect();
+    assert_eq!(lines.len(), CLIENTS * EACH, "{stderr}");
+    let mut seen = std::collections::HashSet::new();
+    for line in lines {
+        let clf = parse_clf(line).unwrap_or_else(|| panic!("a broken log line: {line:?}"));
+        assert_eq!((clf.status, clf.size.as_str()), (200, "13"), "{line:?}");
+        assert!(seen.insert(clf.request.clone()), "logged twice: {line:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn access_log_has_one_common_log_line_per_request() -> io::Result<()> {
     in_modes(|extra| {
