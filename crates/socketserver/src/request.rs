@@ -131,8 +131,32 @@ enum Io {
         reply: Vec<u8>,
         reply_wanted: bool,
         socket: Arc<Socket>,
-        to: SockAddr,
+        to: ReplyTo,
     },
+}
+
+/// Where a datagram's reply goes. An IP address is kept as such (32 bytes, not a 128-byte
+/// `sockaddr_storage`): every request, every connection's too, is as large as its largest
+/// variant, and most are streams.
+enum ReplyTo {
+    Ip(std::net::SocketAddr),
+    Other(Box<SockAddr>),
+}
+
+impl ReplyTo {
+    fn of(addr: SockAddr) -> ReplyTo {
+        match addr.as_socket() {
+            Some(ip) => ReplyTo::Ip(ip),
+            None => ReplyTo::Other(Box::new(addr)),
+        }
+    }
+
+    fn address(&self) -> std::borrow::Cow<'_, SockAddr> {
+        match self {
+            ReplyTo::Ip(ip) => std::borrow::Cow::Owned(SockAddr::from(*ip)),
+            ReplyTo::Other(addr) => std::borrow::Cow::Borrowed(addr),
+        }
+    }
 }
 
 impl Request {
@@ -268,7 +292,7 @@ impl Request {
                 reply: Vec::new(),
                 reply_wanted: false,
                 socket,
-                to,
+                to: ReplyTo::of(to),
             },
             peer,
             local,
@@ -599,7 +623,7 @@ impl Request {
             } => {
                 // A datagram reply's errors are its own (a full peer queue is not a timeout).
                 if *reply_wanted || !reply.is_empty() {
-                    let sent = send_reply(socket, reply, to);
+                    let sent = send_reply(socket, reply, &to.address());
                     if sent.is_ok()
                         && let Some(m) = self.shutdown.shared.metrics()
                     {

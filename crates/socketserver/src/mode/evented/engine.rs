@@ -288,6 +288,24 @@ impl Output {
         self.chunks.is_empty()
     }
 
+    /// Memory kept for the next answer (the queue's and a sent buffer's), if any.
+    pub(crate) fn kept(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Chunk>() + self.spare.capacity()
+    }
+
+    /// An empty output with its memory, for another connection: nothing of this one's
+    /// answers carries over. `None` when something is still queued.
+    pub(crate) fn take_for_reuse(&mut self) -> Option<Output> {
+        if !self.chunks.is_empty() {
+            return None;
+        }
+        let mut used = std::mem::take(self);
+        used.bytes = 0;
+        used.touched = false;
+        used.work = 0;
+        Some(used)
+    }
+
     /// Runs `done(true)` once everything queued so far has gone out (at once when nothing
     /// is queued), or `done(false)` if the output is dropped before (the connection ended
     /// first).

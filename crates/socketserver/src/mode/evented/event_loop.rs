@@ -35,13 +35,18 @@ pub(super) const WAKER: Token = Token(usize::MAX);
 /// Listener `i` of a loop has token `LISTENERS + i` (connections count up from 0).
 const LISTENERS: usize = usize::MAX / 2;
 
+/// The server's probe session, shared by the loops that accept: whichever takes a
+/// connection first serves it with the probe, so the protocol factory runs exactly once per
+/// connection whichever loop the kernel picks.
+pub(super) type SharedSpare = Arc<std::sync::Mutex<Option<Session>>>;
+
 /// One loop's accepting state.
 pub(super) struct Acceptor {
     pub(super) intake: Intake,
     pub(super) shared: Arc<Shared>,
     pub(super) handler: Arc<dyn Handler>,
     /// The server's probe session, for this loop's first connection.
-    pub(super) spare: Option<Session>,
+    pub(super) spare: Option<SharedSpare>,
 }
 
 /// Reads per connection per turn before others get their go.
@@ -53,6 +58,10 @@ const READ_SIZE: usize = 64 * 1024;
 const KEEP_SMALL: usize = 4 * 1024;
 /// Bytes sent to one connection per turn before others get their go.
 const WRITE_BUDGET: usize = 4 * 1024 * 1024;
+/// Emptied outputs a loop keeps for the connections that answer next (see `outputs`).
+const OUTPUT_POOL: usize = 64;
+/// An output keeping more memory than this is let go rather than kept.
+const OUTPUT_KEPT_MAX: usize = 64 * 1024;
 
 pub(super) enum Msg {
     Conn(Request, Session),
@@ -136,6 +145,10 @@ pub(super) struct EventLoop {
     /// The read buffer lent to whichever connection reads with nothing left over, so an
     /// idle connection holds no buffer of its own.
     scratch: Input,
+    /// Outputs (their queue and a sent buffer) taken back from connections gone quiet, lent
+    /// to those that read a request next: an idle keep-alive connection holds no output
+    /// memory, and a busy one allocates none per answer.
+    outputs: Vec<Output>,
     flavor: Flavor,
     timeout: Option<Duration>,
     /// Set when this loop accepts by itself.
@@ -186,6 +199,7 @@ impl EventLoop {
             timers: Timers::default(),
             again: Vec::new(),
             scratch: Input::default(),
+            outputs: Vec::new(),
             flavor,
             timeout,
             acceptor,
@@ -342,10 +356,15 @@ impl EventLoop {
     fn take_new(
         &mut self,
         handler: &Arc<dyn Handler>,
-        spare: &mut Option<Session>,
+        spare: &mut Option<SharedSpare>,
         request: Request,
     ) {
-        let session = match spare.take() {
+        // A loop looks for the probe at its first connection only: taken by it or by another
+        // loop before, it is gone for good.
+        let probe = spare
+            .take()
+            .and_then(|shared| shared.lock().ok().and_then(|mut s| s.take()));
+        let session = match probe {
             Some(session) => Ok(Some(session)),
             None => new_session(&**handler, &request),
         };
@@ -752,6 +771,11 @@ impl EventLoop {
                         entry.readable = false;
                     }
                     entry.last = Instant::now();
+                    if entry.output.kept() == 0
+                        && let Some(output) = self.outputs.pop()
+                    {
+                        entry.output = output;
+                    }
                     let step = call(entry, self.flavor, |d, c| d.data(c));
                     entry.resume = resume_after(entry);
                     step
@@ -792,6 +816,14 @@ impl EventLoop {
             && entry.output.is_empty()
             && entry.input.len() == 0
             && entry.proxy.is_none();
+        if still
+            && entry.output.kept() > 0
+            && let Some(used) = entry.output.take_for_reuse()
+            && used.kept() <= OUTPUT_KEPT_MAX
+            && self.outputs.len() < OUTPUT_POOL
+        {
+            self.outputs.push(used);
+        }
         let idle = still && driver.is_idle();
         let quiet = still && !idle && driver.is_quiet();
         if quiet != entry.quiet && quiet {
