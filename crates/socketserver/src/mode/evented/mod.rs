@@ -147,6 +147,17 @@ impl Evented {
             return Ok(this);
         }
         let mut accept = accept;
+        // The loops take the probe only when some of them accept (datagrams are served
+        // here, with `spare`).
+        let loops_accept = accept
+            .as_ref()
+            .is_some_and(|a| a.per_loop.iter().any(|ports| !ports.is_empty()));
+        let probe = if loops_accept {
+            this.spare.take()
+        } else {
+            None
+        };
+        let shared_spare: event_loop::SharedSpare = Arc::new(std::sync::Mutex::new(probe));
         for n in 0..loops.max(1) {
             let acceptor = accept.as_mut().map(|a| {
                 let ports = a
@@ -159,7 +170,7 @@ impl Evented {
                     spare: if ports.is_empty() {
                         None
                     } else {
-                        this.spare.take()
+                        Some(Arc::clone(&shared_spare))
                     },
                     intake: Intake::new(
                         ports,
