@@ -429,7 +429,7 @@ impl Intake {
         let Some(claim) = Claim::take(&self.shared, self.settings.limit) else {
             return Ok(Accepted::Full);
         };
-        let (conn, addr) = match port.socket.accept() {
+        let (conn, addr) = match crate::sys::accept_nonblocking(&port.socket) {
             Ok(pair) => pair,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Accepted::Drained),
             Err(e) => return Err(e),
@@ -438,9 +438,9 @@ impl Intake {
         if !verified(&*self.handler, &peer) {
             return Ok(Accepted::Skipped);
         }
-        // Every stream socket is non-blocking: a request waits for its peer with `poll(2)`
-        // deadlines (see `Request`), and the event loops need nothing changed to take it.
-        conn.set_nonblocking(true)?;
+        // Every stream socket is non-blocking (accepted so): a request waits for its peer with
+        // `poll(2)` deadlines (see `Request`), and the event loops need nothing changed to
+        // take it.
         if port.kind == Kind::Tcp && self.settings.nodelay {
             let _ = conn.set_tcp_nodelay(true);
         }

@@ -594,6 +594,18 @@ impl Request {
         }
     }
 
+    /// The event loop is closing this connection: its fd is no other process's (the loop
+    /// never forks), so closing it ends the connection, and with nothing buffered here
+    /// `finish` has nothing to do (its `shutdown(2)` would be a system call for nothing,
+    /// failing with `ENOTCONN` once the peer has gone).
+    pub(crate) fn closing_on_loop(&mut self) {
+        if let Io::Stream { wbuf, .. } = &self.io
+            && wbuf.is_empty()
+        {
+            self.finished = true;
+        }
+    }
+
     /// Python's `finish()`: flush the reply, then end the request. Runs once; `Drop` calls it
     /// if the server did not.
     pub(crate) fn finish(&mut self) -> io::Result<()> {

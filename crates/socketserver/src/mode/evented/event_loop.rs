@@ -961,6 +961,9 @@ impl EventLoop {
         if let Some(driver) = entry.driver.as_mut() {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.lost()));
         }
+        if let Some(request) = entry.request.as_mut() {
+            request.closing_on_loop();
+        }
         // Dropping the request closes the socket and frees its in-flight slot.
         drop(entry);
     }
