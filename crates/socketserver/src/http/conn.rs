@@ -411,10 +411,16 @@ impl<S: Service> Http<S> {
         drain: bool,
         received: Instant,
     ) -> io::Result<bool> {
-        let request_line = format!(
-            "{} {} HTTP/1.{}",
-            head.method, head.target, head.minor_version
-        );
+        // Sized at once: `format!` would grow it two or three times.
+        let mut request_line = String::with_capacity(head.method.len() + head.target.len() + 10);
+        request_line.push_str(&head.method);
+        request_line.push(' ');
+        request_line.push_str(&head.target);
+        request_line.push_str(if head.minor_version == 0 {
+            " HTTP/1.0"
+        } else {
+            " HTTP/1.1"
+        });
         let version = if head.minor_version == 0 {
             Version::Http10
         } else {

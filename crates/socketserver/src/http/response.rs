@@ -1,5 +1,6 @@
 //! `Response`: status, headers and a body, and how it goes on the wire.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -103,7 +104,9 @@ impl fmt::Debug for ResponseBody {
 #[derive(Debug)]
 pub struct Response {
     pub(crate) status: StatusCode,
-    pub(crate) headers: Vec<(String, String)>,
+    /// Names and values; the server's own are `&'static` text where they can be, so most
+    /// answers allocate nothing for them.
+    pub(crate) headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub(crate) body: ResponseBody,
 }
 
@@ -145,7 +148,19 @@ impl Response {
     /// Adds a header. Names are sent as given; values must not contain CR or LF (such a
     /// header is dropped when sent, rather than let it split the response).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
-        self.headers.push((name.into(), value.into()));
+        self.headers
+            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
+        self
+    }
+
+    /// [`header`](Self::header) for the server's own headers: a name known in advance, and
+    /// a value that need not be copied when it is known in advance too.
+    pub(crate) fn set(
+        mut self,
+        name: &'static str,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
+        self.headers.push((Cow::Borrowed(name), value.into()));
         self
     }
 
@@ -240,12 +255,12 @@ impl Response {
                     .split(',')
                     .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding"))
                 {
-                    value.push_str(", Accept-Encoding");
+                    value.to_mut().push_str(", Accept-Encoding");
                 }
             }
             None => self
                 .headers
-                .push(("Vary".to_owned(), "Accept-Encoding".to_owned())),
+                .push((Cow::Borrowed("Vary"), Cow::Borrowed("Accept-Encoding"))),
         }
         self
     }
@@ -282,10 +297,10 @@ impl Response {
     pub(crate) fn encoded_as(mut self, encoding: Encoding) -> Response {
         for (name, value) in &mut self.headers {
             if name.eq_ignore_ascii_case("etag") {
-                *value = compress::tag_for(value, encoding);
+                *value = Cow::Owned(compress::tag_for(value, encoding));
             }
         }
-        self.header("Content-Encoding", encoding.token())
+        self.set("Content-Encoding", encoding.token())
     }
 
     /// The status.
@@ -298,7 +313,7 @@ impl Response {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 

@@ -259,14 +259,14 @@ impl StaticFiles {
         let len = file_is.len;
         let common = |response: Response| {
             let mut response = response
-                .header("Last-Modified", file_is.last_modified.clone())
-                .header("ETag", file_is.etag.clone())
-                .header("Accept-Ranges", "bytes");
+                .set("Last-Modified", file_is.last_modified.clone())
+                .set("ETag", file_is.etag.clone())
+                .set("Accept-Ranges", "bytes");
             if coding.varies {
                 response = response.vary_accept_encoding();
             }
             match &self.cache_control {
-                Some(value) => response.header("Cache-Control", value.clone()),
+                Some(value) => response.set("Cache-Control", value.clone()),
                 None => response,
             }
         };
@@ -274,9 +274,9 @@ impl StaticFiles {
             && decision == Decision::Whole
         {
             let response = common(
-                Response::new(StatusCode::OK).header("Content-Type", file_is.content_type.clone()),
+                Response::new(StatusCode::OK).set("Content-Type", file_is.content_type.clone()),
             )
-            .header("Content-Encoding", how.encoding().token());
+            .set("Content-Encoding", how.encoding().token());
             return match how {
                 Coding::Sibling(_) => response.file(file, 0, len),
                 Coding::Cached(_, body) => response.body(body.to_vec()),
@@ -309,13 +309,13 @@ impl StaticFiles {
             )),
             Decision::NotModified => common(Response::new(StatusCode::NOT_MODIFIED)),
             Decision::Whole => common(
-                Response::new(StatusCode::OK).header("Content-Type", file_is.content_type.clone()),
+                Response::new(StatusCode::OK).set("Content-Type", file_is.content_type.clone()),
             )
             .file(file, 0, len),
             Decision::Part { start, end } => common(
                 Response::new(StatusCode::PARTIAL_CONTENT)
-                    .header("Content-Type", file_is.content_type.clone())
-                    .header("Content-Range", format!("bytes {start}-{end}/{len}")),
+                    .set("Content-Type", file_is.content_type.clone())
+                    .set("Content-Range", format!("bytes {start}-{end}/{len}")),
             )
             .file(file, start, end - start + 1),
             Decision::Parts(ranges) => {
@@ -334,7 +334,7 @@ impl StaticFiles {
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "the requested range is outside the file",
                 )
-                .header("Content-Range", format!("bytes */{len}")),
+                .set("Content-Range", format!("bytes */{len}")),
             ),
         }
     }
@@ -448,7 +448,7 @@ impl StaticFiles {
         // One URL, two representations: caches must key on Accept.
         let page = if listing::wants_json(req.query(), req.header("accept")) {
             Response::new(StatusCode::OK)
-                .header("Content-Type", "application/json")
+                .set("Content-Type", "application/json")
                 .header("Vary", "Accept")
                 .body(listing::render_json(display, &entries))
         } else {
@@ -555,11 +555,11 @@ impl Service for StaticFiles {
         {
             let kind = Representation::of(&meta, &name).content_type;
             response = Response::new(StatusCode::NOT_FOUND)
-                .header("Content-Type", kind)
+                .set("Content-Type", kind)
                 .file(file, 0, meta.len())
                 .compress(req, &self.compression);
         }
-        response.header("X-Content-Type-Options", "nosniff")
+        response.set("X-Content-Type-Options", "nosniff")
     }
 }
 
@@ -614,7 +614,7 @@ impl StaticFiles {
                 StatusCode::MOVED_PERMANENTLY,
                 "<!DOCTYPE html>\n<title>Moved</title>\n<p>This directory is at its path with a trailing slash.</p>\n",
             )
-            .header("Location", location),
+            .set("Location", location),
             Ok(Resolved::Directory { path, display }) => self.serve_directory(req, &path, &display),
             Ok(Resolved::File {
                 path,
