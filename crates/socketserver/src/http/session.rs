@@ -127,8 +127,7 @@ impl<S: Service> HttpSession<S> {
         // Two bytes back: an end split over two reads is still seen.
         let from = self.scanned.saturating_sub(2).min(received.len());
         let fresh = &received[from..];
-        let ended =
-            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        let ended = has_blank_line(fresh);
         let line_now = !self.line_seen && fresh.contains(&b'\n');
         self.line_seen |= line_now;
         let too_long = received.len() > limits.max_head
@@ -358,5 +357,34 @@ impl<S: Service> HttpSession<S> {
         let _ = self.http.refuse(&mut io, &peer, "-", status, detail, true);
         self.done();
         Step::Close
+    }
+}
+
+/// Whether `bytes` hold the end of a head: `\n\n` or `\n\r\n`. One pass from line end to
+/// line end, not a window compared at every byte.
+fn has_blank_line(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        let after = &rest[i + 1..];
+        if after.first() == Some(&b'\n') || after.starts_with(b"\r\n") {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_lines_end_heads() {
+        assert!(has_blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(has_blank_line(b"GET / HTTP/1.1\nHost: x\n\n"));
+        assert!(has_blank_line(b"\n\r\n"));
+        assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!has_blank_line(b"\r\n\r"));
+        assert!(!has_blank_line(b""));
     }
 }
