@@ -45,7 +45,8 @@ pub(super) struct Acceptor {
     pub(super) intake: Intake,
     pub(super) shared: Arc<Shared>,
     pub(super) handler: Arc<dyn Handler>,
-    /// The server's probe session, for this loop's first connection.
+    /// The server's probe session, shared with the other accepting loops: looked for at
+    /// this loop's first connection (and then dropped here, taken or not).
     pub(super) spare: Option<SharedSpare>,
 }
 
