@@ -379,31 +379,29 @@ impl Fields {
         self.ends.push((name_end, self.bytes.len()));
     }
 
-    /// Every field: its name as sent, its raw value.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    /// Every field's name and value, as bytes.
+    fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut start = 0;
         self.ends.iter().map(move |&(name_end, end)| {
             let name = &self.bytes[start..name_end];
             start = end;
-            // Names went in as `&str` (tokens, checked by httparse): always UTF-8.
-            (
-                std::str::from_utf8(name).unwrap_or_default(),
-                &self.bytes[name_end..end],
-            )
+            (name, &self.bytes[name_end..end])
         })
+    }
+
+    /// Every field: its name as sent, its raw value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        // Names went in as `&str` (tokens, checked by httparse): always UTF-8.
+        self.raw()
+            .map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
     }
 
     /// The first value of the field `name` (case-insensitive). Compares bytes: a request
     /// asks for a dozen fields, and a UTF-8 check of every name each time adds up.
     pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
-        let mut start = 0;
-        for &(name_end, end) in &self.ends {
-            if self.bytes[start..name_end].eq_ignore_ascii_case(name.as_bytes()) {
-                return Some(&self.bytes[name_end..end]);
-            }
-            start = end;
-        }
-        None
+        self.raw()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
     }
 
     /// How many fields there are.

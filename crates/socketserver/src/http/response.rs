@@ -425,7 +425,7 @@ pub(crate) fn write_response(
                 // One write with the head beats a second system call (and packet) for a
                 // few bytes: read them, into a buffer the thread keeps (neither allocated
                 // nor zeroed per request).
-                read_small(&file, offset, len, |data| out.write_all(data))?;
+                read_small(&file, offset, len, out)?;
                 bytes = len;
             }
             ResponseBody::File { file, offset, len } => {
@@ -522,30 +522,30 @@ impl Produce for Framed {
 }
 
 /// Appends to the response head without a temporary `String` per line.
-/// Reads `len` (at most [`SMALL_FILE`]) bytes of `file` from `offset` and hands them to `f`.
+/// Writes `len` (at most [`SMALL_FILE`]) bytes of `file` from `offset` to `out`, read into a
+/// buffer the thread keeps.
 fn read_small(
     file: &File,
     offset: u64,
     len: u64,
-    f: impl FnOnce(&[u8]) -> io::Result<()>,
+    out: &mut dyn super::wire::Wire,
 ) -> io::Result<()> {
     use std::cell::RefCell;
     thread_local! {
         static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     let len = usize::try_from(len.min(SMALL_FILE)).unwrap_or(0);
-    let mut f = Some(f);
-    let mut read = |buf: &mut Vec<u8>| -> io::Result<()> {
+    let mut copy = |buf: &mut Vec<u8>| -> io::Result<()> {
         if buf.len() < len {
             buf.resize(SMALL_FILE as usize, 0);
         }
         std::os::unix::fs::FileExt::read_exact_at(file, &mut buf[..len], offset)?;
-        f.take().map_or(Ok(()), |f| f(&buf[..len]))
+        out.write_all(&buf[..len])
     };
-    match BUF.try_with(|buf| buf.try_borrow_mut().map(|mut b| read(&mut b))) {
+    match BUF.try_with(|buf| buf.try_borrow_mut().map(|mut b| copy(&mut b))) {
         Ok(Ok(done)) => done,
-        // The thread is ending, or a nested call has the buffer: one of its own.
-        _ => read(&mut Vec::new()),
+        // The thread is ending (its buffer is gone) or the buffer is in use: one of its own.
+        _ => copy(&mut Vec::new()),
     }
 }
 
