@@ -685,7 +685,8 @@ impl Loop {
         loop {
             // The mode's housekeeping: reaping children, a child's request to close.
             self.dispatcher.tick();
-            if shared.in_flight() == 0 {
+            // Looks first: what a loop's last look takes is in flight before the look is done.
+            if !shared.last_looks_due() && shared.in_flight() == 0 {
                 return true;
             }
             if stop_on_close && shared.is_closing() {

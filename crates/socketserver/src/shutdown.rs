@@ -90,6 +90,10 @@ pub(crate) struct Shared {
     loops_want_wake: AtomicBool,
     /// The wakers of the event loops that accept by themselves.
     loop_wakers: LoopWakers,
+    /// Event loops accepting by themselves that have not yet taken their last look at their
+    /// listeners since the stop began (see [`LastLook`]): the drain is not over before they
+    /// have.
+    last_looks: AtomicUsize,
     count: AtomicUsize,
     /// `count` plus the places claimed for connections being accepted: what the connection
     /// limit is checked against, so that threads accepting at once never pass it.
@@ -140,6 +144,7 @@ impl Shared {
             want_wake: AtomicBool::new(false),
             loops_want_wake: AtomicBool::new(false),
             loop_wakers: LoopWakers::default(),
+            last_looks: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
@@ -270,6 +275,20 @@ impl Shared {
         self.loop_wakers.remove(waker);
     }
 
+    /// An event loop that accepts by itself owes the stop a last look at its listeners: the
+    /// drain waits for it (or for the loop's end) before it is over.
+    pub(crate) fn last_look_due(self: &Arc<Shared>) -> LastLook {
+        self.last_looks.fetch_add(1, SeqCst);
+        LastLook(Arc::clone(self))
+    }
+
+    /// True while an accepting event loop has not yet taken its last look (see
+    /// [`LastLook`]). Check it before [`in_flight`](Self::in_flight): what a last look takes
+    /// is counted in flight before the look is done.
+    pub(crate) fn last_looks_due(&self) -> bool {
+        self.last_looks.load(SeqCst) > 0
+    }
+
     /// A loop at the limit asks to be woken by the next freed place. Returns whether a place
     /// is free after all (it freed in between): then accept again at once.
     pub(crate) fn loop_at_limit(&self, limit: usize) -> bool {
@@ -331,6 +350,24 @@ impl Shared {
 
 /// One unit of in-flight work (RAII, like tiny-http's `Registration`): counted from creation to
 /// drop, and listed in the table until then so a forced close can reach it.
+/// An accepting event loop's debt to a graceful stop: one last look at its listeners.
+///
+/// A listener shared with other processes (a restart's new workers in `--processes`) is
+/// watched with `EPOLLEXCLUSIVE`, edge-triggered: the kernel wakes one waiter per new
+/// connection. When it woke a loop that is stopping, no other waiter hears of that
+/// connection, so the loop must accept it (`Intake::sweep`) and serve it in the drain. The
+/// drain is not over, and the loops are not told to end, until every loop has looked: the
+/// loop drops this after its look, or when it ends without one.
+pub(crate) struct LastLook(Arc<Shared>);
+
+impl Drop for LastLook {
+    fn drop(&mut self) {
+        self.0.last_looks.fetch_sub(1, SeqCst);
+        // The drain may be waiting for this look only.
+        self.0.wake();
+    }
+}
+
 pub(crate) struct Slot {
     shared: Arc<Shared>,
     id: u64,
@@ -545,6 +582,8 @@ impl ShutdownHandle {
             }
         }
         self.shared.wake();
+        // Accepting loops take their last look at the listeners now, not at their next event.
+        self.shared.loop_wakers.wake_all();
     }
 
     /// Immediate stop: like [`shutdown`](Self::shutdown) with no time to drain. Every
@@ -559,6 +598,7 @@ impl ShutdownHandle {
         }
         self.shared.stop_listening();
         self.shared.wake();
+        self.shared.loop_wakers.wake_all();
         self.shared.force_close();
     }
 

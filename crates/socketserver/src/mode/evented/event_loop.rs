@@ -20,7 +20,7 @@ use crate::accept::Intake;
 use crate::metrics::Timeout;
 use crate::protocol::Conn;
 use crate::request::WriteClock;
-use crate::shutdown::Shared;
+use crate::shutdown::{LastLook, Shared};
 use crate::{Handler, Request, Session};
 
 /// Tells the logger this loop is about to wait (or end): `log::logger().flush()`. A logger
@@ -48,6 +48,9 @@ pub(super) struct Acceptor {
     /// The server's probe session, shared with the other accepting loops: looked for at
     /// this loop's first connection (and then dropped here, taken or not).
     pub(super) spare: Option<SharedSpare>,
+    /// Owed to a graceful stop: the last look at the listeners (see [`LastLook`]). Dropped
+    /// with the acceptor, after that look or at the loop's end.
+    pub(super) _last_look: Option<LastLook>,
 }
 
 /// Reads per connection per turn before others get their go.
@@ -316,7 +319,8 @@ impl EventLoop {
         };
         if !a.shared.is_running() {
             // Stopping: never accept again (the listeners are shut down or left alone),
-            // after one last look at a shared listener (see `Intake::sweep`).
+            // after one last look at a shared listener (see `Intake::sweep`). The acceptor
+            // goes with this return, and with it the stop's `LastLook`: the drain may end.
             for port in a.intake.ports() {
                 let _ = self
                     .poll
@@ -328,6 +332,7 @@ impl EventLoop {
                 a.intake
                     .sweep(|request| self.take_new(handler, spare, request));
             }
+            a.shared.forget_loop_waker(&self.waker);
             return;
         }
         loop {

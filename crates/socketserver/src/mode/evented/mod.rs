@@ -165,13 +165,10 @@ impl Evented {
                     .get_mut(n)
                     .map(std::mem::take)
                     .unwrap_or_default();
+                let accepts = !ports.is_empty();
                 Acceptor {
                     // The probe serves the first connection, wherever it arrives first.
-                    spare: if ports.is_empty() {
-                        None
-                    } else {
-                        Some(Arc::clone(&shared_spare))
-                    },
+                    spare: accepts.then(|| Arc::clone(&shared_spare)),
                     intake: Intake::new(
                         ports,
                         Arc::clone(&a.shared),
@@ -179,6 +176,7 @@ impl Evented {
                         a.settings,
                         AtLimit::Loops,
                     ),
+                    _last_look: accepts.then(|| a.shared.last_look_due()),
                     shared: Arc::clone(&a.shared),
                     handler: Arc::clone(&this.handler),
                 }
