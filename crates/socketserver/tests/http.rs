@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::{self, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -549,6 +550,45 @@ fn an_unread_body_is_skipped_so_the_next_request_parses() -> io::Result<()> {
         w.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
         assert_eq!(read_reply(&mut r, false)?.status, 200);
         assert_eq!(read_reply(&mut r, false)?.body, b"ignored\n");
+        Ok(())
+    })
+}
+
+/// `Connection: close` on a request with nothing after it: the answer arrives whole, and the
+/// server lets go of the connection without waiting for the client to close (nginx does the
+/// same). When a body may still be on its way, it lingers instead, so the bytes it did not
+/// read cannot reset the answer before the client has it.
+#[test]
+fn a_closing_answer_lingers_only_while_the_client_may_still_send() -> io::Result<()> {
+    in_modes(&HTTP_MODES, |mode| {
+        let site = site(mode);
+        let open = |request: &str| -> io::Result<(TcpStream, Vec<u8>)> {
+            let mut s = TcpStream::connect(site.server.addr.socket_addr().unwrap())?;
+            s.set_read_timeout(Some(IO_TIMEOUT))?;
+            s.write_all(request.as_bytes())?;
+            // Read to the server's end of file, keeping our side open.
+            let mut got = Vec::new();
+            s.read_to_end(&mut got)?;
+            Ok((s, got))
+        };
+        let (done, got) = open("GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        assert!(got.ends_with(b"\r\n\r\nhello, world\n"), "{got:?}");
+        assert!(
+            released_within(&done, Duration::from_secs(1)).is_some(),
+            "the server held a finished connection after its answer"
+        );
+        if mode != ASYNC {
+            // The blocking modes wait for an announced body before they answer.
+            return Ok(());
+        }
+        // A body announced and not sent yet: the answer, then the loop's lingering close,
+        // waiting for what may still come.
+        let (waiting, got) = open(
+            "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5000\r\n\r\nabc",
+        )?;
+        assert!(got.ends_with(b"\r\n\r\nhello, world\n"), "{got:?}");
+        assert!(server_holds(&waiting), "closed on a body still arriving");
+        drop(waiting);
         Ok(())
     })
 }

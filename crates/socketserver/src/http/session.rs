@@ -38,6 +38,9 @@ pub(crate) struct HttpSession<S> {
     line_seen: bool,
     /// The body of the pending request, being received on the loop before a worker takes it.
     body: Option<BodyWait>,
+    /// The last answer closes the connection, and its request had no body and nothing came
+    /// after it: see `Driver::read_everything`.
+    read_everything: bool,
 }
 
 /// Bodies up to this size are received on the loop before the request goes to a worker, so
@@ -94,6 +97,7 @@ impl<S: Service> HttpSession<S> {
             scanned: 0,
             line_seen: false,
             body: None,
+            read_everything: false,
         }
     }
 
@@ -222,6 +226,7 @@ impl<S: Service> Driver for HttpSession<S> {
                 return Step::Block;
             }
             let peer = conn.peer;
+            let bodyless = is_bodyless(&head);
             let mut wire = OutputWire {
                 output: conn.output,
                 shutting_down: conn.shutdown.is_shutting_down(),
@@ -233,7 +238,10 @@ impl<S: Service> Driver for HttpSession<S> {
             self.done();
             match keep_alive {
                 Ok(true) => {}
-                Ok(false) => return Step::Close,
+                Ok(false) => {
+                    self.read_everything = bodyless && conn.received().is_empty();
+                    return Step::Close;
+                }
                 Err(e) => {
                     log::error!("{peer}: {e}");
                     return Step::Close;
@@ -295,6 +303,10 @@ impl<S: Service> Driver for HttpSession<S> {
         }
     }
 
+    fn read_everything(&self) -> bool {
+        self.read_everything
+    }
+
     fn is_idle(&self) -> bool {
         // Before its first request a connection is quiet, not idle (see `Http::next_head`).
         !self.first && self.head_since.is_none() && self.pending.is_none()
@@ -329,6 +341,7 @@ impl<S: Service> HttpSession<S> {
         let Some(head) = self.pending.take() else {
             return Step::Close;
         };
+        let bodyless = is_bodyless(&head);
         let mut io = ConnIo::with_received(wire, std::mem::take(input));
         // A body left unread is not waited for here: a worker never waits on a slow peer.
         let keep_alive = self.http.exchange(&mut io, head, peer, false, self.head_at);
@@ -336,13 +349,24 @@ impl<S: Service> HttpSession<S> {
         self.done();
         match keep_alive {
             Ok(true) => Step::Continue,
-            Ok(false) => Step::Close,
+            Ok(false) => {
+                self.read_everything = bodyless && input.is_empty();
+                Step::Close
+            }
             Err(e) => {
                 log::error!("{peer}: {e}");
                 Step::Abort
             }
         }
     }
+}
+
+/// The request has no body: nothing of it can follow its head.
+fn is_bodyless(head: &parse::Head) -> bool {
+    matches!(
+        parse::framing(head),
+        Ok(parse::Framing::None | parse::Framing::Length(0))
+    )
 }
 
 impl<S: Service> HttpSession<S> {

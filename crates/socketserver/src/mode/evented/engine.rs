@@ -67,6 +67,13 @@ pub(crate) trait Driver: Send {
     fn producing(&self) -> bool {
         false
     }
+    /// Closing after [`Step::Close`]: every byte the peer meant to send was read (a whole
+    /// request without a body, nothing after it), so the loop closes at once instead of
+    /// lingering for bytes that cannot come. The default, `false`, lingers: a protocol
+    /// closing mid-stream may leave bytes unread, and closing on them resets the connection.
+    fn read_everything(&self) -> bool {
+        false
+    }
     /// Between requests, with nothing in flight: a graceful stop closes it at once.
     fn is_idle(&self) -> bool {
         false

@@ -665,9 +665,16 @@ impl EventLoop {
                 if entry.eof {
                     return self.close(token);
                 }
+                // Nothing can follow what was read: once the socket is seen empty, close
+                // now, as nginx does, without the half-close and the wait for the peer's FIN.
+                let fresh = entry.linger.is_none();
+                let clean = fresh && entry.input.len() == 0 && driver.read_everything();
+                if clean && !entry.readable {
+                    return self.close(token);
+                }
                 // Lingering close (see `Linger`): the peer may still be sending a body we
                 // did not read.
-                if entry.linger.is_none() {
+                if fresh {
                     let _ = socket.shutdown(std::net::Shutdown::Write);
                     entry.linger = Some(Linger::start(Instant::now()));
                 }
@@ -684,6 +691,9 @@ impl EventLoop {
                         if !entry.linger.as_mut().is_some_and(|l| l.discarded(n)) {
                             return self.close(token);
                         }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && clean => {
+                        return self.close(token);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => entry.readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -949,6 +959,12 @@ impl EventLoop {
         };
         if entry.parked {
             self.busy.parked.fetch_sub(1, SeqCst);
+        }
+        // The loop's big read buffer, if this connection had it, stays with the loop: a
+        // connection per request would otherwise cost a 64 KiB allocation, zeroed, each.
+        if entry.input.capacity() >= READ_SIZE && self.scratch.capacity() < READ_SIZE {
+            entry.input.clear();
+            self.scratch = std::mem::take(&mut entry.input);
         }
         self.free.push(token);
         // Timers of closed connections wait in the heap until their time: when they outnumber
