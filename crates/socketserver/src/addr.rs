@@ -58,7 +58,7 @@ impl Address {
     /// A TCP address from a socket address.
     pub fn tcp(addr: SocketAddr) -> Address {
         Address::Tcp {
-            host: addr.ip().to_string(),
+            host: ip_text(addr.ip()),
             port: addr.port(),
         }
     }
@@ -66,7 +66,7 @@ impl Address {
     /// A UDP address from a socket address.
     pub fn udp(addr: SocketAddr) -> Address {
         Address::Udp {
-            host: addr.ip().to_string(),
+            host: ip_text(addr.ip()),
             port: addr.port(),
         }
     }
@@ -214,8 +214,50 @@ impl fmt::Display for Address {
     }
 }
 
+/// `ip` as text, the same as its `Display`, made once per accepted connection and per
+/// datagram: an IPv4 address is written digit by digit into a string of its final size,
+/// without the formatting machinery (which cost a UDP echo about a fifth of its instructions).
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ip_text_is_display() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        for ip in [
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 99, 100, 255)),
+            IpAddr::V4(Ipv4Addr::new(192, 168, 9, 10)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv4Addr::new(1, 2, 3, 4).to_ipv6_mapped()),
+        ] {
+            assert_eq!(super::ip_text(ip), ip.to_string());
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::V4(Ipv4Addr::new(n, 255 - n, n / 3, n.wrapping_mul(7)));
+            assert_eq!(super::ip_text(ip), ip.to_string());
+        }
+    }
+
     use super::*;
 
     #[test]
