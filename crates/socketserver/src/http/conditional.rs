@@ -46,6 +46,22 @@ impl Representation {
             mtime,
         }
     }
+
+    /// The representation of a precompressed sibling with metadata `meta`, served as its
+    /// file's `content_type`: its entity tag carries the coding's file extension, as
+    /// `compress::tag_for` marks a tag, made in one go (no second content-type lookup, no
+    /// tag made twice).
+    pub(crate) fn sibling(meta: &Metadata, content_type: String, coding: &str) -> Representation {
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+        let (len, nanos) = tag_parts(meta);
+        Representation {
+            len: meta.len(),
+            etag: format!("\"{len:x}-{nanos:x}-{coding}\""),
+            last_modified: httpdate::fmt_http_date(mtime),
+            content_type,
+            mtime,
+        }
+    }
 }
 
 /// The request fields [`decide`] reads.
@@ -306,15 +322,20 @@ fn ows(s: &str) -> &str {
 /// quotes included. It changes whenever the file is replaced or modified (within the
 /// file system's timestamp resolution); an unknown or pre-1970 mtime counts as 0.
 pub(crate) fn etag(meta: &Metadata) -> String {
+    let (len, nanos) = tag_parts(meta);
+    format!("\"{len:x}-{nanos:x}\"")
+}
+
+/// What an entity tag is made of: length and modification time only, as nginx does. The
+/// inode number would tell every client which file system object it is (a fingerprint
+/// scanners flag) and would change the tag when a deployment copies identical files.
+fn tag_parts(meta: &Metadata) -> (u64, u128) {
     let nanos = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    // Length and modification time only, as nginx does: the inode number would tell every
-    // client which file system object it is (a fingerprint scanners flag) and would change
-    // the tag when a deployment copies identical files.
-    format!("\"{:x}-{:x}\"", meta.len(), nanos)
+    (meta.len(), nanos)
 }
 
 /// Whether a request's preconditions fail, so it must get `412 Precondition Failed`
@@ -581,6 +602,24 @@ mod tests {
             }),
             Decision::Part { start: 2, end: 4 }
         );
+    }
+
+    #[test]
+    fn a_sibling_is_tagged_as_tag_for_marks_its_own_tag() {
+        use crate::http::compress::{Encoding, tag_for};
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("app.js.br");
+        fs::write(&path, b"\x0b\x02\x80").unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        for encoding in Encoding::ALL {
+            let r = Representation::sibling(&meta, "text/javascript".into(), encoding.extension());
+            assert_eq!(r.etag, tag_for(&etag(&meta), encoding));
+            assert_eq!((r.len, r.content_type.as_str()), (3, "text/javascript"));
+            assert_eq!(
+                r.last_modified,
+                Representation::of(&meta, &path).last_modified
+            );
+        }
     }
 
     #[test]

@@ -388,9 +388,11 @@ impl StaticFiles {
                 if sibling_meta.modified().ok() < original {
                     continue;
                 }
-                let mut is = Representation::of(&sibling_meta, path);
-                is.content_type = identity.content_type.clone();
-                is.etag = compress::tag_for(&is.etag, encoding);
+                let is = Representation::sibling(
+                    &sibling_meta,
+                    identity.content_type,
+                    encoding.extension(),
+                );
                 chosen.varies = true;
                 chosen.how = Some(Coding::Sibling(encoding));
                 return (sibling, is, chosen);
