@@ -542,6 +542,14 @@ impl Request {
         }
     }
 
+    /// A datagram's reply buffer, once sent, for the next reply to reuse (empty for a stream).
+    pub(crate) fn take_reply(&mut self) -> Vec<u8> {
+        match &mut self.io {
+            Io::Datagram { reply, .. } => std::mem::take(reply),
+            Io::Stream { .. } => Vec::new(),
+        }
+    }
+
     /// The stop handle, borrowed.
     pub(crate) fn shutdown_ref(&self) -> &ShutdownHandle {
         &self.shutdown

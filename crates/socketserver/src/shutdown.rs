@@ -372,7 +372,9 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     id: u64,
     listed: bool,
-    idle: Arc<AtomicU8>,
+    /// Shared with the table's entry; only work on the table has one (a datagram has not,
+    /// which saves it an allocation).
+    idle: Option<Arc<AtomicU8>>,
 }
 
 /// A place among the in-flight work taken before a connection is accepted, so that several
@@ -430,8 +432,8 @@ impl Slot {
         shared.count.fetch_add(1, SeqCst);
         let id = shared.next_id.fetch_add(1, SeqCst);
         let listed = !matches!(entry, Entry::Nothing);
-        let idle = Arc::new(AtomicU8::new(BUSY));
-        if listed {
+        let idle = listed.then(|| Arc::new(AtomicU8::new(BUSY)));
+        if let Some(idle) = &idle {
             let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
             if shared.is_closing()
                 && let Entry::Socket(socket) = &entry
@@ -443,7 +445,7 @@ impl Slot {
                 id,
                 Listed {
                     entry,
-                    idle: Arc::clone(&idle),
+                    idle: Arc::clone(idle),
                 },
             );
         }
@@ -460,14 +462,18 @@ impl Slot {
     pub(crate) fn set_idle(&self, idle: bool) -> bool {
         // Store, then check: a concurrent `shutdown` either sees the flag (and shuts the
         // socket down) or is seen here.
-        self.idle.store(if idle { IDLE } else { BUSY }, SeqCst);
+        if let Some(state) = &self.idle {
+            state.store(if idle { IDLE } else { BUSY }, SeqCst);
+        }
         self.shared.is_running()
     }
 
     /// Marks a new connection as quiet: no request begun yet (see [`QUIET`]). The next
     /// `set_idle` ends it.
     pub(crate) fn set_quiet(&self) {
-        self.idle.store(QUIET, SeqCst);
+        if let Some(state) = &self.idle {
+            state.store(QUIET, SeqCst);
+        }
     }
 
     /// Replaces what a forced close does (a forked connection becomes its child process).
@@ -477,11 +483,14 @@ impl Slot {
             .table
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let idle = self
+            .idle
+            .get_or_insert_with(|| Arc::new(AtomicU8::new(BUSY)));
         table.insert(
             self.id,
             Listed {
                 entry,
-                idle: Arc::clone(&self.idle),
+                idle: Arc::clone(idle),
             },
         );
         self.listed = true;

@@ -517,18 +517,30 @@ impl Output {
         Ok(true)
     }
 
-    /// Everything written, as one buffer (file ranges read): a datagram's reply.
-    pub(crate) fn into_bytes(mut self) -> io::Result<Vec<u8>> {
+    /// Everything written, as one buffer (file ranges read): a datagram's reply. The output
+    /// is left empty, with its memory, for [`take_for_reuse`](Self::take_for_reuse).
+    pub(crate) fn take_bytes(&mut self) -> io::Result<Vec<u8>> {
         if self.chunks.len() == 1
             && matches!(self.chunks.front(), Some(Chunk::Bytes(..)))
             && let Some(Chunk::Bytes(mut buf, pos)) = self.chunks.pop_front()
         {
+            self.bytes = 0;
             buf.drain(..pos);
             return Ok(buf);
         }
         let mut all = Vec::with_capacity(self.bytes);
         self.drain_into(&mut all)?;
+        self.bytes = 0;
         Ok(all)
+    }
+
+    /// Keeps `buf` (a sent datagram reply, given back) for the next answer's bytes, unless
+    /// there is one already or it is too big to keep.
+    pub(crate) fn keep_spare(&mut self, mut buf: Vec<u8>) {
+        if self.spare.capacity() == 0 && buf.capacity() <= SPARE_MAX {
+            buf.clear();
+            self.spare = buf;
+        }
     }
 
     /// Everything written, as bytes (file ranges read), for a datagram reply or a blocking

@@ -118,6 +118,9 @@ pub(crate) struct Evented {
     /// The session made to find that out, kept for the first connection (so a protocol
     /// factory runs exactly once per connection).
     spare: Option<Session>,
+    /// The output datagram replies are written into, kept with its memory (and the last
+    /// reply's buffer) from one datagram to the next.
+    replies: Output,
 }
 
 impl Evented {
@@ -139,6 +142,7 @@ impl Evented {
             handler,
             loops: Vec::new(),
             next: 0,
+            replies: Output::default(),
             workers,
             evented,
             spare: probe,
@@ -202,9 +206,9 @@ impl Evented {
         self.workers.run(blocking_job(&self.handler, request));
     }
 
-    fn datagram(&self, mut request: Request, mut session: Session) {
+    fn datagram(&mut self, mut request: Request, mut session: Session) {
         let mut input = Input::from_vec(request.take_packet());
-        let mut output = Output::default();
+        let mut output = std::mem::take(&mut self.replies);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             session.0.datagram(&mut Conn {
                 input: &mut input,
@@ -219,10 +223,12 @@ impl Evented {
         let failure = match outcome {
             Ok(Some(crate::Flow::Abort)) => None,
             Ok(Some(_)) if !output.touched => None,
-            Ok(Some(_)) => match output.into_bytes() {
+            Ok(Some(_)) => match output.take_bytes() {
                 Ok(reply) => {
                     request.set_reply(reply);
-                    request.finish().err().map(crate::Error::Handler)
+                    let sent = request.finish().err().map(crate::Error::Handler);
+                    output.keep_spare(request.take_reply());
+                    sent
                 }
                 Err(e) => Some(crate::Error::Handler(e)),
             },
@@ -235,6 +241,10 @@ impl Evented {
                 message: crate::handler::panic_message(payload.as_ref()),
             }),
         };
+        // Kept only when empty: nothing of this reply reaches the next.
+        if let Some(empty) = output.take_for_reuse() {
+            self.replies = empty;
+        }
         if let Some(error) = failure {
             if let Some(m) = request.shutdown_ref().shared.metrics() {
                 m.handler_error();
