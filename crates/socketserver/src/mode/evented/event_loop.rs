@@ -157,6 +157,9 @@ pub(super) struct EventLoop {
     timeout: Option<Duration>,
     /// Set when this loop accepts by itself.
     acceptor: Option<Acceptor>,
+    /// When the last wait ended: a connection's progress is stamped with it (`Entry::last`,
+    /// for its timeouts), a clock read per turn rather than two per message.
+    now: Instant,
 }
 
 impl EventLoop {
@@ -207,6 +210,7 @@ impl EventLoop {
             flavor,
             timeout,
             acceptor,
+            now: Instant::now(),
         };
         let thread = thread::Builder::new()
             .name(format!("socketserver-loop-{n}"))
@@ -248,6 +252,7 @@ impl EventLoop {
                     break;
                 }
             }
+            self.now = Instant::now();
             ready.clear();
             let mut woken = false;
             for event in events.iter() {
@@ -634,7 +639,7 @@ impl EventLoop {
                 };
                 let (Sent::Drained(n) | Sent::Blocked(n) | Sent::Budget(n)) = sent;
                 if n > 0 {
-                    entry.last = Instant::now();
+                    entry.last = self.now;
                     entry.write_clock.taken(n);
                     if let Some(m) = request.shutdown_ref().shared.metrics() {
                         m.sent(n);
@@ -759,7 +764,7 @@ impl EventLoop {
                         Ok(Some(header)) => {
                             entry.input.consume(header.len);
                             entry.proxy = None;
-                            entry.last = Instant::now();
+                            entry.last = self.now;
                             request.proxy_header_read(header.source);
                             entry.resume = entry.input.len() > 0;
                         }
@@ -786,7 +791,7 @@ impl EventLoop {
                     if n < offered && !entry.hup {
                         entry.readable = false;
                     }
-                    entry.last = Instant::now();
+                    entry.last = self.now;
                     if entry.output.kept() == 0
                         && let Some(output) = self.outputs.pop()
                     {
