@@ -234,6 +234,95 @@ fn oversized_datagram_is_reported_never_truncated() -> io::Result<()> {
     Ok(())
 }
 
+/// Datagrams that queue up while the server is busy (a burst, as a batched receive would
+/// take it): each gets its own answer, to its own sender, byte for byte, and one too large
+/// among them is dropped alone.
+#[test]
+fn a_burst_of_queued_datagrams_is_answered_each_to_its_sender() -> io::Result<()> {
+    let modes = [Mode::Sync, Mode::Threading, ASYNC];
+    for (mode, transport) in modes
+        .into_iter()
+        .flat_map(|mode| DATAGRAMS.map(|transport| (mode, transport)))
+    {
+        let what = format!("{mode} {transport:?}");
+        let errors = Errors::default();
+        let handler = Recording {
+            handle: |req: &mut Request| {
+                if req.packet() == Some(b"wait".as_slice()) {
+                    // Holds a sync server while the burst queues up behind it.
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                socketserver::Handler::handle(&Echo, req)
+            },
+            errors: errors.clone(),
+        };
+        let server =
+            TestServer::start_with(transport, |b| b.mode(mode).max_packet_size(1000), handler);
+        burst(&server, &what)?;
+        let lines = errors.lines();
+        assert_eq!(lines.len(), 1, "{what}: {lines:?}");
+        assert!(
+            lines[0].contains("dropped a datagram of 1001 bytes"),
+            "{lines:?}"
+        );
+    }
+    // The event loop's own datagram path (a protocol session per datagram).
+    for transport in DATAGRAMS {
+        let server =
+            TestServer::start_with(transport, |b| b.mode(ASYNC).max_packet_size(1000), Echo);
+        burst(&server, &format!("async, evented, {transport:?}"))?;
+    }
+    Ok(())
+}
+
+/// Sends "wait", then 8 datagrams from each of 4 clients (and one of 1,001 bytes), and
+/// checks that every client gets exactly its own 8 back. (A Unix datagram socket queues at
+/// most `net.unix.max_dgram_qlen` datagrams, 10 by default: a client's 8 answers fit.)
+fn burst(server: &TestServer, what: &str) -> io::Result<()> {
+    let waiter = Dgram::new(&server.addr)?;
+    waiter.send(b"wait")?;
+    std::thread::sleep(Duration::from_millis(50));
+    let clients = (0..4)
+        .map(|_| Dgram::new(&server.addr))
+        .collect::<io::Result<Vec<_>>>()?;
+    let message = |c: usize, i: usize| {
+        let mut m = format!("client {c} datagram {i} ").into_bytes();
+        m.resize(m.len() + (c * 37 + i * 71) % 900, b'a' + i as u8);
+        m
+    };
+    for i in 0..8 {
+        for (c, client) in clients.iter().enumerate() {
+            client
+                .send(&message(c, i))
+                .map_err(|e| io::Error::new(e.kind(), format!("{what}: send {c}/{i}: {e}")))?;
+            if c == 2 && i == 5 {
+                client
+                    .send(&pattern(1001))
+                    .map_err(|e| io::Error::new(e.kind(), format!("{what}: send 1001: {e}")))?;
+            }
+        }
+    }
+    let waited = waiter
+        .recv()
+        .map_err(|e| io::Error::new(e.kind(), format!("{what}: the waiter's answer: {e}")))?;
+    assert_eq!(waited, b"wait", "{what}");
+    for (c, client) in clients.iter().enumerate() {
+        let mut got = Vec::new();
+        for k in 0..8 {
+            let answer = client.recv().map_err(|e| {
+                io::Error::new(e.kind(), format!("{what}: client {c}, answer {k}: {e}"))
+            })?;
+            got.push(answer);
+        }
+        let mut sent: Vec<Vec<u8>> = (0..8).map(|i| message(c, i)).collect();
+        // Threads may answer out of order; each answer is whole and goes to its sender.
+        got.sort();
+        sent.sort();
+        assert_eq!(got, sent, "{what}: client {c}");
+    }
+    Ok(())
+}
+
 #[test]
 fn request_knows_peer_and_local_addresses() -> io::Result<()> {
     let handler = |req: &mut Request| {
