@@ -686,7 +686,10 @@ impl Loop {
             // The mode's housekeeping: reaping children, a child's request to close.
             self.dispatcher.tick();
             // Looks first: what a loop's last look takes is in flight before the look is done.
-            if !shared.last_looks_due() && shared.in_flight() == 0 {
+            // No stop was asked for when a fatal accept error ended the serving: no loop owes
+            // a look then.
+            let looked = shared.is_running() || !shared.last_looks_due();
+            if looked && shared.in_flight() == 0 {
                 return true;
             }
             if stop_on_close && shared.is_closing() {

@@ -348,8 +348,6 @@ impl Shared {
     }
 }
 
-/// One unit of in-flight work (RAII, like tiny-http's `Registration`): counted from creation to
-/// drop, and listed in the table until then so a forced close can reach it.
 /// An accepting event loop's debt to a graceful stop: one last look at its listeners.
 ///
 /// A listener shared with other processes (a restart's new workers in `--processes`) is
@@ -368,6 +366,8 @@ impl Drop for LastLook {
     }
 }
 
+/// One unit of in-flight work (RAII, like tiny-http's `Registration`): counted from creation to
+/// drop, and listed in the table until then so a forced close can reach it.
 pub(crate) struct Slot {
     shared: Arc<Shared>,
     id: u64,
