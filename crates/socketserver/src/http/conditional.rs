@@ -37,14 +37,7 @@ impl Representation {
     /// The representation of the file with metadata `meta`, requested as `name` (whose
     /// extension gives the content type).
     pub(crate) fn of(meta: &Metadata, name: &Path) -> Representation {
-        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-        Representation {
-            len: meta.len(),
-            etag: etag(meta),
-            last_modified: httpdate::fmt_http_date(mtime),
-            content_type: content_type(name),
-            mtime,
-        }
+        Representation::with(meta, etag(meta), content_type(name))
     }
 
     /// The representation of a precompressed sibling with metadata `meta`, served as its
@@ -52,11 +45,16 @@ impl Representation {
     /// `compress::tag_for` marks a tag, made in one go (no second content-type lookup, no
     /// tag made twice).
     pub(crate) fn sibling(meta: &Metadata, content_type: String, coding: &str) -> Representation {
-        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let (len, nanos) = tag_parts(meta);
+        let etag = format!("\"{len:x}-{nanos:x}-{coding}\"");
+        Representation::with(meta, etag, content_type)
+    }
+
+    fn with(meta: &Metadata, etag: String, content_type: String) -> Representation {
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         Representation {
             len: meta.len(),
-            etag: format!("\"{len:x}-{nanos:x}-{coding}\""),
+            etag,
             last_modified: httpdate::fmt_http_date(mtime),
             content_type,
             mtime,

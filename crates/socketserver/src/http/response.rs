@@ -521,7 +521,6 @@ impl Produce for Framed {
     }
 }
 
-/// Appends to the response head without a temporary `String` per line.
 /// Writes `len` (at most [`SMALL_FILE`]) bytes of `file` from `offset` to `out`, read into a
 /// buffer the thread keeps.
 fn read_small(
@@ -549,6 +548,7 @@ fn read_small(
     }
 }
 
+/// Appends to the response head without a temporary `String` per line.
 fn write_head(head: &mut String, line: std::fmt::Arguments<'_>) {
     use std::fmt::Write as _;
     // Writing into a `String` cannot fail.
