@@ -27,17 +27,13 @@ pub(crate) struct HttpSession<S> {
     first: bool,
     /// When the first byte of the head being received arrived.
     head_since: Option<Instant>,
-    /// A parsed head waiting for a worker.
-    pending: Option<parse::Head>,
-    /// When it was complete.
-    head_at: Instant,
+    /// A parsed head waiting for a worker, boxed: an idle connection keeps only the pointer.
+    pending: Option<Box<Pending>>,
     /// Bytes of the head being received already looked at without finding its end: a head
     /// trickled a byte at a time is parsed once when it ends, not once per byte.
     scanned: usize,
     /// The request line's end was among them.
     line_seen: bool,
-    /// The body of the pending request, being received on the loop before a worker takes it.
-    body: Option<BodyWait>,
     /// The last answer closes the connection, and its request had no body and nothing came
     /// after it: see `Driver::read_everything`.
     read_everything: bool,
@@ -48,7 +44,16 @@ pub(crate) struct HttpSession<S> {
 /// as the service reads it, at the pace `Limits::min_body_rate` sets.
 pub(crate) const LOOP_BODY: usize = 64 * 1024;
 
-/// A request body the loop is receiving (its pace counts from `HttpSession::head_at`).
+/// A request the loop parsed for a worker to answer.
+struct Pending {
+    head: parse::Head,
+    /// When its head was complete.
+    at: Instant,
+    /// Its body, being received on the loop before a worker takes it.
+    body: Option<BodyWait>,
+}
+
+/// A request body the loop is receiving (its pace counts from `Pending::at`).
 struct BodyWait {
     /// Body bytes received so far (the pace's progress).
     got: usize,
@@ -93,10 +98,8 @@ impl<S: Service> HttpSession<S> {
             first: true,
             head_since: None,
             pending: None,
-            head_at: Instant::now(),
             scanned: 0,
             line_seen: false,
-            body: None,
             read_everything: false,
         }
     }
@@ -155,7 +158,12 @@ impl<S: Service> HttpSession<S> {
         self.head_since = None;
         self.scanned = 0;
         self.line_seen = false;
-        self.body = None;
+        self.pending = None;
+    }
+
+    /// The body the loop is receiving, if it is receiving one.
+    fn body(&self) -> Option<&BodyWait> {
+        self.pending.as_ref().and_then(|p| p.body.as_ref())
     }
 }
 
@@ -164,7 +172,7 @@ impl<S: Service> Driver for HttpSession<S> {
         // Room for the largest head the limits allow, and a little to see it is too large;
         // or for the body being received.
         let head = self.http.config.limits.max_head.saturating_add(4096);
-        if self.body.is_some() {
+        if self.body().is_some() {
             head.max(LOOP_BODY)
         } else {
             head
@@ -179,7 +187,7 @@ impl<S: Service> Driver for HttpSession<S> {
 
     fn data(&mut self, conn: &mut Conn<'_>) -> Step {
         let limits = self.http.config.head_limits();
-        if let Some(body) = self.body.as_mut() {
+        if let Some(body) = self.pending.as_mut().and_then(|p| p.body.as_mut()) {
             return if body.ready(conn.received()) {
                 Step::Block
             } else {
@@ -214,16 +222,17 @@ impl<S: Service> Driver for HttpSession<S> {
                     .service
                     .runs_inline_for(&super::Method::parse(&head.method));
             if !inline {
-                let body = self.body_wait(&head);
-                self.pending = Some(head);
-                self.head_at = Instant::now();
-                if let Some(mut body) = body
-                    && !body.ready(conn.received())
-                {
-                    self.body = Some(body);
-                    return Step::Continue;
+                let mut body = self.body_wait(&head);
+                if body.as_mut().is_some_and(|b| b.ready(conn.received())) {
+                    body = None;
                 }
-                return Step::Block;
+                let waits = body.is_some();
+                self.pending = Some(Box::new(Pending {
+                    head,
+                    at: Instant::now(),
+                    body,
+                }));
+                return if waits { Step::Continue } else { Step::Block };
             }
             let peer = conn.peer;
             let bodyless = is_bodyless(&head);
@@ -258,7 +267,7 @@ impl<S: Service> Driver for HttpSession<S> {
     }
 
     fn timed_out(&mut self, conn: &mut Conn<'_>) -> Step {
-        if self.body.is_some() {
+        if self.body().is_some() {
             self.pending = None;
             return self.refuse(
                 conn,
@@ -286,10 +295,14 @@ impl<S: Service> Driver for HttpSession<S> {
         let limits = &self.http.config.limits;
         if sending {
             last.checked_add(limits.write_timeout)
-        } else if let Some(body) = &self.body {
+        } else if let Some((pending, body)) = self
+            .pending
+            .as_ref()
+            .and_then(|p| Some((p, p.body.as_ref()?)))
+        {
             // Each wait within the idle timeout too, as on a worker.
             let idle = last.checked_add(limits.idle_timeout);
-            let paced = limits.body_pace().deadline(self.head_at, body.got as u64);
+            let paced = limits.body_pace().deadline(pending.at, body.got as u64);
             match (paced, idle) {
                 (Some(paced), Some(idle)) => Some(paced.min(idle)),
                 (paced, idle) => paced.or(idle),
@@ -338,13 +351,14 @@ impl<S: Service> HttpSession<S> {
         peer: &crate::Address,
         input: &mut Vec<u8>,
     ) -> Step {
-        let Some(head) = self.pending.take() else {
+        let Some(pending) = self.pending.take() else {
             return Step::Close;
         };
+        let Pending { head, at, .. } = *pending;
         let bodyless = is_bodyless(&head);
         let mut io = ConnIo::with_received(wire, std::mem::take(input));
         // A body left unread is not waited for here: a worker never waits on a slow peer.
-        let keep_alive = self.http.exchange(&mut io, head, peer, false, self.head_at);
+        let keep_alive = self.http.exchange(&mut io, head, peer, false, at);
         *input = io.into_received();
         self.done();
         match keep_alive {
@@ -410,5 +424,14 @@ mod tests {
         assert!(!has_blank_line(b"GET / HTTP/1.1\r\nHost: x\r\n"));
         assert!(!has_blank_line(b"\r\n\r"));
         assert!(!has_blank_line(b""));
+    }
+
+    /// Every idle keep-alive connection holds its session: a request waiting for a worker
+    /// is boxed (`Pending`) so that the session stays small (bench/idle_memory.py measures
+    /// the whole connection).
+    #[test]
+    fn a_session_stays_small() {
+        let size = std::mem::size_of::<HttpSession<std::sync::Arc<dyn Service>>>();
+        assert!(size <= 80, "HttpSession is {size} bytes");
     }
 }
