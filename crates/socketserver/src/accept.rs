@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use crate::handler::{panic_message, report};
-use crate::shutdown::{Claim, Entry, Shared, Slot};
+use crate::shutdown::{Claim, Entry, Shared, Slot, Tracked};
 use crate::transport::{Kind, Listener, SocketOptions, address_of};
 use crate::{Address, AsyncAccept, Error, Handler, Request, Result, ShutdownHandle};
 
@@ -444,7 +444,7 @@ impl Intake {
         if port.kind == Kind::Tcp && self.settings.nodelay {
             let _ = conn.set_tcp_nodelay(true);
         }
-        let conn = Arc::new(conn);
+        let conn = Tracked::new(conn);
         let slot = Slot::claimed(claim, Entry::Socket(Arc::clone(&conn)));
         Ok(Accepted::Request(
             Request::stream(
@@ -487,10 +487,9 @@ impl Intake {
         if !verified(&*self.handler, &peer) {
             return Ok(Accepted::Skipped);
         }
-        let data = self.recv_buf[..len].to_vec();
         let slot = Slot::new(&self.shared, Entry::Nothing);
         Ok(Accepted::Request(Request::datagram(
-            data,
+            &self.recv_buf[..len],
             Arc::clone(&port.socket),
             from,
             peer,

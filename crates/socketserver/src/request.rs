@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockAddr, Socket};
 
 use crate::metrics::{Metrics, Timeout};
-use crate::shutdown::Slot;
+use crate::shutdown::{BUSY, IDLE, QUIET, Slot, Tracked};
 use crate::{Address, ShutdownHandle};
 
 /// Read buffer size. Reads at least this large bypass the buffer.
@@ -44,7 +44,7 @@ pub struct Request {
     local: Arc<Address>,
     shutdown: ShutdownHandle,
     /// How long a read may wait for the peer.
-    timeout: Option<Duration>,
+    timeout: Limit,
     /// Reads fail once this passes, however the peer trickles.
     read_deadline: Option<Instant>,
     /// How long the peer may make writes wait without taking [`WRITE_PROGRESS`] bytes.
@@ -52,7 +52,7 @@ pub struct Request {
     slot: Option<Slot>,
     finished: bool,
     /// A PROXY protocol header is still to come, due within this long of the connection.
-    proxy: Option<Duration>,
+    proxy: Limit,
     /// An accepted stream connection the metrics counted: its close is counted too.
     counted: bool,
 }
@@ -63,7 +63,7 @@ pub struct Request {
 /// loop keeps one per connection too: its write deadline runs from [`since`](Self::since).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct WriteClock {
-    limit: Option<Duration>,
+    limit: Limit,
     since: Option<Instant>,
     taken: u64,
 }
@@ -71,7 +71,7 @@ pub(crate) struct WriteClock {
 impl WriteClock {
     fn new(limit: Option<Duration>) -> WriteClock {
         WriteClock {
-            limit,
+            limit: Limit::of(limit),
             since: None,
             taken: 0,
         }
@@ -101,7 +101,7 @@ impl WriteClock {
     /// How long a write may wait now (`Ok(None)`: without limit); `Err` when the window is
     /// over.
     fn wait(&mut self) -> Result<Option<Duration>, ()> {
-        let Some(limit) = self.limit else {
+        let Some(limit) = self.limit.get() else {
             return Ok(None);
         };
         let since = *self.since.get_or_insert_with(Instant::now);
@@ -118,21 +118,97 @@ impl WriteClock {
     }
 }
 
+/// An optional duration in 8 bytes, where `Option<Duration>` takes 16: nanoseconds, with
+/// `u64::MAX` for none. A request (every connection's) carries a few inline, and pays for
+/// each. A duration beyond 584 years counts as none: waiting forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limit(u64);
+
+impl Limit {
+    const NONE: Limit = Limit(u64::MAX);
+
+    fn of(duration: Option<Duration>) -> Limit {
+        duration
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .map_or(Limit::NONE, Limit)
+    }
+
+    fn get(self) -> Option<Duration> {
+        (self != Limit::NONE).then(|| Duration::from_nanos(self.0))
+    }
+}
+
+impl Default for Limit {
+    fn default() -> Limit {
+        Limit::NONE
+    }
+}
+
 enum Io {
     Stream {
-        socket: Option<Arc<Socket>>,
+        socket: Option<Arc<Tracked>>,
         rbuf: Vec<u8>,
         rpos: usize,
         wbuf: Vec<u8>,
     },
-    Datagram {
-        data: Vec<u8>,
-        pos: usize,
-        reply: Vec<u8>,
-        reply_wanted: bool,
-        socket: Arc<Socket>,
-        to: ReplyTo,
-    },
+    /// The datagram's fields are boxed: a datagram's request lives for one datagram, a
+    /// connection's for the whole connection, and every connection would otherwise carry
+    /// them. The box is reused (see [`Datagram::boxed`]). The socket is the listener's.
+    Datagram(Box<Datagram>, Arc<Socket>),
+}
+
+/// A datagram request's bytes, its reply and where the reply goes.
+struct Datagram {
+    data: Vec<u8>,
+    pos: usize,
+    reply: Vec<u8>,
+    reply_wanted: bool,
+    to: ReplyTo,
+}
+
+thread_local! {
+    /// The box of the last datagram request finished on this thread, for the next one
+    /// received here: a datagram then costs no allocation for it (nor for its bytes, when
+    /// the buffer it kept is large enough).
+    static SPARE_DATAGRAM: std::cell::Cell<Option<Box<Datagram>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Largest buffer a spare datagram box keeps for the next datagram's bytes or reply.
+const SPARE_KEPT: usize = 64 * 1024;
+
+impl Datagram {
+    /// A box holding a copy of `bytes` and `to`: this thread's spare, or a new one.
+    fn boxed(bytes: &[u8], to: ReplyTo) -> Box<Datagram> {
+        match SPARE_DATAGRAM.take() {
+            Some(mut spare) => {
+                spare.data.extend_from_slice(bytes);
+                spare.to = to;
+                spare
+            }
+            None => Box::new(Datagram {
+                data: bytes.to_vec(),
+                pos: 0,
+                reply: Vec::new(),
+                reply_wanted: false,
+                to,
+            }),
+        }
+    }
+
+    /// Empties the box and keeps it as this thread's spare.
+    fn recycle(mut self: Box<Datagram>) {
+        for buf in [&mut self.data, &mut self.reply] {
+            if buf.capacity() > SPARE_KEPT {
+                *buf = Vec::new();
+            } else {
+                buf.clear();
+            }
+        }
+        self.pos = 0;
+        self.reply_wanted = false;
+        SPARE_DATAGRAM.set(Some(self));
+    }
 }
 
 /// Where a datagram's reply goes. An IP address is kept as such (32 bytes, not a 128-byte
@@ -161,7 +237,7 @@ impl ReplyTo {
 
 impl Request {
     pub(crate) fn stream(
-        socket: Arc<Socket>,
+        socket: Arc<Tracked>,
         peer: Address,
         local: Arc<Address>,
         shutdown: ShutdownHandle,
@@ -178,12 +254,12 @@ impl Request {
             peer,
             local,
             shutdown,
-            timeout,
+            timeout: Limit::of(timeout),
             read_deadline: None,
             clock: WriteClock::new(timeout),
             slot: Some(slot),
             finished: false,
-            proxy: None,
+            proxy: Limit::NONE,
             counted: false,
         }
     }
@@ -199,19 +275,19 @@ impl Request {
 
     /// Marks a new connection as beginning with a PROXY header due within `within`.
     pub(crate) fn expecting_proxy_header(mut self, within: Option<Duration>) -> Request {
-        self.proxy = within;
+        self.proxy = Limit::of(within);
         self
     }
 
     /// How long the PROXY header may take, while it is still to come (the event loop reads
     /// it itself, see [`proxy_header_read`](Self::proxy_header_read)).
     pub(crate) fn proxy_header_due(&self) -> Option<Duration> {
-        self.proxy
+        self.proxy.get()
     }
 
     /// The PROXY header arrived: its source, when it names one, is the peer from now on.
     pub(crate) fn proxy_header_read(&mut self, source: Option<std::net::SocketAddr>) {
-        self.proxy = None;
+        self.proxy = Limit::NONE;
         if let Some(source) = source {
             self.peer = Address::tcp(source);
         }
@@ -223,7 +299,7 @@ impl Request {
     ///
     /// [`proxy::MAX_LEN`]: crate::proxy::MAX_LEN
     pub(crate) fn read_proxy_header(&mut self) -> Result<(), String> {
-        let Some(within) = self.proxy else {
+        let Some(within) = self.proxy.get() else {
             return Ok(());
         };
         let deadline = Instant::now().checked_add(within);
@@ -252,7 +328,7 @@ impl Request {
             match read_waiting(
                 &sock,
                 &mut chunk,
-                self.timeout,
+                self.timeout.get(),
                 deadline,
                 self.shutdown.shared.metrics(),
             ) {
@@ -277,7 +353,7 @@ impl Request {
     }
 
     pub(crate) fn datagram(
-        data: Vec<u8>,
+        data: &[u8],
         socket: Arc<Socket>,
         to: SockAddr,
         peer: Address,
@@ -286,23 +362,16 @@ impl Request {
         slot: Slot,
     ) -> Request {
         Request {
-            io: Io::Datagram {
-                data,
-                pos: 0,
-                reply: Vec::new(),
-                reply_wanted: false,
-                socket,
-                to: ReplyTo::of(to),
-            },
+            io: Io::Datagram(Datagram::boxed(data, ReplyTo::of(to)), socket),
             peer,
             local,
             shutdown,
-            timeout: None,
+            timeout: Limit::NONE,
             read_deadline: None,
             clock: WriteClock::new(None),
             slot: Some(slot),
             finished: false,
-            proxy: None,
+            proxy: Limit::NONE,
             counted: false,
         }
     }
@@ -324,14 +393,14 @@ impl Request {
 
     /// True for a datagram request (UDP, Unix datagram).
     pub fn is_datagram(&self) -> bool {
-        matches!(self.io, Io::Datagram { .. })
+        matches!(self.io, Io::Datagram(..))
     }
 
     /// The whole datagram, for datagram requests (`None` for streams). Reading through
     /// `Read`/`BufRead` yields the same bytes.
     pub fn packet(&self) -> Option<&[u8]> {
         match &self.io {
-            Io::Datagram { data, .. } => Some(data),
+            Io::Datagram(d, _) => Some(&d.data),
             Io::Stream { .. } => None,
         }
     }
@@ -343,8 +412,8 @@ impl Request {
     /// `timeout`. Has no effect on datagram requests. Costs no system call: the waits are
     /// `poll(2)` deadlines.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.timeout = timeout;
-        self.clock.limit = timeout;
+        self.timeout = Limit::of(timeout);
+        self.clock.limit = Limit::of(timeout);
         Ok(())
     }
 
@@ -352,7 +421,7 @@ impl Request {
     /// make a write wait without taking 64 KiB. Also starts a fresh stall window: call it
     /// before each response, so time spent reading the next request never counts against it.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.clock.limit = timeout;
+        self.clock.limit = Limit::of(timeout);
         self.clock.reset();
     }
 
@@ -399,8 +468,12 @@ impl Request {
     /// rather than wait for another request. Mark a connection idle only after its last
     /// response was written, and busy again as soon as a byte of the next request arrives.
     pub fn set_idle(&mut self, idle: bool) -> bool {
+        // Mark, then check (see `Slot::still_running`).
+        if let Some(socket) = self.socket() {
+            socket.set_state(if idle { IDLE } else { BUSY });
+        }
         match &self.slot {
-            Some(slot) => slot.set_idle(idle),
+            Some(slot) => slot.still_running(),
             None => !self.shutdown.is_shutting_down(),
         }
     }
@@ -408,8 +481,8 @@ impl Request {
     /// Marks a new connection as quiet: its first request has not begun (see
     /// `shutdown::QUIET`). The next [`set_idle`](Self::set_idle) ends it.
     pub(crate) fn set_quiet(&mut self) {
-        if let Some(slot) = &self.slot {
-            slot.set_quiet();
+        if let Some(socket) = self.socket() {
+            socket.set_state(QUIET);
         }
     }
 
@@ -433,7 +506,7 @@ impl Request {
                 Arc::clone(socket)
             }
             Io::Stream { socket: None, .. } => return Err(closed()),
-            Io::Datagram { .. } => return Ok(true),
+            Io::Datagram(..) => return Ok(true),
         };
         let shared = Arc::clone(&self.shutdown.shared);
         let mut fds = vec![socket.as_fd()];
@@ -513,9 +586,9 @@ impl Request {
     /// protocol without a copy.
     pub(crate) fn take_packet(&mut self) -> Vec<u8> {
         match &mut self.io {
-            Io::Datagram { data, pos, .. } => {
-                *pos = 0;
-                std::mem::take(data)
+            Io::Datagram(d, _) => {
+                d.pos = 0;
+                std::mem::take(&mut d.data)
             }
             Io::Stream { .. } => Vec::new(),
         }
@@ -523,29 +596,24 @@ impl Request {
 
     /// Gives back what [`take_packet`](Self::take_packet) took.
     pub(crate) fn put_packet(&mut self, packet: Vec<u8>) {
-        if let Io::Datagram { data, pos, .. } = &mut self.io {
-            *data = packet;
-            *pos = 0;
+        if let Io::Datagram(d, _) = &mut self.io {
+            d.data = packet;
+            d.pos = 0;
         }
     }
 
     /// Sets a datagram's whole reply (sent when the request finishes), without a copy.
     pub(crate) fn set_reply(&mut self, bytes: Vec<u8>) {
-        if let Io::Datagram {
-            reply,
-            reply_wanted,
-            ..
-        } = &mut self.io
-        {
-            *reply = bytes;
-            *reply_wanted = true;
+        if let Io::Datagram(d, _) = &mut self.io {
+            d.reply = bytes;
+            d.reply_wanted = true;
         }
     }
 
     /// A datagram's reply buffer, once sent, for the next reply to reuse (empty for a stream).
     pub(crate) fn take_reply(&mut self) -> Vec<u8> {
         match &mut self.io {
-            Io::Datagram { reply, .. } => std::mem::take(reply),
+            Io::Datagram(d, _) => std::mem::take(&mut d.reply),
             Io::Stream { .. } => Vec::new(),
         }
     }
@@ -556,10 +624,10 @@ impl Request {
     }
 
     /// The connection's socket (stream requests not yet finished).
-    pub(crate) fn socket(&self) -> Option<&Arc<Socket>> {
+    pub(crate) fn socket(&self) -> Option<&Arc<Tracked>> {
         match &self.io {
             Io::Stream { socket, .. } => socket.as_ref(),
-            Io::Datagram { .. } => None,
+            Io::Datagram(..) => None,
         }
     }
 
@@ -570,7 +638,7 @@ impl Request {
             Io::Stream {
                 rbuf, rpos, wbuf, ..
             } => *rpos >= rbuf.len() && wbuf.is_empty(),
-            Io::Datagram { .. } => false,
+            Io::Datagram(..) => false,
         }
     }
 
@@ -586,7 +654,7 @@ impl Request {
     pub(crate) fn reply_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         match &self.io {
-            Io::Datagram { socket, .. } => Some(socket.as_raw_fd()),
+            Io::Datagram(_, socket) => Some(socket.as_raw_fd()),
             Io::Stream { .. } => None,
         }
     }
@@ -634,13 +702,13 @@ impl Request {
                 let _ = sock.shutdown(Shutdown::Write);
                 flushed
             }
-            Io::Datagram {
-                reply,
-                reply_wanted,
-                socket,
-                to,
-                ..
-            } => {
+            Io::Datagram(d, socket) => {
+                let Datagram {
+                    reply,
+                    reply_wanted,
+                    to,
+                    ..
+                } = &mut **d;
                 // A datagram reply's errors are its own (a full peer queue is not a timeout).
                 if *reply_wanted || !reply.is_empty() {
                     let sent = send_reply(socket, reply, &to.address());
@@ -735,7 +803,7 @@ fn wait_writable(
         if let Some(m) = metrics {
             m.timed_out(Timeout::Write);
         }
-        stalled(clock.limit)
+        stalled(clock.limit.get())
     })?;
     // Not ready in time: the next send meets `WouldBlock` and the clock's verdict.
     crate::sys::poll_one(sock.as_fd(), true, wait).map(drop)
@@ -885,7 +953,7 @@ impl Read for Request {
             return read_waiting(
                 &sock,
                 buf,
-                self.timeout,
+                self.timeout.get(),
                 self.read_deadline,
                 self.shutdown.shared.metrics(),
             );
@@ -909,7 +977,7 @@ impl BufRead for Request {
                 }
                 *rpos >= rbuf.len()
             }
-            Io::Datagram { .. } => false,
+            Io::Datagram(..) => false,
         };
         if needs_read {
             self.flush_writes()?;
@@ -923,21 +991,21 @@ impl BufRead for Request {
                 rbuf.resize(READ_BUF, 0);
                 *rpos = 0;
                 let metrics = self.shutdown.shared.metrics();
-                let r = read_waiting(sock, rbuf, self.timeout, self.read_deadline, metrics);
+                let r = read_waiting(sock, rbuf, self.timeout.get(), self.read_deadline, metrics);
                 rbuf.truncate(*r.as_ref().unwrap_or(&0));
                 r?;
             }
         }
         match &self.io {
             Io::Stream { rbuf, rpos, .. } => Ok(&rbuf[*rpos..]),
-            Io::Datagram { data, pos, .. } => Ok(&data[*pos..]),
+            Io::Datagram(d, _) => Ok(&d.data[d.pos..]),
         }
     }
 
     fn consume(&mut self, amt: usize) {
         match &mut self.io {
             Io::Stream { rbuf, rpos, .. } => *rpos = (*rpos + amt).min(rbuf.len()),
-            Io::Datagram { data, pos, .. } => *pos = (*pos + amt).min(data.len()),
+            Io::Datagram(d, _) => d.pos = (d.pos + amt).min(d.data.len()),
         }
     }
 }
@@ -972,16 +1040,16 @@ impl Write for Request {
                 }
                 Ok(buf.len())
             }
-            Io::Datagram { reply, .. } => {
-                reply.extend_from_slice(buf);
+            Io::Datagram(d, _) => {
+                d.reply.extend_from_slice(buf);
                 Ok(buf.len())
             }
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if let Io::Datagram { reply_wanted, .. } = &mut self.io {
-            *reply_wanted = true;
+        if let Io::Datagram(d, _) = &mut self.io {
+            d.reply_wanted = true;
         }
         self.flush_writes()
     }
@@ -1001,8 +1069,19 @@ impl Drop for Request {
         if let Some(slot) = slot.as_mut() {
             slot.unlist();
         }
-        if let Io::Stream { socket, .. } = &mut self.io {
-            socket.take();
+        match &mut self.io {
+            Io::Stream { socket, .. } => drop(socket.take()),
+            Io::Datagram(..) => {
+                let placeholder = Io::Stream {
+                    socket: None,
+                    rbuf: Vec::new(),
+                    rpos: 0,
+                    wbuf: Vec::new(),
+                };
+                if let Io::Datagram(datagram, _) = std::mem::replace(&mut self.io, placeholder) {
+                    datagram.recycle();
+                }
+            }
         }
         drop(slot);
     }
@@ -1015,5 +1094,27 @@ impl fmt::Debug for Request {
             .field("local", &self.local)
             .field("datagram", &self.is_datagram())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_keeps_its_duration_in_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Limit>(), 8);
+        for d in [
+            None,
+            Some(Duration::ZERO),
+            Some(Duration::from_millis(1500)),
+        ] {
+            assert_eq!(Limit::of(d).get(), d);
+        }
+        let years = Some(Duration::from_secs(100 * 365 * 86_400));
+        assert_eq!(Limit::of(years).get(), years);
+        // Beyond u64 nanoseconds (584 years): waiting forever, as `None` says.
+        assert_eq!(Limit::of(Some(Duration::MAX)).get(), None);
+        assert_eq!(Limit::default().get(), None);
     }
 }

@@ -6,10 +6,9 @@
 //! table lets a forced close reach every connection (shut its socket down) or child (kill it),
 //! so "close what remains" is real and not a hope.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,13 +21,79 @@ const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
 const CLOSING: u8 = 2;
 
-/// One row of the forced-close table.
-pub(crate) struct Listed {
-    entry: Entry,
-    /// What the connection is doing: [`BUSY`], [`IDLE`] between requests (see
-    /// `Request::set_idle`: a graceful shutdown closes it at once instead of waiting for its
-    /// deadline) or [`QUIET`], new and silent (closed [`QUIET_GRACE`] into the stop).
-    idle: Arc<AtomicU8>,
+/// An accepted connection's socket, shared by its request and the forced-close table, with
+/// what the connection is doing: [`BUSY`], [`IDLE`] between requests (see
+/// `Request::set_idle`: a graceful shutdown closes it at once instead of waiting for its
+/// deadline) or [`QUIET`], new and silent (closed [`QUIET_GRACE`] into the stop). One
+/// allocation holds both.
+pub(crate) struct Tracked {
+    socket: Socket,
+    state: AtomicU8,
+}
+
+impl Tracked {
+    pub(crate) fn new(socket: Socket) -> Arc<Tracked> {
+        Arc::new(Tracked {
+            socket,
+            state: AtomicU8::new(BUSY),
+        })
+    }
+
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    /// Records what the connection is doing ([`BUSY`], [`IDLE`] or [`QUIET`]).
+    pub(crate) fn set_state(&self, state: u8) {
+        self.state.store(state, SeqCst);
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(SeqCst)
+    }
+}
+
+impl std::ops::Deref for Tracked {
+    type Target = Socket;
+
+    fn deref(&self) -> &Socket {
+        &self.socket
+    }
+}
+
+/// The forced-close table: a slab, its free rows reused, so a row costs its entry and no
+/// hashing (every connection pays for its row).
+#[derive(Default)]
+struct Table {
+    rows: Vec<Option<Entry>>,
+    free: Vec<usize>,
+}
+
+impl Table {
+    fn insert(&mut self, entry: Entry) -> usize {
+        match self.free.pop() {
+            Some(row) => {
+                self.rows[row] = Some(entry);
+                row
+            }
+            None => {
+                self.rows.push(Some(entry));
+                self.rows.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, row: usize) {
+        if let Some(slot) = self.rows.get_mut(row)
+            && slot.take().is_some()
+        {
+            self.free.push(row);
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.rows.iter().flatten()
+    }
 }
 
 /// A connection in the middle of something.
@@ -44,7 +109,7 @@ pub(crate) const QUIET_GRACE: Duration = Duration::from_secs(1);
 /// What a forced close does to one piece of in-flight work.
 pub(crate) enum Entry {
     /// A connection: shut its socket down so a handler blocked on it returns at once.
-    Socket(Arc<Socket>),
+    Socket(Arc<Tracked>),
     /// A forked child: kill it.
     Process(i32),
     /// Nothing to interrupt (a datagram being handled).
@@ -98,8 +163,7 @@ pub(crate) struct Shared {
     /// `count` plus the places claimed for connections being accepted: what the connection
     /// limit is checked against, so that threads accepting at once never pass it.
     reserved: AtomicUsize,
-    next_id: AtomicU64,
-    table: Mutex<HashMap<u64, Listed>>,
+    table: Mutex<Table>,
     /// Stream listeners, shut down by whoever asks for the stop (see `stop_listening`).
     /// Emptied when the loop closes the listeners, so their fds do not outlive the close.
     /// Listeners this server bound itself (an adopted socket belongs to whoever bound it:
@@ -147,8 +211,7 @@ impl Shared {
             last_looks: AtomicUsize::new(0),
             count: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
-            next_id: AtomicU64::new(0),
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
             listening: Mutex::new(listening),
             fork,
             inline,
@@ -322,9 +385,9 @@ impl Shared {
     /// stop.
     pub(crate) fn close_quiet(&self) {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        for listed in table.values() {
-            if listed.idle.load(SeqCst) == QUIET
-                && let Entry::Socket(socket) = &listed.entry
+        for entry in table.entries() {
+            if let Entry::Socket(socket) = entry
+                && socket.state() == QUIET
             {
                 let _ = socket.shutdown(Shutdown::Both);
             }
@@ -333,11 +396,11 @@ impl Shared {
 
     fn close_listed(&self, only_idle: bool) {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        for listed in table.values() {
-            if only_idle && listed.idle.load(SeqCst) != IDLE {
+        for entry in table.entries() {
+            if only_idle && !matches!(entry, Entry::Socket(s) if s.state() == IDLE) {
                 continue;
             }
-            match &listed.entry {
+            match entry {
                 Entry::Socket(socket) => {
                     let _ = socket.shutdown(Shutdown::Both);
                 }
@@ -370,11 +433,8 @@ impl Drop for LastLook {
 /// drop, and listed in the table until then so a forced close can reach it.
 pub(crate) struct Slot {
     shared: Arc<Shared>,
-    id: u64,
-    listed: bool,
-    /// Shared with the table's entry; only work on the table has one (a datagram has not,
-    /// which saves it an allocation).
-    idle: Option<Arc<AtomicU8>>,
+    /// Its row in the table, while it is listed there.
+    row: Option<usize>,
 }
 
 /// A place among the in-flight work taken before a connection is accepted, so that several
@@ -430,82 +490,57 @@ impl Slot {
     /// A slot for a place already reserved.
     fn listed(shared: &Arc<Shared>, entry: Entry) -> Slot {
         shared.count.fetch_add(1, SeqCst);
-        let id = shared.next_id.fetch_add(1, SeqCst);
-        let listed = !matches!(entry, Entry::Nothing);
-        let idle = listed.then(|| Arc::new(AtomicU8::new(BUSY)));
-        if let Some(idle) = &idle {
-            let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
-            if shared.is_closing()
-                && let Entry::Socket(socket) = &entry
-            {
-                // Accepted just before a forced close that could not see it yet.
-                let _ = socket.shutdown(Shutdown::Both);
-            }
-            table.insert(
-                id,
-                Listed {
-                    entry,
-                    idle: Arc::clone(idle),
-                },
-            );
-        }
-        Slot {
+        let mut slot = Slot {
             shared: Arc::clone(shared),
-            id,
-            listed,
-            idle,
+            row: None,
+        };
+        if !matches!(entry, Entry::Nothing) {
+            slot.relist(entry);
         }
+        slot
     }
 
-    /// Marks the connection as waiting between requests (or not). Returns `false` when the
-    /// server is shutting down: the caller should close instead of waiting for a request.
-    pub(crate) fn set_idle(&self, idle: bool) -> bool {
-        // Store, then check: a concurrent `shutdown` either sees the flag (and shuts the
-        // socket down) or is seen here.
-        if let Some(state) = &self.idle {
-            state.store(if idle { IDLE } else { BUSY }, SeqCst);
-        }
+    /// Whether the server still runs: `false` once it is shutting down, when a connection
+    /// marked idle should close instead of waiting for a request. Called after the mark (see
+    /// `Request::set_idle`): a concurrent `shutdown` either sees the mark (and shuts the
+    /// socket down) or is seen here.
+    pub(crate) fn still_running(&self) -> bool {
         self.shared.is_running()
     }
 
-    /// Marks a new connection as quiet: no request begun yet (see [`QUIET`]). The next
-    /// `set_idle` ends it.
-    pub(crate) fn set_quiet(&self) {
-        if let Some(state) = &self.idle {
-            state.store(QUIET, SeqCst);
-        }
-    }
-
-    /// Replaces what a forced close does (a forked connection becomes its child process).
+    /// Lists the work, or replaces what a forced close does to it (a forked connection
+    /// becomes its child process).
     pub(crate) fn relist(&mut self, entry: Entry) {
         let mut table = self
             .shared
             .table
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let idle = self
-            .idle
-            .get_or_insert_with(|| Arc::new(AtomicU8::new(BUSY)));
-        table.insert(
-            self.id,
-            Listed {
-                entry,
-                idle: Arc::clone(idle),
-            },
-        );
-        self.listed = true;
+        if self.shared.is_closing()
+            && let Entry::Socket(socket) = &entry
+        {
+            // Accepted just before a forced close that could not see it yet.
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        match self.row {
+            Some(row) => {
+                if let Some(listed) = table.rows.get_mut(row) {
+                    *listed = Some(entry);
+                }
+            }
+            None => self.row = Some(table.insert(entry)),
+        }
     }
 
     /// Takes the work off the table before its socket is closed, so a forced close never
     /// touches a socket after it is gone.
     pub(crate) fn unlist(&mut self) {
-        if self.listed {
-            self.listed = false;
+        if let Some(row) = self.row.take() {
             self.shared
                 .table
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&self.id);
+                .remove(row);
         }
     }
 
@@ -527,7 +562,7 @@ impl Drop for Slot {
 
 impl fmt::Debug for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slot").field("id", &self.id).finish()
+        f.debug_struct("Slot").field("row", &self.row).finish()
     }
 }
 
@@ -625,5 +660,43 @@ impl fmt::Debug for ShutdownHandle {
         f.debug_struct("ShutdownHandle")
             .field("shutting_down", &self.is_shutting_down())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_reuses_the_rows_it_frees() {
+        let mut table = Table::default();
+        let a = table.insert(Entry::Process(1));
+        let b = table.insert(Entry::Process(2));
+        assert_ne!(a, b);
+        table.remove(a);
+        table.remove(a); // twice: nothing more happens
+        assert_eq!(table.free, vec![a]);
+        let c = table.insert(Entry::Process(3));
+        assert_eq!(c, a, "a freed row is taken before the table grows");
+        assert_eq!(table.rows.len(), 2);
+        let pids: Vec<i32> = table
+            .entries()
+            .filter_map(|e| match e {
+                Entry::Process(pid) => Some(*pid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pids, vec![3, 2]);
+        table.remove(99); // never listed: ignored
+    }
+
+    #[test]
+    fn a_tracked_socket_carries_its_state() {
+        let socket = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let tracked = Tracked::new(socket);
+        assert_eq!(tracked.state(), BUSY);
+        tracked.set_state(IDLE);
+        assert_eq!(tracked.state(), IDLE);
+        assert_eq!(tracked.socket().r#type().unwrap(), socket2::Type::STREAM);
     }
 }

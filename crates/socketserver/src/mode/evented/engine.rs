@@ -132,6 +132,11 @@ impl Input {
         &self.buf[self.pos..self.end]
     }
 
+    /// The buffer itself, for reuse (its contents are not the unconsumed bytes).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.end - self.pos
     }

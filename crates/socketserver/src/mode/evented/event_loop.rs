@@ -92,14 +92,112 @@ pub(super) struct LoopHandle {
     pub(super) thread: Option<JoinHandle<()>>,
 }
 
+/// A connection's answer in progress: its output and the stall window of its writes (the
+/// same as `Request`'s on the blocking side: while output waits, the driver's deadline runs
+/// from when it opened, so a reader taking a little now and then is cut off too).
+#[derive(Default)]
+pub(super) struct Outgoing {
+    output: Output,
+    clock: WriteClock,
+}
+
+/// Emptied [`Outgoing`]s kept for the next connections to answer. Boxed: a box moves
+/// between the pool and an entry as a pointer, and an entry holds only that pointer.
+#[allow(clippy::vec_box)]
+type Outgoings = Vec<Box<Outgoing>>;
+
+/// Where a connection keeps its [`Outgoing`]: boxed, and only while it answers. An idle
+/// connection holds none (what an entry holds inline, every connection pays for); the loop
+/// lends emptied ones to the connections that answer next (`EventLoop::outputs`), so a busy
+/// one allocates none per answer.
+#[derive(Default)]
+struct Held(Option<Box<Outgoing>>);
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|o| o.output.is_empty())
+    }
+
+    fn is_backed_up(&self) -> bool {
+        self.0.as_ref().is_some_and(|o| o.output.is_backed_up())
+    }
+
+    /// When the output began to wait for the peer, while it waits.
+    fn stalled_since(&self) -> Option<Instant> {
+        self.0.as_ref().and_then(|o| o.clock.since())
+    }
+
+    /// The connection's output, lent from `pool` (or new) when it holds none.
+    fn get<'a>(&'a mut self, pool: &mut Outgoings) -> &'a mut Outgoing {
+        self.0.get_or_insert_with(|| pool.pop().unwrap_or_default())
+    }
+
+    /// Gives an emptied output back to `pool`, or lets it go when the pool is full or it
+    /// keeps too much memory.
+    fn release(&mut self, pool: &mut Outgoings) {
+        if !self.is_empty() {
+            return;
+        }
+        let Some(mut held) = self.0.take() else {
+            return;
+        };
+        if held.output.kept() <= OUTPUT_KEPT_MAX
+            && pool.len() < OUTPUT_POOL
+            && let Some(used) = held.output.take_for_reuse()
+        {
+            held.output = used;
+            held.clock.reset();
+            pool.push(held);
+        }
+    }
+}
+
+/// Where a connection keeps its unconsumed input: boxed, and only while there is some (or
+/// while it has the loop's read buffer, `EventLoop::scratch`, lent for a read).
+#[derive(Default)]
+struct Received(Option<Box<Input>>);
+
+impl Received {
+    /// A buffer of their own size holding `bytes` (none when there are none).
+    fn copy_of(bytes: &[u8]) -> Received {
+        Received((!bytes.is_empty()).then(|| Box::new(Input::from_vec(bytes.to_vec()))))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |input| input.bytes())
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |input| input.len())
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |input| input.capacity())
+    }
+
+    /// Forgets every byte (the allocation is kept).
+    fn clear(&mut self) {
+        if let Some(input) = self.0.as_mut() {
+            input.clear();
+        }
+    }
+
+    /// The buffer, an empty one made when there is none.
+    fn get(&mut self) -> &mut Input {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
 /// One connection owned by a loop.
 struct Entry {
     /// `None` while a worker has the connection.
     request: Option<Request>,
     driver: Option<Box<dyn Driver>>,
     generation: u64,
-    input: Input,
-    output: Output,
+    /// Received bytes not consumed yet, if any (an idle connection holds none).
+    input: Received,
+    /// The answer in progress, if any (an idle connection holds none).
+    output: Held,
     readable: bool,
     /// An event said the peer's side is closed (or in error): read on to the end, as a short
     /// read no longer means that nothing more is coming before the next event.
@@ -114,17 +212,14 @@ struct Entry {
     quiet: bool,
     /// Unconsumed input waits for the output to drain: call the driver again then.
     resume: bool,
-    /// Closing, output sent, discarding what the peer still sends.
-    linger: Option<Linger>,
+    /// Closing, output sent, discarding what the peer still sends (boxed: rare, and every
+    /// connection pays for what an entry holds inline).
+    linger: Option<Box<Linger>>,
     last: Instant,
     /// The deadline currently in the timer heap, if any.
     armed: Option<Instant>,
     /// Waiting for a place in the workers' queue (see [`Busy`]): not driven meanwhile.
     parked: bool,
-    /// The write stall window, the same as `Request`'s on the blocking side: while output
-    /// waits, the driver's deadline runs from when it opened, so a reader taking a little now
-    /// and then is cut off too.
-    write_clock: WriteClock,
     /// A PROXY protocol header is still to come, due by then: the loop reads it before the
     /// driver sees a byte.
     proxy: Option<Instant>,
@@ -148,11 +243,11 @@ pub(super) struct EventLoop {
     again: Vec<(usize, u64)>,
     /// The read buffer lent to whichever connection reads with nothing left over, so an
     /// idle connection holds no buffer of its own.
-    scratch: Input,
+    scratch: Received,
     /// Outputs (their queue and a sent buffer) taken back from connections gone quiet, lent
     /// to those that read a request next: an idle keep-alive connection holds no output
     /// memory, and a busy one allocates none per answer.
-    outputs: Vec<Output>,
+    outputs: Outgoings,
     flavor: Flavor,
     timeout: Option<Duration>,
     /// Set when this loop accepts by itself.
@@ -205,7 +300,7 @@ impl EventLoop {
             generations: 0,
             timers: Timers::default(),
             again: Vec::new(),
-            scratch: Input::default(),
+            scratch: Received::default(),
             outputs: Vec::new(),
             flavor,
             timeout,
@@ -436,8 +531,8 @@ impl EventLoop {
             request: Some(request),
             driver: Some(driver),
             generation: self.generations,
-            input: Input::default(),
-            output: Output::default(),
+            input: Received::default(),
+            output: Held::default(),
             readable: true,
             hup: false,
             writable: true,
@@ -450,7 +545,6 @@ impl EventLoop {
             last: Instant::now(),
             armed: None,
             parked: false,
-            write_clock: WriteClock::default(),
             proxy,
         });
         self.drive(token);
@@ -474,12 +568,13 @@ impl EventLoop {
         }
         let usable = request.socket().is_some();
         entry.request = Some(request);
-        entry.output = output;
-        entry.write_clock.reset();
+        let held = entry.output.get(&mut self.outputs);
+        held.output = output;
+        held.clock.reset();
         entry.resume = !input.is_empty() || driver.pending_input();
         entry.driver = Some(driver);
         // What the worker read ahead (pipelined requests), in a buffer of its own size.
-        entry.input = Input::from_vec(input.as_slice().to_vec());
+        entry.input = Received::copy_of(&input);
         entry.readable = true;
         entry.writable = true;
         entry.last = Instant::now();
@@ -541,7 +636,13 @@ impl EventLoop {
         // Busy until the worker is done (a stop then lets it finish).
         request.set_idle(false);
         entry.idle = false;
-        let mut output = std::mem::take(&mut entry.output);
+        // The output goes to the worker; its box stays, empty, for the answer coming back.
+        let mut output = entry
+            .output
+            .0
+            .as_mut()
+            .map(|held| std::mem::take(&mut held.output))
+            .unwrap_or_default();
         // The worker gets a copy of the unconsumed bytes; a big read buffer stays with the
         // loop.
         let mut input = entry.input.bytes().to_vec();
@@ -632,24 +733,26 @@ impl EventLoop {
             let Some(socket) = request.socket().map(Arc::clone) else {
                 return self.close(token);
             };
-            if !entry.output.is_empty() && entry.writable {
-                let sent = match entry.output.send(&socket, WRITE_BUDGET) {
+            if entry.writable
+                && let Some(out) = entry.output.0.as_mut().filter(|o| !o.output.is_empty())
+            {
+                let sent = match out.output.send(&socket, WRITE_BUDGET) {
                     Ok(sent) => sent,
                     Err(_) => return self.close(token),
                 };
                 let (Sent::Drained(n) | Sent::Blocked(n) | Sent::Budget(n)) = sent;
                 if n > 0 {
                     entry.last = self.now;
-                    entry.write_clock.taken(n);
+                    out.clock.taken(n);
                     if let Some(m) = request.shutdown_ref().shared.metrics() {
                         m.sent(n);
                     }
                 }
                 match sent {
-                    Sent::Drained(_) => entry.write_clock.reset(),
+                    Sent::Drained(_) => out.clock.reset(),
                     Sent::Blocked(_) => {
                         entry.writable = false;
-                        entry.write_clock.open();
+                        out.clock.open();
                     }
                     Sent::Budget(_) => {
                         // Others get their turn; this one goes on in the next.
@@ -681,13 +784,13 @@ impl EventLoop {
                 // did not read.
                 if fresh {
                     let _ = socket.shutdown(std::net::Shutdown::Write);
-                    entry.linger = Some(Linger::start(Instant::now()));
+                    entry.linger = Some(Box::new(Linger::start(Instant::now())));
                 }
                 if !entry.readable {
                     break;
                 }
                 let mut sink = [0u8; 16 * 1024];
-                match (&*socket).read(&mut sink) {
+                match socket.socket().read(&mut sink) {
                     Ok(0) => return self.close(token),
                     Ok(n) => {
                         if let Some(m) = request.shutdown_ref().shared.metrics() {
@@ -715,7 +818,7 @@ impl EventLoop {
                 }
                 budget -= 1;
                 entry.resume = false;
-                let step = call(entry, self.flavor, |d, c| d.data(c));
+                let step = call(entry, &mut self.outputs, self.flavor, |d, c| d.data(c));
                 entry.resume = resume_after(entry);
                 if !self.apply(token, step) {
                     return;
@@ -743,10 +846,11 @@ impl EventLoop {
             if entry.input.len() == 0 && entry.input.capacity() < READ_SIZE {
                 std::mem::swap(&mut entry.input, &mut self.scratch);
             }
-            let spare = entry.input.spare(room.min(READ_SIZE));
+            let input = entry.input.get();
+            let spare = input.spare(room.min(READ_SIZE));
             let offered = spare.len();
-            let got = (&*socket).read(spare);
-            entry.input.commit(offered, *got.as_ref().unwrap_or(&0));
+            let got = socket.socket().read(spare);
+            input.commit(offered, *got.as_ref().unwrap_or(&0));
             if let (Ok(n), Some(m)) = (&got, request.shutdown_ref().shared.metrics()) {
                 m.received(*n);
             }
@@ -762,7 +866,7 @@ impl EventLoop {
                     match crate::proxy::parse(entry.input.bytes()) {
                         Ok(None) => {}
                         Ok(Some(header)) => {
-                            entry.input.consume(header.len);
+                            entry.input.get().consume(header.len);
                             entry.proxy = None;
                             entry.last = self.now;
                             request.proxy_header_read(header.source);
@@ -777,7 +881,7 @@ impl EventLoop {
                 }
                 Ok(0) => {
                     entry.eof = true;
-                    let step = call(entry, self.flavor, |d, c| d.eof(c));
+                    let step = call(entry, &mut self.outputs, self.flavor, |d, c| d.eof(c));
                     if step == Step::Continue {
                         Step::Close
                     } else {
@@ -792,12 +896,7 @@ impl EventLoop {
                         entry.readable = false;
                     }
                     entry.last = self.now;
-                    if entry.output.kept() == 0
-                        && let Some(output) = self.outputs.pop()
-                    {
-                        entry.output = output;
-                    }
-                    let step = call(entry, self.flavor, |d, c| d.data(c));
+                    let step = call(entry, &mut self.outputs, self.flavor, |d, c| d.data(c));
                     entry.resume = resume_after(entry);
                     step
                 }
@@ -824,11 +923,13 @@ impl EventLoop {
         // unconsumed bytes move to a buffer of their own size.
         if entry.input.capacity() >= READ_SIZE && entry.input.len() <= KEEP_SMALL {
             let mut big = std::mem::take(&mut entry.input);
-            entry.input = Input::from_vec(big.bytes().to_vec());
+            entry.input = Received::copy_of(big.bytes());
             if self.scratch.capacity() < READ_SIZE {
                 big.clear();
                 self.scratch = big;
             }
+        } else if entry.input.len() == 0 {
+            entry.input = Received::default();
         }
         let (Some(request), Some(driver)) = (entry.request.as_mut(), entry.driver.as_ref()) else {
             return;
@@ -837,13 +938,8 @@ impl EventLoop {
             && entry.output.is_empty()
             && entry.input.len() == 0
             && entry.proxy.is_none();
-        if still
-            && entry.output.kept() > 0
-            && let Some(used) = entry.output.take_for_reuse()
-            && used.kept() <= OUTPUT_KEPT_MAX
-            && self.outputs.len() < OUTPUT_POOL
-        {
-            self.outputs.push(used);
+        if still {
+            entry.output.release(&mut self.outputs);
         }
         let idle = still && driver.is_idle();
         let quiet = still && !idle && driver.is_quiet();
@@ -935,7 +1031,7 @@ impl EventLoop {
                             Timeout::Header
                         });
                     }
-                    let step = call(entry, flavor, |d, c| d.timed_out(c));
+                    let step = call(entry, &mut self.outputs, flavor, |d, c| d.timed_out(c));
                     // One more chance to send a last answer (an HTTP 408), within its own
                     // deadline; a second expiry closes for good.
                     entry.last = now;
@@ -1022,10 +1118,10 @@ fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) ->
     if let Some(due) = entry.proxy {
         return Some(due);
     }
-    match entry.linger {
+    match &entry.linger {
         Some(linger) => Some(linger.until),
         None if !entry.output.is_empty() => driver.deadline(
-            entry.write_clock.since().unwrap_or(entry.last),
+            entry.output.stalled_since().unwrap_or(entry.last),
             timeout,
             true,
         ),
@@ -1037,6 +1133,7 @@ fn deadline_of(entry: &Entry, driver: &dyn Driver, timeout: Option<Duration>) ->
 /// aborts that connection only).
 fn call(
     entry: &mut Entry,
+    outputs: &mut Outgoings,
     flavor: Flavor,
     f: impl FnOnce(&mut dyn Driver, &mut Conn<'_>) -> Step,
 ) -> Step {
@@ -1044,8 +1141,8 @@ fn call(
         return Step::Abort;
     };
     let mut conn = Conn {
-        input: &mut entry.input,
-        output: &mut entry.output,
+        input: entry.input.get(),
+        output: &mut entry.output.get(outputs).output,
         peer: request.peer(),
         local: request.local(),
         datagram: false,
@@ -1062,5 +1159,68 @@ fn call(
             );
             Step::Abort
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs is mostly what its entry and request hold inline:
+    /// every connection pays for a field there, busy or not (bench/idle_memory.py measures
+    /// the whole). What only a busy connection needs is boxed and pooled instead.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        let entry = std::mem::size_of::<Entry>();
+        let request = std::mem::size_of::<Request>();
+        assert!(request <= 208, "Request is {request} bytes");
+        assert!(
+            entry <= request + 112,
+            "Entry is {entry} bytes, its Request {request}"
+        );
+    }
+
+    #[test]
+    fn an_output_goes_back_to_the_pool_only_when_empty() {
+        let mut pool = Vec::new();
+        let mut held = Held::default();
+        assert!(held.is_empty() && !held.is_backed_up() && held.stalled_since().is_none());
+        held.get(&mut pool).output.write(b"answer");
+        held.get(&mut pool).clock.open();
+        assert!(!held.is_empty() && held.stalled_since().is_some());
+        held.release(&mut pool);
+        assert!(
+            pool.is_empty(),
+            "an output with bytes waiting stays with its connection"
+        );
+        let sent = held.0.as_mut().map(|o| o.output.take_bytes());
+        assert_eq!(sent.and_then(Result::ok).as_deref(), Some(&b"answer"[..]));
+        held.release(&mut pool);
+        assert!(held.0.is_none() && pool.len() == 1);
+        // The next connection to answer gets it back, its clock reset and nothing queued.
+        let mut next = Held::default();
+        let lent = next.get(&mut pool);
+        assert!(lent.output.is_empty() && lent.clock.since().is_none() && !lent.output.touched);
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn unconsumed_input_is_kept_in_a_buffer_of_its_size() {
+        assert!(Received::copy_of(b"").0.is_none());
+        let mut kept = Received::copy_of(b"GET");
+        assert_eq!(
+            (kept.bytes(), kept.len(), kept.capacity()),
+            (&b"GET"[..], 3, 3)
+        );
+        kept.clear();
+        assert_eq!(kept.len(), 0);
+        let mut none = Received::default();
+        assert_eq!(
+            (none.bytes(), none.len(), none.capacity()),
+            (&b""[..], 0, 0)
+        );
+        none.get().spare(4)[..2].copy_from_slice(b"ab");
+        none.get().commit(4, 2);
+        assert_eq!(none.bytes(), b"ab");
     }
 }

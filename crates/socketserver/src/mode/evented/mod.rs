@@ -245,6 +245,8 @@ impl Evented {
         if let Some(empty) = output.take_for_reuse() {
             self.replies = empty;
         }
+        // The packet's buffer goes back with the request, whose box the next datagram reuses.
+        request.put_packet(input.into_vec());
         if let Some(error) = failure {
             if let Some(m) = request.shutdown_ref().shared.metrics() {
                 m.handler_error();
