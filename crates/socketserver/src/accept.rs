@@ -39,16 +39,23 @@ pub(crate) struct Port {
     pub(crate) local: Arc<Address>,
     /// Edge-triggered readiness not yet drained to `WouldBlock`.
     pub(crate) ready: bool,
+    /// A TCP listener with `TCP_NODELAY` set, which the connections it accepts inherit
+    /// (Linux): they need no `setsockopt` of their own.
+    pub(crate) inherits_nodelay: bool,
 }
 
 impl Port {
     /// A port to accept from; `ready` when its first readiness edge may already be past.
     pub(crate) fn new(socket: Arc<Socket>, kind: Kind, local: Arc<Address>, ready: bool) -> Port {
+        let inherits_nodelay = cfg!(any(target_os = "linux", target_os = "android"))
+            && kind == Kind::Tcp
+            && socket.tcp_nodelay().unwrap_or(false);
         Port {
             socket,
             kind,
             local,
             ready,
+            inherits_nodelay,
         }
     }
 }
@@ -441,8 +448,8 @@ impl Intake {
         // Every stream socket is non-blocking (accepted so): a request waits for its peer with
         // `poll(2)` deadlines (see `Request`), and the event loops need nothing changed to
         // take it.
-        if port.kind == Kind::Tcp && self.settings.nodelay {
-            let _ = conn.set_tcp_nodelay(true);
+        if port.kind == Kind::Tcp && self.settings.nodelay != port.inherits_nodelay {
+            let _ = conn.set_tcp_nodelay(self.settings.nodelay);
         }
         let conn = Tracked::new(conn);
         let slot = Slot::claimed(claim, Entry::Socket(Arc::clone(&conn)));
@@ -542,10 +549,15 @@ mod tests {
     use std::net::TcpStream;
 
     fn listening() -> (Listener, Arc<Shared>, mio::Poll) {
+        listening_with(true)
+    }
+
+    fn listening_with(nodelay: bool) -> (Listener, Arc<Shared>, mio::Poll) {
         let options = SocketOptions {
             backlog: 16,
             reuse_address: true,
             reuse_port: false,
+            nodelay,
         };
         let listener =
             Listener::bind_with(&"tcp://127.0.0.1:0".parse().unwrap(), &options).unwrap();
@@ -610,6 +622,43 @@ mod tests {
             intake.accept(usize::MAX, |r| taken.push(r)).unwrap();
         }
         assert_eq!(taken.len(), 1, "the second client is taken");
+    }
+
+    #[test]
+    fn accepted_tcp_connections_get_tcp_nodelay_from_the_listener_or_of_their_own() {
+        // (listener has it, the server wants it): what the accepted connection has.
+        for (on_listener, wanted) in [(true, true), (false, true), (false, false), (true, false)] {
+            let (listener, shared, _poll) = listening_with(on_listener);
+            let addr = listener.local.socket_addr().unwrap();
+            let port = Port::new(
+                Arc::clone(&listener.socket),
+                listener.kind,
+                Arc::new(listener.local.clone()),
+                true,
+            );
+            assert_eq!(port.inherits_nodelay, on_listener);
+            let settings = Settings {
+                nodelay: wanted,
+                timeout: None,
+                limit: None,
+                max_packet_size: 1500,
+                proxy: None,
+            };
+            let handler: Arc<dyn Handler> = Arc::new(|_: &mut Request| Ok(()));
+            let mut intake = Intake::new(vec![port], shared, handler, settings, AtLimit::Server);
+            let _client = TcpStream::connect(addr).unwrap();
+            let mut taken = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while taken.is_empty() && Instant::now() < deadline {
+                intake.accept(usize::MAX, |r| taken.push(r)).unwrap();
+            }
+            let socket = taken.first().and_then(|r| r.socket()).expect("accepted");
+            assert_eq!(
+                socket.tcp_nodelay().unwrap(),
+                wanted,
+                "listener {on_listener}, wanted {wanted}"
+            );
+        }
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl Default for Config {
                 backlog: crate::transport::DEFAULT_BACKLOG,
                 reuse_address: true,
                 reuse_port: false,
+                nodelay: true,
             },
             nodelay: true,
             max_packet_size: 64 * 1024,
@@ -169,6 +170,7 @@ impl ServerBuilder {
     /// Nagle/delayed-ACK stall). Default: `true`.
     pub fn nodelay(mut self, nodelay: bool) -> Self {
         self.config.nodelay = nodelay;
+        self.config.socket.nodelay = nodelay;
         self
     }
 

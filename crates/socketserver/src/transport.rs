@@ -38,6 +38,9 @@ pub(crate) struct SocketOptions {
     pub(crate) backlog: i32,
     pub(crate) reuse_address: bool,
     pub(crate) reuse_port: bool,
+    /// `TCP_NODELAY` on a TCP listener: on Linux the connections it accepts inherit it, which
+    /// saves a `setsockopt` per connection (see `accept::Port::inherits_nodelay`).
+    pub(crate) nodelay: bool,
 }
 
 /// A bound socket ready to serve: made by the server builder from an [`Address`], or adopted
@@ -228,6 +231,7 @@ impl Listener {
             backlog: i32::try_from(backlog).unwrap_or(i32::MAX),
             reuse_address: true,
             reuse_port,
+            nodelay: false,
         };
         Listener::bind_with(addr, &opts)
     }
@@ -343,6 +347,9 @@ fn bind_inet(addr: std::net::SocketAddr, kind: Kind, opts: &SocketOptions) -> io
     }
     socket.bind(&addr.into())?;
     if kind == Kind::Tcp {
+        if opts.nodelay {
+            socket.set_tcp_nodelay(true)?;
+        }
         socket.listen(opts.backlog)?;
     }
     prepare(&socket, kind)?;
