@@ -528,7 +528,8 @@ impl Request {
     /// `UnexpectedEof` if the file is shorter than promised (it shrank while being sent), and
     /// with `TimedOut` under the connection's timeout like any write.
     pub fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        self.flush_writes()?;
+        // What was written before (a response head) and the file leave in full segments.
+        self.flush_writes_with(if len > 0 { SEND_MORE_FLAGS } else { SEND_FLAGS })?;
         if let Io::Stream {
             socket: Some(sock), ..
         } = &self.io
@@ -695,7 +696,7 @@ impl Request {
                     return Ok(());
                 };
                 let metrics = self.shutdown.shared.metrics();
-                let (_, flushed) = write_all(sock, wbuf, &mut self.clock, metrics);
+                let (_, flushed) = write_all(sock, wbuf, SEND_FLAGS, &mut self.clock, metrics);
                 wbuf.clear();
                 // Shut the write side down so the peer reads EOF even while another process
                 // (a forked child's parent, say) still holds the fd.
@@ -726,6 +727,11 @@ impl Request {
     }
 
     fn flush_writes(&mut self) -> io::Result<()> {
+        self.flush_writes_with(SEND_FLAGS)
+    }
+
+    /// [`flush_writes`](Self::flush_writes) with these `send` flags.
+    fn flush_writes_with(&mut self, flags: i32) -> io::Result<()> {
         match &mut self.io {
             Io::Stream {
                 socket: Some(sock),
@@ -735,7 +741,7 @@ impl Request {
                 // Keep what was not sent: the bytes `write` accepted stay in order even if
                 // the caller retries after a timeout.
                 let metrics = self.shutdown.shared.metrics();
-                let (sent, r) = write_all(sock, wbuf, &mut self.clock, metrics);
+                let (sent, r) = write_all(sock, wbuf, flags, &mut self.clock, metrics);
                 wbuf.drain(..sent);
                 r
             }
@@ -876,18 +882,28 @@ pub(crate) const SEND_FLAGS: i32 = nix::libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) const SEND_FLAGS: i32 = 0;
 
+/// [`SEND_FLAGS`] for bytes a file's `sendfile(2)` follows at once (a response head): more is
+/// coming, so the kernel holds a partial segment for it instead of sending the head in a
+/// packet of its own (as nginx's `tcp_nopush` does with `TCP_CORK`, in no extra call). The
+/// `sendfile` after it pushes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) const SEND_MORE_FLAGS: i32 = SEND_FLAGS | nix::libc::MSG_MORE;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) const SEND_MORE_FLAGS: i32 = SEND_FLAGS;
+
 /// Sends all of `buf` on the (non-blocking) stream socket, waiting for the peer within the
 /// write clock's window; returns how much was sent and how it ended.
 fn write_all(
     sock: &Socket,
     buf: &[u8],
+    flags: i32,
     clock: &mut WriteClock,
     metrics: Option<&Metrics>,
 ) -> (usize, io::Result<()>) {
     let mut sent = 0;
     let mut waited = false;
     while sent < buf.len() {
-        match sock.send_with_flags(&buf[sent..], SEND_FLAGS) {
+        match sock.send_with_flags(&buf[sent..], flags) {
             Ok(0) => return (sent, Err(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 sent += n;
@@ -1029,7 +1045,7 @@ impl Write for Request {
                 self.flush_writes()?;
                 if buf.len() >= WRITE_BUF {
                     let metrics = self.shutdown.shared.metrics();
-                    match write_all(&sock, buf, &mut self.clock, metrics) {
+                    match write_all(&sock, buf, SEND_FLAGS, &mut self.clock, metrics) {
                         (_, Ok(())) => {}
                         // Report the part that went out; the next write meets the error.
                         (sent, Err(_)) if sent > 0 => return Ok(sent),

@@ -190,6 +190,32 @@ pub(crate) fn sendfile(
     nix::sys::sendfile::sendfile(out, file, Some(offset), count).map_err(io::Error::from)
 }
 
+/// Segments a TCP socket has sent (`tcpi_segs_out` of `TCP_INFO`, at its offset in the
+/// kernel's `struct tcp_info` since Linux 4.2): how tests see what leaves in one packet.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn tcp_segments_out(socket: &Socket) -> io::Result<u32> {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as nix::libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info` and sets `len` to how many.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    info.get(136..140)
+        .filter(|_| len >= 140)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+        .ok_or_else(|| io::Error::other("TCP_INFO without tcpi_segs_out (Linux before 4.2)"))
+}
+
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) fn sendfile(
     _out: &Socket,

@@ -356,7 +356,12 @@ impl Output {
     pub(crate) fn send(&mut self, socket: &socket2::Socket, limit: usize) -> io::Result<Sent> {
         let mut sent = 0usize;
         let mut work = 0usize;
-        while let Some(front) = self.chunks.front_mut() {
+        loop {
+            // A file follows these bytes directly: tell the kernel more is coming.
+            let file_next = matches!(self.chunks.get(1), Some(Chunk::File { .. }));
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             if sent >= limit {
                 return Ok(Sent::Budget(sent));
             }
@@ -385,7 +390,12 @@ impl Output {
                     continue;
                 }
                 Chunk::Bytes(buf, pos) => {
-                    match socket.send_with_flags(&buf[*pos..], crate::request::SEND_FLAGS) {
+                    let flags = if file_next {
+                        crate::request::SEND_MORE_FLAGS
+                    } else {
+                        crate::request::SEND_FLAGS
+                    };
+                    match socket.send_with_flags(&buf[*pos..], flags) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => {
                             sent += n;
@@ -719,6 +729,37 @@ mod tests {
         let mut got = vec![0u8; 4000];
         std::io::Read::read_exact(&mut &peer, &mut got).unwrap();
         assert!(got[..2000].iter().all(|&b| b == 0) && got[2000..].iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_head_and_the_file_after_it_leave_in_one_segment() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let ours = Socket::from(listener.accept().unwrap().0);
+        ours.set_tcp_nodelay(true).unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let body: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&body).unwrap();
+        let before = crate::sys::tcp_segments_out(&ours).unwrap();
+        let mut output = Output::default();
+        output.write(b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n");
+        output.send_file(file, 0, body.len() as u64);
+        assert!(matches!(
+            output.send(&ours, usize::MAX).unwrap(),
+            Sent::Drained(_)
+        ));
+        // Without MSG_MORE on the head, TCP_NODELAY sends it alone: two segments.
+        assert_eq!(
+            crate::sys::tcp_segments_out(&ours).unwrap() - before,
+            1,
+            "head and body in one segment"
+        );
+        let mut got = vec![0u8; 42 + body.len()];
+        (&client).read_exact(&mut got).unwrap();
+        assert_eq!(&got[42..], &body[..]);
     }
 
     #[test]
