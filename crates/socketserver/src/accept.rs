@@ -575,16 +575,21 @@ mod tests {
         (listener, shared, poll)
     }
 
-    #[test]
-    fn at_the_limit_the_intake_stops_asks_to_be_woken_and_takes_the_next_once_a_place_frees() {
-        let (listener, shared, mut poll) = listening();
-        let addr = listener.local.socket_addr().unwrap();
-        let port = Port::new(
+    /// The listener as a port to accept from, ready.
+    fn port_of(listener: &Listener) -> Port {
+        Port::new(
             Arc::clone(&listener.socket),
             listener.kind,
             Arc::new(listener.local.clone()),
             true,
-        );
+        )
+    }
+
+    #[test]
+    fn at_the_limit_the_intake_stops_asks_to_be_woken_and_takes_the_next_once_a_place_frees() {
+        let (listener, shared, mut poll) = listening();
+        let addr = listener.local.socket_addr().unwrap();
+        let port = port_of(&listener);
         let settings = Settings {
             nodelay: true,
             timeout: None,
@@ -630,12 +635,7 @@ mod tests {
         for (on_listener, wanted) in [(true, true), (false, true), (false, false), (true, false)] {
             let (listener, shared, _poll) = listening_with(on_listener);
             let addr = listener.local.socket_addr().unwrap();
-            let port = Port::new(
-                Arc::clone(&listener.socket),
-                listener.kind,
-                Arc::new(listener.local.clone()),
-                true,
-            );
+            let port = port_of(&listener);
             assert_eq!(port.inherits_nodelay, on_listener);
             let settings = Settings {
                 nodelay: wanted,
