@@ -41,7 +41,6 @@ struct Config {
     timeout: Option<Duration>,
     shutdown_timeout: Duration,
     socket: SocketOptions,
-    nodelay: bool,
     max_packet_size: usize,
     block_on_close: bool,
     handle_signals: bool,
@@ -65,7 +64,6 @@ impl Default for Config {
                 reuse_port: false,
                 nodelay: true,
             },
-            nodelay: true,
             max_packet_size: 64 * 1024,
             block_on_close: true,
             handle_signals: false,
@@ -167,9 +165,9 @@ impl ServerBuilder {
 
     /// `TCP_NODELAY` on accepted TCP connections. Requests already buffer their writes and
     /// flush at the right moments, so Nagle's algorithm only adds delay (the 40 ms
-    /// Nagle/delayed-ACK stall). Default: `true`.
+    /// Nagle/delayed-ACK stall). Set on the TCP listeners the server binds as well, so on
+    /// Linux accepted connections inherit it without a call of their own. Default: `true`.
     pub fn nodelay(mut self, nodelay: bool) -> Self {
-        self.config.nodelay = nodelay;
         self.config.socket.nodelay = nodelay;
         self
     }
@@ -363,7 +361,7 @@ impl Server {
             )?;
         }
         let settings = Settings {
-            nodelay: config.nodelay,
+            nodelay: config.socket.nodelay,
             timeout: config.timeout,
             limit: config.max_connections,
             max_packet_size: config.max_packet_size,

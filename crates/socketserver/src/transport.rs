@@ -38,8 +38,9 @@ pub(crate) struct SocketOptions {
     pub(crate) backlog: i32,
     pub(crate) reuse_address: bool,
     pub(crate) reuse_port: bool,
-    /// `TCP_NODELAY` on a TCP listener: on Linux the connections it accepts inherit it, which
-    /// saves a `setsockopt` per connection (see `accept::Port::inherits_nodelay`).
+    /// `TCP_NODELAY` for accepted TCP connections, set on the TCP listener too: on Linux the
+    /// connections it accepts inherit it, which saves a `setsockopt` per connection (see
+    /// `accept::Port::inherits_nodelay`).
     pub(crate) nodelay: bool,
 }
 
